@@ -1,0 +1,29 @@
+# Isthmus: the two commands are `make demo` and `make test`. Both run `make setup` first.
+SHELL := /bin/bash
+VENV := .venv
+PY := $(VENV)/bin/python
+PYTEST_ARGS ?=
+
+.PHONY: setup demo test lint bench protos clean
+
+setup:
+	@scripts/setup.sh
+
+demo: setup
+	$(VENV)/bin/isthmus up
+
+test: setup
+	$(PY) -m pytest $(PYTEST_ARGS)
+
+lint: setup
+	$(VENV)/bin/ruff check .
+	$(VENV)/bin/ruff format --check .
+
+bench: setup
+	$(PY) -m bench $(if $(QUICK),--quick,)
+
+protos: setup
+	scripts/gen-protos.sh
+
+clean:
+	rm -rf $(VENV) .pytest_cache

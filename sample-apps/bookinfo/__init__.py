@@ -1,0 +1,1 @@
+"""Isthmus sample applications: Bookinfo."""
