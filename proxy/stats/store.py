@@ -1,0 +1,139 @@
+"""The proxy's stats: counters, gauges and histograms under Envoy's dotted names.
+
+Names are the full Envoy names (``cluster.backend.upstream_rq_total``). A ``Scope`` prefixes names
+(``store.scope("cluster.backend.")``). Stats are created on first use and then looked up once by the
+code that owns them, so the request path only does ``counter.inc()``.
+Export (``/stats``, ``/stats/prometheus`` with Envoy's tag extraction) lives in ``proxy.admin``.
+"""
+
+from __future__ import annotations
+
+import bisect
+import math
+
+# Envoy's default histogram bucket bounds (milliseconds for time histograms).
+DEFAULT_BUCKETS = (0.5, 1, 5, 10, 25, 50, 100, 250, 500, 1000, 2500, 5000, 10000, 30000, 60000,
+                   300000, 600000, 1800000, 3600000)
+
+
+class Counter:
+    __slots__ = ("name", "value")
+
+    def __init__(self, name: str) -> None:
+        self.name = name
+        self.value = 0
+
+    def inc(self, n: int = 1) -> None:
+        self.value += n
+
+
+class Gauge:
+    __slots__ = ("name", "value")
+
+    def __init__(self, name: str) -> None:
+        self.name = name
+        self.value = 0
+
+    def inc(self, n: int = 1) -> None:
+        self.value += n
+
+    def dec(self, n: int = 1) -> None:
+        self.value -= n
+
+    def set(self, v: int) -> None:
+        self.value = v
+
+
+class Histogram:
+    """Bucketed histogram; quantiles are interpolated within the bucket that holds them."""
+
+    __slots__ = ("name", "bounds", "counts", "count", "sum")
+
+    def __init__(self, name: str, bounds: tuple[float, ...] = DEFAULT_BUCKETS) -> None:
+        self.name = name
+        self.bounds = bounds
+        self.counts = [0] * (len(bounds) + 1)  # last slot: above the largest bound
+        self.count = 0
+        self.sum = 0.0
+
+    def record(self, value: float) -> None:
+        self.counts[bisect.bisect_left(self.bounds, value)] += 1
+        self.count += 1
+        self.sum += value
+
+    def cumulative_buckets(self) -> list[tuple[float, int]]:
+        """[(upper_bound, cumulative count)], ending with (+inf, count)."""
+        out, running = [], 0
+        for bound, c in zip(self.bounds, self.counts, strict=False):
+            running += c
+            out.append((bound, running))
+        out.append((math.inf, self.count))
+        return out
+
+    def quantile(self, q: float) -> float:
+        """Estimated q-quantile (0..1); NaN when empty."""
+        if self.count == 0:
+            return math.nan
+        target = q * self.count
+        running = 0
+        lower = 0.0
+        for i, c in enumerate(self.counts):
+            upper = self.bounds[i] if i < len(self.bounds) else self.bounds[-1] * 2
+            if c and running + c >= target:
+                frac = (target - running) / c
+                return lower + (upper - lower) * frac
+            running += c
+            lower = upper
+        return lower
+
+
+class Store:
+    """All stats of one proxy process."""
+
+    def __init__(self) -> None:
+        self.counters: dict[str, Counter] = {}
+        self.gauges: dict[str, Gauge] = {}
+        self.histograms: dict[str, Histogram] = {}
+
+    def counter(self, name: str) -> Counter:
+        c = self.counters.get(name)
+        if c is None:
+            c = self.counters[name] = Counter(name)
+        return c
+
+    def gauge(self, name: str) -> Gauge:
+        g = self.gauges.get(name)
+        if g is None:
+            g = self.gauges[name] = Gauge(name)
+        return g
+
+    def histogram(self, name: str) -> Histogram:
+        h = self.histograms.get(name)
+        if h is None:
+            h = self.histograms[name] = Histogram(name)
+        return h
+
+    def scope(self, prefix: str) -> Scope:
+        return Scope(self, prefix)
+
+
+class Scope:
+    """A view of a Store that prefixes every name, e.g. ``cluster.backend.``."""
+
+    __slots__ = ("store", "prefix")
+
+    def __init__(self, store: Store, prefix: str) -> None:
+        self.store = store
+        self.prefix = prefix
+
+    def counter(self, name: str) -> Counter:
+        return self.store.counter(self.prefix + name)
+
+    def gauge(self, name: str) -> Gauge:
+        return self.store.gauge(self.prefix + name)
+
+    def histogram(self, name: str) -> Histogram:
+        return self.store.histogram(self.prefix + name)
+
+    def scope(self, prefix: str) -> Scope:
+        return Scope(self.store, self.prefix + prefix)
