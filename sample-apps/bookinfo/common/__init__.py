@@ -1,0 +1,1 @@
+"""Pieces every Bookinfo app shares: header forwarding, settings from the environment, the server runner."""

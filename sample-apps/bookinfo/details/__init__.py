@@ -1,0 +1,1 @@
+"""Bookinfo details: the book's type, pages, publisher, language and ISBNs."""

@@ -1,0 +1,1 @@
+"""Bookinfo productpage: the web page, calling details and reviews."""

@@ -1,0 +1,1 @@
+"""Bookinfo ratings: stars per reviewer."""
