@@ -31,7 +31,7 @@ def reject_unsupported(msg: Message, spec: Spec, path: str = "") -> None:
             continue
         if field.message_type is None:
             continue
-        if field.label == field.LABEL_REPEATED:
+        if field.is_repeated:  # protobuf 7 removed FieldDescriptor.label
             if field.message_type.GetOptions().map_entry:
                 continue
             for i, item in enumerate(value):
