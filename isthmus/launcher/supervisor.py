@@ -1,0 +1,263 @@
+"""Runs a Topology as local processes: start in dependency order, wait for readiness, stream logs,
+restart crashes with backoff, and stop everything in reverse order on SIGINT/SIGTERM.
+
+Every child runs in its own session (so a terminal's Ctrl-C reaches only the supervisor, which then
+stops the children in order), and is signalled through its process group, by the PID we started.
+On Linux a child also gets SIGTERM if the supervisor itself dies without cleaning up.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import ctypes
+import logging
+import os
+import signal
+import sys
+import time
+from collections.abc import Mapping
+from typing import TextIO
+
+import httpx
+
+from isthmus.log import event
+
+from .backoff import Backoff
+from .topology import Topology, Workload
+
+log = logging.getLogger("isthmus.supervisor")
+logging.getLogger("httpx").setLevel(logging.WARNING)  # readiness polls would flood the log
+
+COLORS = ("\033[36m", "\033[33m", "\033[35m", "\033[32m", "\033[34m", "\033[91m", "\033[96m", "\033[93m")
+RESET = "\033[0m"
+# A user's own proxy settings must not capture traffic between workloads; the topology says when
+# a workload talks through a proxy (later: its sidecar).
+PROXY_VARS = frozenset({"http_proxy", "https_proxy", "all_proxy", "no_proxy"})
+
+try:
+    _libc = ctypes.CDLL(None, use_errno=True) if sys.platform.startswith("linux") else None
+except OSError:  # pragma: no cover
+    _libc = None
+PR_SET_PDEATHSIG = 1
+
+
+def _die_with_parent() -> None:  # runs in the child between fork and exec
+    if _libc is not None:
+        _libc.prctl(PR_SET_PDEATHSIG, signal.SIGTERM)
+
+
+def child_env(inherited: Mapping[str, str], workload: Workload, log_level: str | None) -> dict[str, str]:
+    env = {k: v for k, v in inherited.items() if k.lower() not in PROXY_VARS}
+    env["PYTHONUNBUFFERED"] = "1"
+    if log_level:
+        env["ISTHMUS_LOG_LEVEL"] = log_level
+    env.update(workload.env)
+    return env
+
+
+def prefix(name: str, width: int, color: str | None) -> str:
+    label = f"{name:<{width}} |"
+    return f"{color}{label}{RESET} " if color else f"{label} "
+
+
+class Child:
+    """A workload and the current process running it."""
+
+    def __init__(self, workload: Workload, line_prefix: str) -> None:
+        self.workload = workload
+        self.prefix = line_prefix
+        self.proc: asyncio.subprocess.Process | None = None
+        self.started_at = 0.0
+        self.crashes = 0
+        self.ever_ready = False
+        self.tasks: set[asyncio.Task] = set()
+
+    @property
+    def running(self) -> bool:
+        return self.proc is not None and self.proc.returncode is None
+
+
+class Supervisor:
+    def __init__(self, topology: Topology, *, python: str = sys.executable, out: TextIO | None = None,
+                 color: bool = False, ready_timeout: float = 30.0, stop_timeout: float = 5.0,
+                 backoff: Backoff | None = None, log_level: str | None = None) -> None:
+        self.topology = topology
+        self.order = topology.start_order()
+        self.python = python
+        self.out = out or sys.stdout
+        self.ready_timeout = ready_timeout
+        self.stop_timeout = stop_timeout
+        self.backoff = backoff or Backoff()
+        self.log_level = log_level
+        width = max(len(w.name) for w in self.order)
+        self.children = {
+            w.name: Child(w, prefix(w.name, width, COLORS[i % len(COLORS)] if color else None))
+            for i, w in enumerate(topology.workloads)
+        }
+        self._stopping: asyncio.Event | None = None
+        self._signals = 0
+
+    # -- the whole run ------------------------------------------------------------------------
+
+    async def run(self) -> int:
+        """Start everything, serve until a signal, stop everything. Returns the exit status."""
+        loop = asyncio.get_running_loop()
+        self._stopping = asyncio.Event()
+        for sig in (signal.SIGINT, signal.SIGTERM):
+            loop.add_signal_handler(sig, self._on_signal, sig)
+        self._http = httpx.AsyncClient(trust_env=False, timeout=2.0)
+        status = 0
+        try:
+            if await self._start_all():
+                self._announce()
+                await self._stopping.wait()
+            elif not self._stopping.is_set():
+                status = 1
+        finally:
+            await self._stop_all()
+            await self._http.aclose()
+            for sig in (signal.SIGINT, signal.SIGTERM):
+                loop.remove_signal_handler(sig)
+        return status
+
+    async def _start_all(self) -> bool:
+        """Start in waves: everything whose dependencies are ready starts at once. False on failure."""
+        pending = list(self.order)
+        ready: set[str] = set()
+        while pending and not self._stopping.is_set():
+            wave = [w for w in pending if all(dep in ready for dep in w.depends_on)]
+            children = [self.children[w.name] for w in wave]
+            for child in children:
+                await self._spawn(child)
+            results = await asyncio.gather(*(self._wait_ready(child) for child in children))
+            if not all(results):
+                return False
+            ready.update(w.name for w in wave)
+            pending = [w for w in pending if w.name not in ready]
+        return not pending
+
+    def _on_signal(self, sig: int) -> None:
+        self._signals += 1
+        event(log, logging.INFO, "supervisor.stopping", signal=signal.Signals(sig).name)
+        self._stopping.set()
+        if self._signals > 1:  # a second Ctrl-C: do not wait for graceful shutdowns
+            for child in self.children.values():
+                if child.running:
+                    self._signal_group(child, signal.SIGKILL)
+
+    def _announce(self) -> None:
+        entry = self.topology.get(self.topology.entry)
+        self.out.write(f"\nBookinfo is up (no sidecars yet). Open {self.topology.entry_url}\n"
+                       f"  {'workload':<12} {'listens on':<22} ready check\n")
+        for w in self.order:
+            self.out.write(f"  {w.name:<12} {w.address + ':' + str(w.port):<22} {w.ready_url}\n")
+        self.out.write("Press Ctrl-C to stop.\n\n")
+        self.out.flush()
+        event(log, logging.INFO, "supervisor.ready", url=self.topology.entry_url, entry=entry.name)
+
+    # -- one process --------------------------------------------------------------------------
+
+    async def _spawn(self, child: Child) -> None:
+        w = child.workload
+        child.proc = await asyncio.create_subprocess_exec(
+            *w.argv(self.python), env=child_env(os.environ, w, self.log_level),
+            stdin=asyncio.subprocess.DEVNULL, stdout=asyncio.subprocess.PIPE,
+            stderr=asyncio.subprocess.STDOUT, start_new_session=True, preexec_fn=_die_with_parent,
+            limit=1 << 20)
+        child.started_at = time.monotonic()
+        event(log, logging.INFO, "process.started", workload=w.name, pid=child.proc.pid,
+              address=f"{w.address}:{w.port}", command=" ".join(w.argv("python")))
+        pump = asyncio.create_task(self._pump(child, child.proc))
+        self._track(child, asyncio.create_task(self._watch(child, child.proc, pump)))
+
+    def _track(self, child: Child, task: asyncio.Task) -> None:
+        child.tasks.add(task)
+        task.add_done_callback(child.tasks.discard)
+
+    async def _pump(self, child: Child, proc: asyncio.subprocess.Process) -> None:
+        async for line in proc.stdout:
+            self.out.write(child.prefix + line.decode("utf-8", "replace").rstrip("\n") + "\n")
+            self.out.flush()
+
+    async def _wait_ready(self, child: Child, timeout: float | None = None) -> bool:
+        w = child.workload
+        proc = child.proc
+        deadline = time.monotonic() + (timeout or self.ready_timeout)
+        while not self._stopping.is_set():
+            if proc.returncode is not None:
+                print(f"isthmus: {w.name} exited with status {proc.returncode} before it was ready "
+                      f"(its output is above)", file=sys.stderr)
+                return False
+            try:
+                if (await self._http.get(w.ready_url)).status_code == 200:
+                    child.ever_ready = True
+                    event(log, logging.INFO, "process.ready", workload=w.name, pid=proc.pid, url=w.ready_url,
+                          after_s=round(time.monotonic() - child.started_at, 2))
+                    return True
+            except httpx.HTTPError:
+                pass
+            if time.monotonic() > deadline:
+                print(f"isthmus: {w.name} was not ready after {timeout or self.ready_timeout:g}s "
+                      f"({w.ready_url} did not answer 200)", file=sys.stderr)
+                return False
+            try:
+                await asyncio.wait_for(self._stopping.wait(), 0.1)
+            except TimeoutError:
+                pass
+        return False
+
+    async def _watch(self, child: Child, proc: asyncio.subprocess.Process, pump: asyncio.Task) -> None:
+        code = await proc.wait()
+        await pump
+        if self._stopping.is_set():
+            return
+        uptime = time.monotonic() - child.started_at
+        if not child.ever_ready:
+            event(log, logging.ERROR, "process.exited", workload=child.workload.name, pid=proc.pid, code=code)
+            return
+        child.crashes = self.backoff.next_count(child.crashes, uptime)
+        delay = self.backoff.delay(child.crashes)
+        event(log, logging.WARNING, "process.crashed", workload=child.workload.name, pid=proc.pid, code=code,
+              uptime_s=round(uptime, 2), restart_in_s=delay, consecutive_crashes=child.crashes)
+        try:
+            await asyncio.wait_for(self._stopping.wait(), delay)
+            return  # stopping: no restart
+        except TimeoutError:
+            pass
+        await self._spawn(child)
+        event(log, logging.INFO, "process.restarted", workload=child.workload.name, pid=child.proc.pid)
+        await self._wait_ready(child)
+
+    # -- stopping -----------------------------------------------------------------------------
+
+    def _signal_group(self, child: Child, sig: int) -> None:
+        # Only while our child is unreaped: its PID (= its process group id) is still ours.
+        if child.running:
+            try:
+                os.killpg(child.proc.pid, sig)
+            except ProcessLookupError:
+                pass
+
+    async def _stop_all(self) -> None:
+        self._stopping.set()
+        for workload in reversed(self.order):
+            child = self.children[workload.name]
+            if not child.running:
+                continue
+            self._signal_group(child, signal.SIGTERM)
+            try:
+                await asyncio.wait_for(child.proc.wait(), self.stop_timeout)
+            except TimeoutError:
+                event(log, logging.WARNING, "process.kill", workload=workload.name, pid=child.proc.pid,
+                      reason=f"still running {self.stop_timeout:g}s after SIGTERM")
+                self._signal_group(child, signal.SIGKILL)
+                await child.proc.wait()
+            event(log, logging.INFO, "process.stopped", workload=workload.name, pid=child.proc.pid,
+                  code=child.proc.returncode)
+        # Restart timers see the stop and return; a spawn already under way is stopped here too.
+        for child in self.children.values():
+            if child.tasks:
+                await asyncio.gather(*child.tasks, return_exceptions=True)
+            if child.running:
+                self._signal_group(child, signal.SIGKILL)
+                await child.proc.wait()
