@@ -13,26 +13,50 @@ from isthmus.launcher.topology import APP_PORT, DEFAULT_ADDRESS_BASE, bookinfo, 
 
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
-        prog="isthmus", description="Isthmus: a service mesh in Python, modelled on Istio and Envoy.")
+        prog="isthmus", description="Isthmus: a service mesh in Python, modelled on Istio and Envoy."
+    )
     commands = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
     up = commands.add_parser(
-        "up", help="run Bookinfo locally, one loopback address per workload",
+        "up",
+        help="run Bookinfo locally, one loopback address per workload",
         description="Start Bookinfo as local processes, each workload on its own 127.0.0.x address: "
-                    "productpage on the base address, then details, reviews-v1, reviews-v2, reviews-v3 "
-                    "and ratings on the next five. Waits for each to be ready before starting what "
-                    "depends on it, streams their logs, restarts crashes with backoff, and stops "
-                    "everything on Ctrl-C or SIGTERM. (No sidecars yet: later issues add the mesh.)")
-    up.add_argument("--address-base", default=DEFAULT_ADDRESS_BASE, metavar="ADDR",
-                    help=f"first of six consecutive loopback addresses (default {DEFAULT_ADDRESS_BASE})")
-    up.add_argument("--port", type=int, default=APP_PORT,
-                    help=f"the port every Bookinfo app listens on, on its own address (default {APP_PORT})")
-    up.add_argument("--ready-timeout", type=float, default=30.0, metavar="SECONDS",
-                    help="how long a process may take to answer its readiness check (default 30)")
-    up.add_argument("--color", choices=("auto", "always", "never"), default="auto",
-                    help="colour the per-process log prefix (default auto: when stdout is a terminal)")
-    up.add_argument("--log-level", choices=log.LEVEL_NAMES, metavar="LEVEL",
-                    help=f"for isthmus and every process it starts: {', '.join(log.LEVEL_NAMES)} "
-                         f"(env {log.ENV_VAR}, default info)")
+        "productpage on the base address, then details, reviews-v1, reviews-v2, reviews-v3 "
+        "and ratings on the next five. Waits for each to be ready before starting what "
+        "depends on it, streams their logs, restarts crashes with backoff, and stops "
+        "everything on Ctrl-C or SIGTERM. (No sidecars yet: later issues add the mesh.)",
+    )
+    up.add_argument(
+        "--address-base",
+        default=DEFAULT_ADDRESS_BASE,
+        metavar="ADDR",
+        help=f"first of six consecutive loopback addresses (default {DEFAULT_ADDRESS_BASE})",
+    )
+    up.add_argument(
+        "--port",
+        type=int,
+        default=APP_PORT,
+        help=f"the port every Bookinfo app listens on, on its own address (default {APP_PORT})",
+    )
+    up.add_argument(
+        "--ready-timeout",
+        type=float,
+        default=30.0,
+        metavar="SECONDS",
+        help="how long a process may take to answer its readiness check (default 30)",
+    )
+    up.add_argument(
+        "--color",
+        choices=("auto", "always", "never"),
+        default="auto",
+        help="colour the per-process log prefix (default auto: when stdout is a terminal)",
+    )
+    up.add_argument(
+        "--log-level",
+        choices=log.LEVEL_NAMES,
+        metavar="LEVEL",
+        help=f"for isthmus and every process it starts: {', '.join(log.LEVEL_NAMES)} "
+        f"(env {log.ENV_VAR}, default info)",
+    )
     up.set_defaults(run=cmd_up)
     return parser
 
@@ -46,10 +70,15 @@ def cmd_up(args: argparse.Namespace, parser: argparse.ArgumentParser) -> int:
         parser.error(f"--address-base: {e}")
     if not 1 <= args.port <= 65535:
         parser.error(f"--port must be between 1 and 65535, got {args.port}")
-    color = args.color == "always" or (args.color == "auto" and sys.stdout.isatty()
-                                       and not os.environ.get("NO_COLOR"))
-    supervisor = Supervisor(bookinfo(addressing, args.port), color=color, ready_timeout=args.ready_timeout,
-                            log_level=args.log_level)
+    color = args.color == "always" or (
+        args.color == "auto" and sys.stdout.isatty() and not os.environ.get("NO_COLOR")
+    )
+    supervisor = Supervisor(
+        bookinfo(addressing, args.port),
+        color=color,
+        ready_timeout=args.ready_timeout,
+        log_level=args.log_level,
+    )
     return asyncio.run(supervisor.run())
 
 

@@ -78,9 +78,18 @@ class Child:
 
 
 class Supervisor:
-    def __init__(self, topology: Topology, *, python: str = sys.executable, out: TextIO | None = None,
-                 color: bool = False, ready_timeout: float = 30.0, stop_timeout: float = 5.0,
-                 backoff: Backoff | None = None, log_level: str | None = None) -> None:
+    def __init__(
+        self,
+        topology: Topology,
+        *,
+        python: str = sys.executable,
+        out: TextIO | None = None,
+        color: bool = False,
+        ready_timeout: float = 30.0,
+        stop_timeout: float = 5.0,
+        backoff: Backoff | None = None,
+        log_level: str | None = None,
+    ) -> None:
         self.topology = topology
         self.order = topology.start_order()
         self.python = python
@@ -147,8 +156,10 @@ class Supervisor:
 
     def _announce(self) -> None:
         entry = self.topology.get(self.topology.entry)
-        self.out.write(f"\nBookinfo is up (no sidecars yet). Open {self.topology.entry_url}\n"
-                       f"  {'workload':<12} {'listens on':<22} ready check\n")
+        self.out.write(
+            f"\nBookinfo is up (no sidecars yet). Open {self.topology.entry_url}\n"
+            f"  {'workload':<12} {'listens on':<22} ready check\n"
+        )
         for w in self.order:
             self.out.write(f"  {w.name:<12} {w.address + ':' + str(w.port):<22} {w.ready_url}\n")
         self.out.write("Press Ctrl-C to stop.\n\n")
@@ -160,13 +171,25 @@ class Supervisor:
     async def _spawn(self, child: Child) -> None:
         w = child.workload
         child.proc = await asyncio.create_subprocess_exec(
-            *w.argv(self.python), env=child_env(os.environ, w, self.log_level),
-            stdin=asyncio.subprocess.DEVNULL, stdout=asyncio.subprocess.PIPE,
-            stderr=asyncio.subprocess.STDOUT, start_new_session=True, preexec_fn=_die_with_parent,
-            limit=1 << 20)
+            *w.argv(self.python),
+            env=child_env(os.environ, w, self.log_level),
+            stdin=asyncio.subprocess.DEVNULL,
+            stdout=asyncio.subprocess.PIPE,
+            stderr=asyncio.subprocess.STDOUT,
+            start_new_session=True,
+            preexec_fn=_die_with_parent,
+            limit=1 << 20,
+        )
         child.started_at = time.monotonic()
-        event(log, logging.INFO, "process.started", workload=w.name, pid=child.proc.pid,
-              address=f"{w.address}:{w.port}", command=" ".join(w.argv("python")))
+        event(
+            log,
+            logging.INFO,
+            "process.started",
+            workload=w.name,
+            pid=child.proc.pid,
+            address=f"{w.address}:{w.port}",
+            command=" ".join(w.argv("python")),
+        )
         pump = asyncio.create_task(self._pump(child, child.proc))
         self._track(child, asyncio.create_task(self._watch(child, child.proc, pump)))
 
@@ -185,20 +208,33 @@ class Supervisor:
         deadline = time.monotonic() + (timeout or self.ready_timeout)
         while not self._stopping.is_set():
             if proc.returncode is not None:
-                print(f"isthmus: {w.name} exited with status {proc.returncode} before it was ready "
-                      f"(its output is above)", file=sys.stderr)
+                print(
+                    f"isthmus: {w.name} exited with status {proc.returncode} before it was ready "
+                    f"(its output is above)",
+                    file=sys.stderr,
+                )
                 return False
             try:
                 if (await self._http.get(w.ready_url)).status_code == 200:
                     child.ever_ready = True
-                    event(log, logging.INFO, "process.ready", workload=w.name, pid=proc.pid, url=w.ready_url,
-                          after_s=round(time.monotonic() - child.started_at, 2))
+                    event(
+                        log,
+                        logging.INFO,
+                        "process.ready",
+                        workload=w.name,
+                        pid=proc.pid,
+                        url=w.ready_url,
+                        after_s=round(time.monotonic() - child.started_at, 2),
+                    )
                     return True
             except httpx.HTTPError:
                 pass
             if time.monotonic() > deadline:
-                print(f"isthmus: {w.name} was not ready after {timeout or self.ready_timeout:g}s "
-                      f"({w.ready_url} did not answer 200)", file=sys.stderr)
+                print(
+                    f"isthmus: {w.name} was not ready after {timeout or self.ready_timeout:g}s "
+                    f"({w.ready_url} did not answer 200)",
+                    file=sys.stderr,
+                )
                 return False
             try:
                 await asyncio.wait_for(self._stopping.wait(), 0.1)
@@ -217,8 +253,17 @@ class Supervisor:
             return
         child.crashes = self.backoff.next_count(child.crashes, uptime)
         delay = self.backoff.delay(child.crashes)
-        event(log, logging.WARNING, "process.crashed", workload=child.workload.name, pid=proc.pid, code=code,
-              uptime_s=round(uptime, 2), restart_in_s=delay, consecutive_crashes=child.crashes)
+        event(
+            log,
+            logging.WARNING,
+            "process.crashed",
+            workload=child.workload.name,
+            pid=proc.pid,
+            code=code,
+            uptime_s=round(uptime, 2),
+            restart_in_s=delay,
+            consecutive_crashes=child.crashes,
+        )
         try:
             await asyncio.wait_for(self._stopping.wait(), delay)
             return  # stopping: no restart
@@ -248,12 +293,24 @@ class Supervisor:
             try:
                 await asyncio.wait_for(child.proc.wait(), self.stop_timeout)
             except TimeoutError:
-                event(log, logging.WARNING, "process.kill", workload=workload.name, pid=child.proc.pid,
-                      reason=f"still running {self.stop_timeout:g}s after SIGTERM")
+                event(
+                    log,
+                    logging.WARNING,
+                    "process.kill",
+                    workload=workload.name,
+                    pid=child.proc.pid,
+                    reason=f"still running {self.stop_timeout:g}s after SIGTERM",
+                )
                 self._signal_group(child, signal.SIGKILL)
                 await child.proc.wait()
-            event(log, logging.INFO, "process.stopped", workload=workload.name, pid=child.proc.pid,
-                  code=child.proc.returncode)
+            event(
+                log,
+                logging.INFO,
+                "process.stopped",
+                workload=workload.name,
+                pid=child.proc.pid,
+                code=child.proc.returncode,
+            )
         # Restart timers see the stop and return; a spawn already under way is stopped here too.
         for child in self.children.values():
             if child.tasks:

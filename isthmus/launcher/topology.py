@@ -122,8 +122,10 @@ def parse_address_base(text: str) -> ipaddress.IPv4Address:
     last = int(base) + len(BOOKINFO_SLOTS) - 1
     loopback = ipaddress.IPv4Network("127.0.0.0/8")
     if base not in loopback or ipaddress.IPv4Address(last) not in loopback or int(base) & 0xFF == 0:
-        raise ValueError(f"{text} must be in 127.0.0.0/8 with {len(BOOKINFO_SLOTS)} addresses free "
-                         f"after it (e.g. {DEFAULT_ADDRESS_BASE})")
+        raise ValueError(
+            f"{text} must be in 127.0.0.0/8 with {len(BOOKINFO_SLOTS)} addresses free "
+            f"after it (e.g. {DEFAULT_ADDRESS_BASE})"
+        )
     return base
 
 
@@ -131,12 +133,19 @@ def bookinfo(addressing: Addressing | None = None, port: int = APP_PORT) -> Topo
     """Istio's Bookinfo without sidecars: every workload on `port`, on the addresses `addressing` gives."""
     a = addressing or local_addressing()
 
-    def workload(name: str, module: str, version: str, extra_env: dict[str, str],
-                 depends_on: tuple[str, ...] = ()) -> Workload:
-        env = {"LISTEN_ADDRESS": a.listen(name), "LISTEN_PORT": str(port), "SERVICE_VERSION": version,
-               "HOSTNAME": name, **extra_env}
-        return Workload(name=name, module=module, address=a.listen(name), port=port, env=env,
-                        depends_on=depends_on)
+    def workload(
+        name: str, module: str, version: str, extra_env: dict[str, str], depends_on: tuple[str, ...] = ()
+    ) -> Workload:
+        env = {
+            "LISTEN_ADDRESS": a.listen(name),
+            "LISTEN_PORT": str(port),
+            "SERVICE_VERSION": version,
+            "HOSTNAME": name,
+            **extra_env,
+        }
+        return Workload(
+            name=name, module=module, address=a.listen(name), port=port, env=env, depends_on=depends_on
+        )
 
     ratings_env = {"RATINGS_HOSTNAME": a.host("ratings"), "RATINGS_SERVICE_PORT": str(port)}
     reviews = ("reviews-v1", "reviews-v2", "reviews-v3")
@@ -147,11 +156,19 @@ def bookinfo(addressing: Addressing | None = None, port: int = APP_PORT) -> Topo
             workload("reviews-v1", "bookinfo.reviews", "v1", ratings_env),
             workload("reviews-v2", "bookinfo.reviews", "v2", ratings_env, ("ratings",)),
             workload("reviews-v3", "bookinfo.reviews", "v3", ratings_env, ("ratings",)),
-            workload("productpage", "bookinfo.productpage", "v1", {
-                "DETAILS_HOSTNAME": a.host("details"), "DETAILS_SERVICE_PORT": str(port),
-                "REVIEWS_HOSTNAME": ",".join(a.host(r) for r in reviews), "REVIEWS_SERVICE_PORT": str(port),
-                **ratings_env,
-            }, ("details", *reviews)),
+            workload(
+                "productpage",
+                "bookinfo.productpage",
+                "v1",
+                {
+                    "DETAILS_HOSTNAME": a.host("details"),
+                    "DETAILS_SERVICE_PORT": str(port),
+                    "REVIEWS_HOSTNAME": ",".join(a.host(r) for r in reviews),
+                    "REVIEWS_SERVICE_PORT": str(port),
+                    **ratings_env,
+                },
+                ("details", *reviews),
+            ),
         ),
         entry="productpage",
         entry_path="/productpage",

@@ -19,12 +19,19 @@ environment:
 
 def build_parser(prog: str, description: str, env_help: str = "") -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
-        prog=prog, description=description, epilog=env_help + COMMON_ENV_HELP,
-        formatter_class=argparse.RawDescriptionHelpFormatter)
+        prog=prog,
+        description=description,
+        epilog=env_help + COMMON_ENV_HELP,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
     parser.add_argument("--address", help="address to listen on (env LISTEN_ADDRESS, default 0.0.0.0)")
     parser.add_argument("--port", type=int, help="port to listen on (env LISTEN_PORT, default 9080)")
-    parser.add_argument("--log-level", choices=LEVEL_NAMES, metavar="LEVEL",
-                        help=f"one of {', '.join(LEVEL_NAMES)} (env ISTHMUS_LOG_LEVEL, default info)")
+    parser.add_argument(
+        "--log-level",
+        choices=LEVEL_NAMES,
+        metavar="LEVEL",
+        help=f"one of {', '.join(LEVEL_NAMES)} (env ISTHMUS_LOG_LEVEL, default info)",
+    )
     return parser
 
 

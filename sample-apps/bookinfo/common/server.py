@@ -43,9 +43,16 @@ def install_access_log(app, component: str) -> None:
     async def access_log(request: Request, call_next):
         started = time.monotonic()
         response = await call_next(request)
-        event(access, logging.INFO, "http.request", method=request.method, path=request.url.path,
-              status=response.status_code, duration_ms=round((time.monotonic() - started) * 1000, 1),
-              request_id=request.headers.get("x-request-id", "-"))
+        event(
+            access,
+            logging.INFO,
+            "http.request",
+            method=request.method,
+            path=request.url.path,
+            status=response.status_code,
+            duration_ms=round((time.monotonic() - started) * 1000, 1),
+            request_id=request.headers.get("x-request-id", "-"),
+        )
         return response
 
 
@@ -57,8 +64,9 @@ def serve(app, address: str, port: int, component: str) -> int:
         print(f"{component}: {e}", file=sys.stderr)
         event(log, logging.ERROR, "server.listen_failed", address=f"{address}:{port}", error=str(e))
         return 1
-    config = uvicorn.Config(app, log_config=None, access_log=False, lifespan="on",
-                            timeout_graceful_shutdown=5)
+    config = uvicorn.Config(
+        app, log_config=None, access_log=False, lifespan="on", timeout_graceful_shutdown=5
+    )
     server = uvicorn.Server(config)
     event(log, logging.INFO, "server.listening", address=f"{address}:{sock.getsockname()[1]}")
     server.run(sockets=[sock])

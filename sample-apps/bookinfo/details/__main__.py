@@ -11,8 +11,11 @@ from .app import create_app
 
 
 def main(argv=None) -> int:
-    parser = build_parser("python -m bookinfo.details", "Bookinfo details service (GET /details/<id>).",
-                          "  SERVICE_VERSION               reported version (default v1)\n")
+    parser = build_parser(
+        "python -m bookinfo.details",
+        "Bookinfo details service (GET /details/<id>).",
+        "  SERVICE_VERSION               reported version (default v1)\n",
+    )
     args = parse_args(parser, argv)
     log.setup("details", args.log_level)
     return serve(create_app(os.environ.get("SERVICE_VERSION", "v1")), args.address, args.port, "details")

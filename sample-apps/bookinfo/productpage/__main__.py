@@ -19,7 +19,8 @@ def main(argv=None) -> int:
         "  REVIEWS_HOSTNAME, REVIEWS_SERVICE_PORT   where reviews is (default reviews:9080); without a\n"
         "                                           mesh a comma-separated list is used in turn\n"
         "  RATINGS_HOSTNAME, RATINGS_SERVICE_PORT   where ratings is (default ratings:9080)\n"
-        "  SERVICES_DOMAIN                          appended to each host name when set\n")
+        "  SERVICES_DOMAIN                          appended to each host name when set\n",
+    )
     args = parse_args(parser, argv)
     try:
         upstreams = Upstreams(*(upstream_from_env(n, os.environ) for n in ("details", "reviews", "ratings")))

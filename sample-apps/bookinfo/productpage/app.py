@@ -31,8 +31,9 @@ def create_app(upstreams: Upstreams) -> FastAPI:
         yield
         await app.state.client.aclose()
 
-    app = FastAPI(title="bookinfo productpage", docs_url=None, redoc_url=None, openapi_url=None,
-                  lifespan=lifespan)
+    app = FastAPI(
+        title="bookinfo productpage", docs_url=None, redoc_url=None, openapi_url=None, lifespan=lifespan
+    )
     install_access_log(app, "productpage")
     reviews_urls = p.RoundRobin(upstreams.reviews.base_urls())
 
@@ -47,8 +48,9 @@ def create_app(upstreams: Upstreams) -> FastAPI:
     async def reviews(pid: int, headers: dict[str, str]) -> Fetched:
         got = Fetched(500)
         for _ in range(p.REVIEWS_ATTEMPTS):
-            got = await get_json(app.state.client, f"{reviews_urls.next()}/reviews/{pid}", headers,
-                                 p.REVIEWS_TIMEOUT)
+            got = await get_json(
+                app.state.client, f"{reviews_urls.next()}/reviews/{pid}", headers, p.REVIEWS_TIMEOUT
+            )
             if got.ok:
                 return got
         return Fetched(got.status, p.REVIEWS_UNAVAILABLE)

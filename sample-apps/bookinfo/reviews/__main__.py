@@ -18,7 +18,8 @@ def main(argv=None) -> int:
         "Bookinfo reviews service (GET /reviews/<id>). v1: no stars; v2: black stars; v3: red stars.",
         "  SERVICE_VERSION               v1, v2 or v3 (default v1)\n"
         "  RATINGS_HOSTNAME, RATINGS_SERVICE_PORT, SERVICES_DOMAIN\n"
-        "                                where ratings is (default ratings:9080)\n")
+        "                                where ratings is (default ratings:9080)\n",
+    )
     args = parse_args(parser, argv)
     try:
         version = version_named(os.environ.get("SERVICE_VERSION", "v1"))

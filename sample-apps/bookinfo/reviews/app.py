@@ -22,8 +22,9 @@ def create_app(version: Version, ratings: Upstream) -> FastAPI:
         yield
         await app.state.client.aclose()
 
-    app = FastAPI(title="bookinfo reviews", docs_url=None, redoc_url=None, openapi_url=None,
-                  lifespan=lifespan)
+    app = FastAPI(
+        title="bookinfo reviews", docs_url=None, redoc_url=None, openapi_url=None, lifespan=lifespan
+    )
     install_access_log(app, "reviews")
     podname = os.environ.get("HOSTNAME", "")
     clustername = os.environ.get("CLUSTER_NAME", "null")
@@ -41,8 +42,9 @@ def create_app(version: Version, ratings: Upstream) -> FastAPI:
         stars = None
         if version.ratings_enabled:
             url = f"{ratings.base_urls()[0]}/ratings/{pid}"
-            fetched = await get_json(app.state.client, url, forward_headers(request.headers),
-                                     version.ratings_timeout)
+            fetched = await get_json(
+                app.state.client, url, forward_headers(request.headers), version.ratings_timeout
+            )
             if fetched.ok and isinstance(fetched.body, dict):
                 stars = fetched.body.get("ratings")
         body = reviews_body(pid, version, stars, podname, clustername)

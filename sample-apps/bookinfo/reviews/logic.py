@@ -7,8 +7,11 @@ from dataclasses import dataclass
 RATINGS_UNAVAILABLE = "Ratings service is currently unavailable"
 REVIEWS = (
     ("Reviewer1", "An extremely entertaining play by Shakespeare. The slapstick humour is refreshing!"),
-    ("Reviewer2", "Absolutely fun and entertaining. The play lacks thematic depth when compared to other "
-                  "plays by Shakespeare."),
+    (
+        "Reviewer2",
+        "Absolutely fun and entertaining. The play lacks thematic depth when compared to other "
+        "plays by Shakespeare.",
+    ),
 )
 
 
@@ -35,8 +38,9 @@ def version_named(name: str) -> Version:
         raise ValueError(f"SERVICE_VERSION must be one of {', '.join(VERSIONS)}, got {name!r}") from None
 
 
-def reviews_body(product_id: int, version: Version, ratings: dict | None,
-                 podname: str = "", clustername: str = "null") -> dict:
+def reviews_body(
+    product_id: int, version: Version, ratings: dict | None, podname: str = "", clustername: str = "null"
+) -> dict:
     """The reviews JSON. `ratings` is ratings' `{"Reviewer1": 5, ...}`, or None when it could not be had."""
     reviews = []
     for reviewer, text in REVIEWS:

@@ -1,0 +1,1 @@
+"""citadel's servers."""

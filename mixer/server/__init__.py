@@ -1,0 +1,1 @@
+"""mixer's servers."""

@@ -1,0 +1,9 @@
+"""pilot's HTTP endpoint. Scaffold: only /ready and /metrics so far; the rest comes with pilot's own issue."""
+
+from __future__ import annotations
+
+from isthmus import healthserver
+
+
+def serve(http_addr: tuple[str, int]) -> int:
+    return healthserver.serve("pilot", http_addr)
