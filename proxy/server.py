@@ -1,0 +1,292 @@
+"""The running proxy: assembles stats, clusters, listeners and admin from a Bootstrap.
+
+``run(options)`` is the process entry (called by ``proxy.__main__``): it loads the configuration,
+validates it (``--mode validate``) or serves on uvloop until SIGTERM/SIGINT, then drains.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import enum
+import logging
+import os
+import resource
+import signal
+import sys
+import time
+from typing import Any
+
+from isthmus import log as isthmus_log
+from isthmus.log import event
+from proxy.config.bootstrap import load_bootstrap
+from proxy.config.context import FactoryContext
+from proxy.config.errors import ConfigError
+from proxy.core.listener import ListenerManager
+from proxy.options import Options
+from proxy.stats.store import Store
+
+log = logging.getLogger("proxy.server")
+
+VERSION = "isthmus-proxy/0.1.0"
+
+
+class ServerState(enum.IntEnum):
+    """Envoy's server.state gauge values."""
+
+    LIVE = 0
+    DRAINING = 1
+    PRE_INITIALIZING = 2
+    INITIALIZING = 3
+
+
+class _NoClusters:
+    """Stands in until proxy.upstream's ClusterManager exists: no clusters at all."""
+
+    def __init__(self) -> None:
+        self.clusters: dict[str, Any] = {}
+
+    def get(self, name: str):
+        return None
+
+    def __iter__(self):
+        return iter(())
+
+
+def _make_cluster_manager(clusters, ctx: FactoryContext):
+    try:
+        from proxy.upstream.cluster_manager import ClusterManager
+    except ModuleNotFoundError as e:
+        if e.name not in ("proxy.upstream.cluster_manager",):
+            raise
+        if len(clusters):
+            raise ConfigError("static_resources.clusters",
+                              "clusters are not supported by this build (proxy.upstream is missing)") from None
+        return _NoClusters()
+    return ClusterManager.from_protos(clusters, ctx, "static_resources.clusters")
+
+
+def raise_fd_limit() -> tuple[int, int]:
+    """Raise the soft RLIMIT_NOFILE to the hard limit, as a proxy with many sockets needs."""
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    if hard == resource.RLIM_INFINITY or soft < hard:
+        target = hard if hard != resource.RLIM_INFINITY else max(soft, 1 << 20)
+        try:
+            resource.setrlimit(resource.RLIMIT_NOFILE, (target, hard))
+            soft = target
+        except (ValueError, OSError):
+            pass
+    return soft, hard
+
+
+class Server:
+    """Everything the proxy runs. Building it compiles the whole configuration (that is what
+    ``--mode validate`` does); ``start()`` binds sockets and goes LIVE."""
+
+    def __init__(self, bootstrap, options: Options | None = None) -> None:
+        self.options = options or Options()
+        self.bootstrap = bootstrap
+        self.start_time = time.time()
+        self.stats = Store()
+        self.state = ServerState.PRE_INITIALIZING
+        self._state_gauge = self.stats.gauge("server.state")
+        self._state_gauge.set(int(self.state))
+        self.stats.gauge("server.live").set(0)
+        self.stats.gauge("server.concurrency").set(1)
+        self.healthcheck_failed = False
+        self.ctx = FactoryContext(stats=self.stats, server=self)
+        self.cluster_manager = _make_cluster_manager(bootstrap.static_resources.clusters, self.ctx)
+        self.ctx.cluster_manager = self.cluster_manager
+        self.listener_manager = ListenerManager(bootstrap.static_resources.listeners, self.ctx)
+        self.admin = None
+        self._stopped: asyncio.Event | None = None
+        self._shutdown_task: asyncio.Task | None = None
+
+    # ---- state -------------------------------------------------------------------------------
+
+    @property
+    def draining(self) -> bool:
+        return self.state == ServerState.DRAINING
+
+    @property
+    def live(self) -> bool:
+        return self.state == ServerState.LIVE
+
+    @property
+    def node(self):
+        return self.bootstrap.node
+
+    def _set_state(self, state: ServerState) -> None:
+        self.state = state
+        self._state_gauge.set(int(state))
+        self.stats.gauge("server.live").set(1 if state == ServerState.LIVE else 0)
+
+    def uptime(self) -> float:
+        return time.time() - self.start_time
+
+    # ---- lifecycle ---------------------------------------------------------------------------
+
+    async def start(self) -> None:
+        self._stopped = asyncio.Event()
+        self._set_state(ServerState.INITIALIZING)
+        # Bind every socket first: a port in use fails startup naming the address.
+        self.listener_manager.bind_all()
+        await self._start_admin()
+        init = getattr(self.cluster_manager, "start", None)
+        if init is not None:
+            res = init()
+            if asyncio.iscoroutine(res):
+                await res
+        await self.listener_manager.start()
+        self._set_state(ServerState.LIVE)
+        event(log, logging.INFO, "server.live", listeners=len(self.listener_manager.listeners))
+
+    async def _start_admin(self) -> None:
+        if not self.bootstrap.HasField("admin") or not self.bootstrap.admin.HasField("address"):
+            return
+        sa = self.bootstrap.admin.address.socket_address
+        host, port = sa.address or "127.0.0.1", sa.port_value
+        try:
+            from proxy.admin.server import AdminServer
+        except ModuleNotFoundError as e:
+            if e.name not in ("proxy.admin.server",):
+                raise
+            AdminServer = _MinimalAdmin
+        self.admin = AdminServer(self, host, port)
+        try:
+            await self.admin.start()
+        except OSError as e:
+            raise OSError(e.errno, f"cannot bind admin to {host}:{port}: {e.strerror or e}") from None
+        event(log, logging.INFO, "admin.started", address=f"{host}:{port}")
+
+    def start_drain(self, inbound_only: bool = False) -> None:
+        """/drain_listeners: stop accepting and let connections finish (does not exit)."""
+        self.listener_manager.start_drain(inbound_only=inbound_only)
+        if not inbound_only:
+            self._set_state(ServerState.DRAINING)
+
+    def shutdown(self, drain: bool = True) -> None:
+        """Begin a graceful exit (SIGTERM, /quitquitquit): drain listeners, wait, stop."""
+        if self._shutdown_task is not None:
+            if not drain:  # second signal: stop waiting
+                self.listener_manager.abort_all()
+            return
+        self._shutdown_task = asyncio.get_running_loop().create_task(self._shutdown(drain))
+
+    async def _shutdown(self, drain: bool) -> None:
+        event(log, logging.INFO, "server.shutdown", drain=drain, drain_time_s=self.options.drain_time_s)
+        self._set_state(ServerState.DRAINING)
+        self.listener_manager.start_drain()
+        if drain:
+            done = await self.listener_manager.wait_connections_closed(self.options.drain_time_s)
+            if not done:
+                event(log, logging.INFO, "server.drain_timeout", open=len(self.listener_manager.connections()))
+        self.listener_manager.abort_all()
+        stop = getattr(self.cluster_manager, "stop", None)
+        if stop is not None:
+            res = stop()
+            if asyncio.iscoroutine(res):
+                await res
+        if self.admin is not None:
+            await self.admin.stop()
+        assert self._stopped is not None
+        self._stopped.set()
+
+    async def serve(self) -> None:
+        await self.start()
+        loop = asyncio.get_running_loop()
+        for sig in (signal.SIGTERM, signal.SIGINT):
+            loop.add_signal_handler(sig, self._on_signal)
+        assert self._stopped is not None
+        await self._stopped.wait()
+        event(log, logging.INFO, "server.exited")
+
+    def _on_signal(self) -> None:
+        self.shutdown(drain=self._shutdown_task is None)
+
+
+class _MinimalAdmin:
+    """Placeholder admin (GET /ready, POST /quitquitquit) until proxy.admin.server lands."""
+
+    def __init__(self, server: Server, host: str, port: int) -> None:
+        self.server = server
+        self.host, self.port = host, port
+        self._srv: asyncio.AbstractServer | None = None
+
+    async def start(self) -> None:
+        self._srv = await asyncio.start_server(self._handle, self.host, self.port, reuse_address=True)
+
+    async def stop(self) -> None:
+        if self._srv is not None:
+            self._srv.close()
+            self._srv = None
+
+    async def _handle(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        try:
+            line = await reader.readline()
+            while (await reader.readline()) not in (b"\r\n", b"\n", b""):
+                pass
+            parts = line.decode("latin-1").split()
+            method, path = (parts[0], parts[1].split("?")[0]) if len(parts) >= 2 else ("", "")
+            if path == "/ready" and method == "GET":
+                live = self.server.live
+                status, body = (200, "LIVE\n") if live else (503, self.server.state.name + "\n")
+            elif path == "/quitquitquit" and method == "POST":
+                status, body = 200, "OK\n"
+                self.server.shutdown(drain=False)
+            else:
+                status, body = 404, "not found\n"
+            reason = {200: "OK", 404: "Not Found", 503: "Service Unavailable"}[status]
+            writer.write(f"HTTP/1.1 {status} {reason}\r\ncontent-type: text/plain\r\ncontent-length: {len(body)}\r\n"
+                         f"connection: close\r\n\r\n{body}".encode())
+            await writer.drain()
+        except (OSError, asyncio.IncompleteReadError):
+            pass
+        finally:
+            writer.close()
+
+
+# --------------------------------------------------------------------------------------------------
+# Process entry
+# --------------------------------------------------------------------------------------------------
+
+
+def _config_name(options: Options) -> str:
+    return options.config_path or "--config-yaml"
+
+
+def run(options: Options) -> int:
+    isthmus_log.setup("proxy", options.log_level)
+    if options.concurrency > 1:
+        event(log, logging.WARNING, "concurrency.limited", requested=options.concurrency, running=1,
+              note="multiple workers come with the performance issue; running 1 worker")
+    try:
+        bootstrap = load_bootstrap(options.config_path, options.config_yaml, options.service_node,
+                                   options.service_cluster)
+        if options.mode == "validate":
+            Server(bootstrap, options)
+            print(f"configuration '{_config_name(options)}' OK")
+            return 0
+        server = Server(bootstrap, options)
+    except ConfigError as e:
+        print(f"error initializing configuration '{_config_name(options)}': {e}", file=sys.stderr)
+        return 1
+    soft, _ = raise_fd_limit()
+    event(log, logging.DEBUG, "rlimit.nofile", soft=soft)
+    try:
+        import uvloop
+    except ImportError:  # pragma: no cover - uvloop is a dependency
+        uvloop = None
+    try:
+        if uvloop is not None:
+            uvloop.run(server.serve())
+        else:
+            asyncio.run(server.serve())
+    except OSError as e:
+        print(f"error: {e.strerror or e}", file=sys.stderr)
+        return 1
+    except KeyboardInterrupt:
+        return 0
+    return 0
+
+
+__all__ = ["Server", "ServerState", "run", "os"]
