@@ -1,0 +1,505 @@
+"""Sans-IO HTTP/1.1 codec on httptools (llhttp), for downstream requests and upstream responses.
+
+Parsers turn bytes into events and never raise out of ``feed``::
+
+    p = RequestParser(max_header_bytes=60 * 1024)
+    for ev in p.feed(data):   # RequestHead, Data, EndOfMessage, ProtocolError
+        ...
+
+* Pipelining: one ``feed`` may yield the events of several messages, in order.
+* Bodies stream as ``Data`` events (chunked framing is removed; trailers are dropped).
+* ``Upgrade`` (and ``CONNECT``): after the ``EndOfMessage`` of a request (or a 101 response) whose
+  head says ``upgrade=True``, every further byte is tunnel payload and comes out as ``Data``.
+* After a ``ProtocolError`` the parser is dead: ``feed`` returns ``[]``. The connection must close.
+* Header limits: the size of the head (URL plus header names and values, as Envoy counts it) beyond
+  ``max_header_bytes``, or more than ``max_headers_count`` headers, gives a 431 (requests) / 502
+  (responses) ``ProtocolError``.
+
+Requests: ``Host`` becomes ``:authority``; the head carries ``:method``, ``:path``, ``:authority``
+and ``:scheme`` (``http``; absolute-form URLs ``http://host/path`` fill ``:scheme``/``:authority``
+from the URL, as a forward proxy needs).
+
+Responses (used by the upstream connection pool): call ``expect(method)`` once per request sent,
+so that a response to ``HEAD`` is known to carry no body. 1xx responses other than 101 are swallowed
+(Envoy does not forward ``100 Continue`` by default) unless ``emit_informational=True``. A body
+without ``Content-Length`` or chunked framing lasts until the connection closes: call
+``feed_eof()`` when the peer closes to get its ``EndOfMessage`` (or a ``ProtocolError`` when a
+framed body was cut short).
+"""
+
+from __future__ import annotations
+
+import collections
+import http
+from dataclasses import dataclass
+
+import httptools
+
+from proxy.core.headers import Headers
+
+DEFAULT_MAX_HEADER_BYTES = 60 * 1024
+DEFAULT_MAX_HEADERS_COUNT = 100
+
+
+# --------------------------------------------------------------------------------------------- events
+
+@dataclass(slots=True)
+class RequestHead:
+    headers: Headers
+    keep_alive: bool
+    upgrade: bool
+    expect_continue: bool
+    http_version: str  # "1.1" or "1.0"
+
+
+@dataclass(slots=True)
+class ResponseHead:
+    headers: Headers
+    keep_alive: bool
+    upgrade: bool
+    http_version: str
+
+    @property
+    def status(self) -> int:
+        return int(self.headers.get(":status") or 0)
+
+
+@dataclass(slots=True)
+class Data:
+    data: bytes
+
+
+@dataclass(slots=True)
+class EndOfMessage:
+    pass
+
+
+@dataclass(slots=True)
+class ProtocolError:
+    status: int  # the HTTP status to answer with (400, 431, ...; 502 for upstream responses)
+    reason: str  # Envoy-style response code details, e.g. "http1.codec_error"
+
+
+END_OF_MESSAGE = EndOfMessage()
+
+
+class _LimitExceeded(Exception):
+    def __init__(self, reason: str) -> None:
+        super().__init__(reason)
+        self.reason = reason
+
+
+def _error_details(exc: BaseException) -> str:
+    msg = str(exc)
+    low = msg.lower()
+    if "content-length" in low and "transfer-encoding" in low:
+        return "http1.content_length_and_chunked_not_allowed"
+    if "transfer-encoding" in low:
+        return "http1.invalid_transfer_encoding"
+    if "content-length" in low:
+        return "http1.content_length_not_allowed" if "duplicate" not in low else "http1.duplicate_content_length"
+    if "header value char" in low or "header token" in low or "header field char" in low:
+        return "http1.invalid_characters"
+    if "url" in low:
+        return "http1.invalid_url"
+    return "http1.codec_error"
+
+
+def _keep_alive(version: str, connection: str | None) -> bool:
+    if connection is None:
+        return version == "1.1"
+    tokens = connection.lower()
+    if version == "1.1":
+        return "close" not in [t.strip() for t in tokens.split(",")]
+    return "keep-alive" in [t.strip() for t in tokens.split(",")]
+
+
+class _ParserBase:
+    """Shared state and callbacks of the request and response parsers."""
+
+    _head_error_status = 400
+
+    def __init__(self, max_header_bytes: int, max_headers_count: int) -> None:
+        self.max_header_bytes = max_header_bytes
+        self.max_headers_count = max_headers_count
+        self._partial_limit = max_header_bytes + 4 * max_headers_count + 1024
+        self._events: list = []
+        self._items: list[tuple[str, str]] = []
+        self._head_size = 0
+        self._in_head = False  # a message began and its head is not complete
+        self._in_message = False
+        self._head_wire = 0  # wire bytes of an incomplete head, an upper-bounded estimate
+        self._completed_in_feed = False
+        self.dead = False
+        self.upgraded = False
+
+    # -- httptools callbacks (shared) --
+    def on_message_begin(self) -> None:
+        self._items = []
+        self._head_size = 0
+        self._in_head = True
+        self._in_message = True
+        self._head_wire = 0
+
+    def on_header(self, name: bytes, value: bytes) -> None:
+        if not self._in_head:
+            return  # a trailer: dropped
+        self._head_size += len(name) + len(value)
+        if self._head_size > self.max_header_bytes:
+            raise _LimitExceeded("http1.headers_too_large")
+        if len(self._items) >= self.max_headers_count:
+            raise _LimitExceeded("http1.too_many_headers")
+        self._items.append((name.decode("latin-1").lower(), value.decode("latin-1")))
+
+    def _error(self, status: int, reason: str) -> list:
+        self.dead = True
+        self._events.append(ProtocolError(status, reason))
+        return self._events
+
+    def _check_partial_head(self, nbytes: int) -> bool:
+        """After a feed: bound the bytes of a head that is still incomplete. True = too large."""
+        if not self._in_head:
+            return False
+        if self._completed_in_feed:
+            self._head_wire = 0  # cannot tell where the new head began in this chunk; count from next
+        else:
+            self._head_wire += nbytes
+        return self._head_wire > self._partial_limit
+
+
+# ------------------------------------------------------------------------------------------- requests
+
+class RequestParser(_ParserBase):
+    """Parses requests from a downstream connection."""
+
+    def __init__(self, max_header_bytes: int = DEFAULT_MAX_HEADER_BYTES,
+                 max_headers_count: int = DEFAULT_MAX_HEADERS_COUNT, scheme: str = "http") -> None:
+        super().__init__(max_header_bytes, max_headers_count)
+        self.scheme = scheme
+        self._url: list[bytes] = []
+        self._p = httptools.HttpRequestParser(self)
+
+    def on_message_begin(self) -> None:
+        super().on_message_begin()
+        self._url = []
+
+    def on_url(self, url: bytes) -> None:
+        self._head_size += len(url)
+        if self._head_size > self.max_header_bytes:
+            raise _LimitExceeded("http1.headers_too_large")
+        self._url.append(url)
+
+    def on_headers_complete(self) -> None:
+        p = self._p
+        self._in_head = False
+        method = p.get_method().decode("latin-1")
+        version = p.get_http_version()
+        url = b"".join(self._url).decode("latin-1")
+        items = self._items
+        authority = None
+        connection = None
+        expect = None
+        regular: list[tuple[str, str]] = []
+        for kv in items:
+            k = kv[0]
+            if k == "host":
+                if authority is None:
+                    authority = kv[1]
+                continue
+            if k == "connection":
+                connection = kv[1] if connection is None else connection + "," + kv[1]
+            elif k == "expect":
+                expect = kv[1]
+            regular.append(kv)
+        scheme = self.scheme
+        if method == "CONNECT":
+            pseudo = [(":method", method), (":authority", url)]
+        else:
+            path = url
+            if url[:1] != "/" and url != "*":
+                low = url[:8].lower()
+                if low.startswith("http://") or low.startswith("https://"):
+                    sep = url.index("://")
+                    scheme = url[:sep].lower()
+                    rest = url[sep + 3:]
+                    slash = rest.find("/")
+                    q = rest.find("?")
+                    cut = min(x for x in (slash, q, len(rest)) if x >= 0)
+                    authority = rest[:cut]
+                    path = rest[cut:] or "/"
+                    if path[0] == "?":
+                        path = "/" + path
+            pseudo = [(":method", method), (":path", path)]
+            if authority is not None:
+                pseudo.append((":authority", authority))
+            pseudo.append((":scheme", scheme))
+        headers = Headers.from_lowercase(pseudo + regular)
+        upgrade = bool(p.should_upgrade())
+        expect_continue = expect is not None and version == "1.1" and expect.lower() == "100-continue"
+        self._events.append(RequestHead(headers, _keep_alive(version, connection), upgrade,
+                                        expect_continue, version))
+
+    def on_body(self, body: bytes) -> None:
+        self._events.append(Data(body))
+
+    def on_message_complete(self) -> None:
+        self._in_message = False
+        self._completed_in_feed = True
+        self._events.append(END_OF_MESSAGE)
+
+    @property
+    def idle(self) -> bool:
+        """No message is in progress (between requests)."""
+        return not self._in_message
+
+    @property
+    def in_head(self) -> bool:
+        return self._in_head
+
+    def feed(self, data: bytes) -> list:
+        if self.dead or not data:
+            return []
+        if self.upgraded:
+            return [Data(data)]
+        events = self._events = []
+        self._completed_in_feed = False
+        try:
+            self._p.feed_data(data)
+        except httptools.HttpParserUpgrade as exc:
+            self.upgraded = True
+            try:
+                offset = int(exc.args[0])
+            except Exception:  # pragma: no cover - defensive
+                offset = len(data)
+            if offset < len(data):
+                events.append(Data(data[offset:]))
+            return events
+        except httptools.HttpParserCallbackError as exc:
+            cause = exc.__context__
+            if isinstance(cause, _LimitExceeded):
+                return self._error(431, cause.reason)
+            return self._error(400, "http1.codec_error")
+        except _LimitExceeded as exc:  # pragma: no cover - httptools wraps callback errors
+            return self._error(431, exc.reason)
+        except httptools.HttpParserError as exc:
+            return self._error(400, _error_details(exc))
+        except Exception:  # never raise out of feed
+            return self._error(400, "http1.codec_error")
+        if self._check_partial_head(len(data)):
+            return self._error(431, "http1.headers_too_large")
+        return events
+
+    def feed_eof(self) -> list:
+        """The peer closed. A request cut short yields a ProtocolError (the caller sees a disconnect)."""
+        if self.dead or self.upgraded or not self._in_message:
+            return []
+        self.dead = True
+        return [ProtocolError(400, "downstream_remote_disconnect")]
+
+
+# ------------------------------------------------------------------------------------------ responses
+
+class ResponseParser(_ParserBase):
+    """Parses responses from an upstream connection (see the module docstring for HEAD and 1xx)."""
+
+    _head_error_status = 502
+
+    def __init__(self, max_header_bytes: int = DEFAULT_MAX_HEADER_BYTES,
+                 max_headers_count: int = DEFAULT_MAX_HEADERS_COUNT, emit_informational: bool = False) -> None:
+        super().__init__(max_header_bytes, max_headers_count)
+        self.emit_informational = emit_informational
+        self._methods: collections.deque[str] = collections.deque()
+        self._p = httptools.HttpResponseParser(self)
+        self._reason = b""
+        self._skip = False  # swallowing a 1xx
+        self._until_close = False
+        self._head_buf = b""  # bytes of the head of a response to HEAD
+
+    def expect(self, method: str) -> None:
+        """Tell the parser a request with `method` was sent; its response comes in order."""
+        self._methods.append(method.upper())
+
+    def on_status(self, reason: bytes) -> None:
+        self._head_size += len(reason)
+
+    def on_headers_complete(self) -> None:
+        self._in_head = False
+        p = self._p
+        status = p.get_status_code()
+        version = p.get_http_version()
+        items = self._items
+        if 100 <= status < 200 and status != 101 and not self.emit_informational:
+            self._skip = True
+            return
+        self._skip = False
+        connection = None
+        chunked = False
+        has_cl = False
+        for k, v in items:
+            if k == "connection":
+                connection = v if connection is None else connection + "," + v
+            elif k == "transfer-encoding":
+                chunked = chunked or "chunked" in v.lower()
+            elif k == "content-length":
+                has_cl = True
+        headers = Headers.from_lowercase([(":status", str(status))] + items)
+        keep_alive = _keep_alive(version, connection)
+        no_body = status < 200 or status in (204, 304)
+        self._until_close = not (no_body or chunked or has_cl)
+        if self._until_close:
+            keep_alive = False
+        self._events.append(ResponseHead(headers, keep_alive, status == 101, version))
+
+    def on_body(self, body: bytes) -> None:
+        self._events.append(Data(body))
+
+    def on_message_complete(self) -> None:
+        self._in_message = False
+        self._completed_in_feed = True
+        if self._skip:
+            self._skip = False
+            return
+        self._until_close = False
+        if self._methods:
+            self._methods.popleft()
+        self._events.append(END_OF_MESSAGE)
+
+    def _feed_httptools(self, parser, data: bytes) -> bool:
+        """Feed `parser`; return False when the parser died (error event appended)."""
+        try:
+            parser.feed_data(data)
+        except httptools.HttpParserUpgrade as exc:
+            self.upgraded = True
+            try:
+                offset = int(exc.args[0])
+            except Exception:  # pragma: no cover
+                offset = len(data)
+            if offset < len(data):
+                self._events.append(Data(data[offset:]))
+            return False
+        except httptools.HttpParserCallbackError as exc:
+            cause = exc.__context__
+            reason = cause.reason if isinstance(cause, _LimitExceeded) else "upstream_protocol_error"
+            self._error(502, reason)
+            return False
+        except Exception:
+            self._error(502, "upstream_protocol_error")
+            return False
+        return True
+
+    def _feed_head_response(self, data: bytes) -> bytes | None:
+        """Responses to HEAD: parse exactly the head with a throwaway parser. Returns unconsumed
+        bytes, or None when more bytes are needed (or the parser died)."""
+        buf = self._head_buf + data
+        end = buf.find(b"\r\n\r\n")
+        if end < 0:
+            self._head_buf = buf
+            if len(buf) > self._partial_limit:
+                self._error(502, "http1.headers_too_large")
+            return None
+        self._head_buf = b""
+        head, rest = buf[:end + 4], buf[end + 4:]
+        saved = self._p
+        self._p = httptools.HttpResponseParser(self)
+        try:
+            ok = self._feed_httptools(self._p, head)
+        finally:
+            self._p = saved
+        if not ok:
+            return None
+        if self._skip:  # a 1xx before the real response
+            self._skip = False
+            self._in_message = False
+            return rest
+        self._in_message = False
+        self._until_close = False
+        self._methods.popleft()
+        self._events.append(END_OF_MESSAGE)
+        return rest
+
+    def feed(self, data: bytes) -> list:
+        if self.dead or not data:
+            return []
+        if self.upgraded:
+            return [Data(data)]
+        events = self._events = []
+        self._completed_in_feed = False
+        while data:
+            if not self._in_message and self._methods and self._methods[0] == "HEAD":
+                rest = self._feed_head_response(data)
+                if rest is None or self.dead or self.upgraded:
+                    return events
+                data = rest
+                continue
+            if not self._feed_httptools(self._p, data):
+                return events
+            break
+        if self._check_partial_head(len(data)):
+            return self._error(502, "http1.headers_too_large")
+        return events
+
+    @property
+    def idle(self) -> bool:
+        return not self._in_message and not self._head_buf
+
+    def feed_eof(self) -> list:
+        """The upstream closed: ends a read-until-close body, or reports a truncated response."""
+        if self.dead or self.upgraded:
+            return []
+        self.dead = True
+        if self._in_message and self._until_close and not self._in_head:
+            self._in_message = False
+            if self._methods:
+                self._methods.popleft()
+            return [END_OF_MESSAGE]
+        if self._in_message or self._head_buf:
+            return [ProtocolError(502, "upstream_reset_before_response_complete")]
+        return []
+
+
+# ---------------------------------------------------------------------------------------- serializers
+
+_REASONS = {s.value: s.phrase for s in http.HTTPStatus}
+
+
+def reason_phrase(status: int) -> str:
+    return _REASONS.get(status, "Unknown")
+
+
+def _header_block(lines: list[str]) -> bytes:
+    block = "\r\n".join(lines)
+    if block.count("\n") != len(lines) - 1:  # a CR/LF inside a name or value: never inject
+        lines = [ln.replace("\r", " ").replace("\n", " ") for ln in lines]
+        block = "\r\n".join(lines)
+    return (block + "\r\n\r\n").encode("latin-1", "replace")
+
+
+def encode_response_head(headers: Headers, http_version: str = "1.1") -> bytes:
+    """Status line and headers (pseudo-headers are not written; names go out lower-case)."""
+    status = headers.get(":status") or "200"
+    lines = [f"HTTP/{http_version} {status} {reason_phrase(int(status))}"]
+    lines.extend([f"{k}: {v}" for k, v in headers.items() if k[0] != ":"])
+    return _header_block(lines)
+
+
+def encode_request_head(headers: Headers, http_version: str = "1.1") -> bytes:
+    """Request line and headers; ``:authority`` goes out as ``host``."""
+    method = headers.get(":method") or "GET"
+    authority = headers.get(":authority")
+    target = authority if method == "CONNECT" else (headers.get(":path") or "/")
+    lines = [f"{method} {target} HTTP/{http_version}"]
+    if authority is not None:
+        lines.append(f"host: {authority}")
+    lines.extend([f"{k}: {v}" for k, v in headers.items() if k[0] != ":" and k != "host"])
+    return _header_block(lines)
+
+
+LAST_CHUNK = b"0\r\n\r\n"
+CONTINUE_100 = b"HTTP/1.1 100 Continue\r\n\r\n"
+
+
+def encode_chunk(data: bytes) -> bytes:
+    """One chunk of a chunked body (empty data gives nothing: the last chunk is LAST_CHUNK)."""
+    if not data:
+        return b""
+    return b"%x\r\n%b\r\n" % (len(data), data)
