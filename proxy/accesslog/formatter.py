@@ -1,0 +1,347 @@
+"""Envoy's access-log command operators (``%RESPONSE_CODE%``, ``%REQ(X?Y):Z%``, ...).
+
+A format is compiled once (at config load) into a list of literal strings and small getter
+closures; formatting a request is then one pass over that list. Missing values print as ``-`` in
+text formats and as ``null`` in JSON formats, as Envoy does (``omit_empty_values`` turns them into
+empty strings / omitted keys). In a JSON format a value that is exactly one operator keeps its type
+(``%RESPONSE_CODE%`` is a number); a value mixing text and operators is a string.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+import socket
+import time
+from collections.abc import Callable
+from typing import Any
+
+from proxy.config.errors import ConfigError
+from proxy.core.stream_info import StreamInfo
+
+DEFAULT_FORMAT = (
+    '[%START_TIME%] "%REQ(:METHOD)% %REQ(X-ENVOY-ORIGINAL-PATH?:PATH)% %PROTOCOL%" '
+    "%RESPONSE_CODE% %RESPONSE_FLAGS% %BYTES_RECEIVED% %BYTES_SENT% %DURATION% "
+    '%RESP(X-ENVOY-UPSTREAM-SERVICE-TIME)% "%REQ(X-FORWARDED-FOR)%" "%REQ(USER-AGENT)%" '
+    '"%REQ(X-REQUEST-ID)%" "%REQ(:AUTHORITY)%" "%UPSTREAM_HOST%"\n'
+)
+
+# Envoy's default %START_TIME% format: 2016-04-15T20:17:00.310Z (UTC, milliseconds).
+DEFAULT_START_TIME_FORMAT = "%Y-%m-%dT%H:%M:%E3SZ"
+
+# A command: %NAME%, %NAME(arg)%, %NAME(arg):maxlen%. The argument may hold '%' (START_TIME's
+# strftime format), so it is matched up to the first ')'.
+_COMMAND_RE = re.compile(r"%([A-Z0-9_]+)(?:\(([^)]*)\))?(?::([0-9]+))?%")
+
+Getter = Callable[[StreamInfo], Any]  # returns str, int, or None (missing)
+
+
+# --- %START_TIME% -----------------------------------------------------------------------------------
+
+_TIME_SPECIAL_RE = re.compile(r"%(?:E([1-9])S|([1-9])?f|s)")
+
+
+class _StartTimeFormatter:
+    """strftime in UTC plus Envoy's extensions: %E<n>S (seconds with n fraction digits),
+    %f / %<n>f (fraction of the second, 9 or n digits) and %s (epoch seconds).
+    The strftime parts are cached per whole second, so formatting is cheap."""
+
+    __slots__ = ("parts", "_cached_sec", "_cached")
+
+    def __init__(self, fmt: str) -> None:
+        # parts: ("strf", str) | ("frac", ndigits) | ("epoch", None)
+        parts: list[tuple[str, Any]] = []
+        pos = 0
+        for m in _TIME_SPECIAL_RE.finditer(fmt):
+            # A '%' escaped as '%%' right before us is not a directive.
+            if _escaped(fmt, m.start()):
+                continue
+            if m.start() > pos:
+                parts.append(("strf", fmt[pos:m.start()]))
+            if m.group(1):  # %E<n>S
+                parts.append(("strf", "%S"))
+                parts.append(("strf", "."))
+                parts.append(("frac", int(m.group(1))))
+            elif m.group(0) == "%s":
+                parts.append(("epoch", None))
+            else:
+                parts.append(("frac", int(m.group(2) or 9)))
+            pos = m.end()
+        if pos < len(fmt):
+            parts.append(("strf", fmt[pos:]))
+        # Merge adjacent strftime parts into one strftime call.
+        merged: list[tuple[str, Any]] = []
+        for kind, val in parts:
+            if kind == "strf" and merged and merged[-1][0] == "strf":
+                merged[-1] = ("strf", merged[-1][1] + val)
+            else:
+                merged.append((kind, val))
+        self.parts = merged
+        self._cached_sec = -1
+        self._cached: list[str] = []
+
+    def __call__(self, t: float) -> str:
+        # Work in whole microseconds: a float epoch is not exact (…0.310 is …0.30999994).
+        micros = round(t * 1_000_000)
+        sec = micros // 1_000_000
+        nanos = (micros - sec * 1_000_000) * 1000
+        if sec != self._cached_sec:
+            tm = time.gmtime(sec)
+            self._cached = [time.strftime(val, tm) if kind == "strf" else "" for kind, val in self.parts]
+            self._cached_sec = sec
+        out = []
+        for (kind, val), cached in zip(self.parts, self._cached, strict=True):
+            if kind == "strf":
+                out.append(cached)
+            elif kind == "frac":
+                out.append(f"{nanos:09d}"[:val])
+            else:
+                out.append(str(sec))
+        return "".join(out)
+
+
+def _escaped(fmt: str, idx: int) -> bool:
+    n = 0
+    while idx - 1 - n >= 0 and fmt[idx - 1 - n] == "%":
+        n += 1
+    return n % 2 == 1
+
+
+# --- operators ----------------------------------------------------------------------------------------
+
+def _addr(a: tuple[str, int] | None) -> str | None:
+    if not a:
+        return None
+    host, port = a[0], a[1]
+    return f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
+
+
+def _addr_no_port(a: tuple[str, int] | None) -> str | None:
+    return a[0] if a else None
+
+
+def _header_getter(attr: str, arg: str | None, command: str) -> Getter:
+    if not arg:
+        raise ConfigError("", f"{command} requires a header name, e.g. %{command}(X-REQUEST-ID)%")
+    main, _, alt = arg.partition("?")
+    main = main.strip().lower()
+    alt = alt.strip().lower() or None
+    if not main:
+        raise ConfigError("", f"{command}: empty header name in '{arg}'")
+
+    if alt is None:
+        def get(si: StreamInfo) -> str | None:
+            h = getattr(si, attr)
+            return h.get(main) if h is not None else None
+    else:
+        def get(si: StreamInfo) -> str | None:
+            h = getattr(si, attr)
+            if h is None:
+                return None
+            v = h.get(main)
+            return v if v is not None else h.get(alt)
+    return get
+
+
+def _start_time_getter(arg: str | None) -> Getter:
+    fmt = _StartTimeFormatter(arg if arg else DEFAULT_START_TIME_FORMAT)
+    return lambda si: fmt(si.start_time)
+
+
+def _filter_state_getter(arg: str | None) -> Getter:
+    if not arg:
+        raise ConfigError("", "FILTER_STATE requires a key")
+    key = arg.split(":")[0]
+
+    def get(si: StreamInfo):
+        v = si.filter_state.get(key)
+        if v is None or isinstance(v, (str, int, float, bool)):
+            return v
+        return str(v)
+    return get
+
+
+def _requested_server_name(si: StreamInfo) -> str | None:
+    # StreamInfo has no SNI field yet; the listener/HCM may set it either way.
+    v = getattr(si, "requested_server_name", None) or si.filter_state.get("requested_server_name")
+    return v or None
+
+
+_HOSTNAME = socket.gethostname()
+
+# Operators without an argument: name -> getter.
+_SIMPLE: dict[str, Getter] = {
+    "PROTOCOL": lambda si: si.protocol or None,
+    "RESPONSE_CODE": lambda si: si.response_code,
+    "RESPONSE_CODE_DETAILS": lambda si: si.response_code_details or None,
+    "RESPONSE_FLAGS": lambda si: si.flags_string(),
+    "BYTES_RECEIVED": lambda si: si.bytes_received,
+    "BYTES_SENT": lambda si: si.bytes_sent,
+    "DURATION": lambda si: si.duration_ms(),
+    "UPSTREAM_HOST": lambda si: si.upstream_host or None,
+    "UPSTREAM_CLUSTER": lambda si: si.upstream_cluster or None,
+    "UPSTREAM_REQUEST_ATTEMPT_COUNT": lambda si: si.upstream_request_attempts,
+    "DOWNSTREAM_REMOTE_ADDRESS": lambda si: _addr(si.downstream_remote_address),
+    "DOWNSTREAM_REMOTE_ADDRESS_WITHOUT_PORT": lambda si: _addr_no_port(si.downstream_remote_address),
+    "DOWNSTREAM_LOCAL_ADDRESS": lambda si: _addr(si.downstream_local_address),
+    "DOWNSTREAM_LOCAL_ADDRESS_WITHOUT_PORT": lambda si: _addr_no_port(si.downstream_local_address),
+    "ROUTE_NAME": lambda si: si.route_name or None,
+    "REQUESTED_SERVER_NAME": _requested_server_name,
+    "HOSTNAME": lambda si: _HOSTNAME,
+}
+
+_WITH_ARG: dict[str, Callable[[str | None, str], Getter]] = {
+    "REQ": lambda arg, cmd: _header_getter("request_headers", arg, cmd),
+    "REQUEST_HEADER": lambda arg, cmd: _header_getter("request_headers", arg, cmd),
+    "RESP": lambda arg, cmd: _header_getter("response_headers", arg, cmd),
+    "RESPONSE_HEADER": lambda arg, cmd: _header_getter("response_headers", arg, cmd),
+    "START_TIME": lambda arg, cmd: _start_time_getter(arg),
+    "FILTER_STATE": lambda arg, cmd: _filter_state_getter(arg),
+}
+
+SUPPORTED_OPERATORS = tuple(sorted([*_SIMPLE, *_WITH_ARG]))
+
+
+def _operator(name: str, arg: str | None, max_len: str | None, path: str) -> Getter:
+    if name in _SIMPLE:
+        if arg is not None:
+            raise ConfigError(path, f"operator %{name}% takes no argument")
+        getter = _SIMPLE[name]
+    elif name in _WITH_ARG:
+        try:
+            getter = _WITH_ARG[name](arg, name)
+        except ConfigError as e:
+            raise ConfigError(path, e.message) from None
+    else:
+        raise ConfigError(path, f"unsupported access log command operator %{name}% "
+                          f"(supported: {', '.join(SUPPORTED_OPERATORS)})")
+    if max_len is not None:
+        n = int(max_len)
+        inner = getter
+
+        def getter(si: StreamInfo, _inner=inner, _n=n):
+            v = _inner(si)
+            return v[:_n] if isinstance(v, str) else v
+    return getter
+
+
+def parse_format(fmt: str, path: str = "") -> list[str | Getter]:
+    """Split a format string into literal strings and operator getters (raises ConfigError)."""
+    parts: list[str | Getter] = []
+    literal: list[str] = []
+    i, n = 0, len(fmt)
+    while i < n:
+        j = fmt.find("%", i)
+        if j < 0:
+            literal.append(fmt[i:])
+            break
+        literal.append(fmt[i:j])
+        if fmt.startswith("%%", j):  # an escaped percent sign
+            literal.append("%")
+            i = j + 2
+            continue
+        m = _COMMAND_RE.match(fmt, j)
+        if m is None:
+            raise ConfigError(path, f"invalid access log format '{fmt}': no valid command operator "
+                              f"at position {j}")
+        if literal:
+            text = "".join(literal)
+            if text:
+                parts.append(text)
+            literal = []
+        parts.append(_operator(m.group(1), m.group(2), m.group(3), path))
+        i = m.end()
+    if literal and "".join(literal):
+        parts.append("".join(literal))
+    return parts
+
+
+def _text(v: Any, missing: str) -> str:
+    if v is None:
+        return missing
+    if isinstance(v, str):
+        return v
+    return str(v)
+
+
+class TextFormatter:
+    """A compiled text format. ``format(stream_info) -> str``."""
+
+    __slots__ = ("parts", "missing", "source")
+
+    def __init__(self, fmt: str = DEFAULT_FORMAT, *, omit_empty_values: bool = False, path: str = "") -> None:
+        self.source = fmt
+        self.parts = parse_format(fmt, path)
+        self.missing = "" if omit_empty_values else "-"
+
+    def format(self, si: StreamInfo) -> str:
+        missing = self.missing
+        out = []
+        for p in self.parts:
+            if p.__class__ is str:
+                out.append(p)
+            else:
+                v = p(si)
+                if v is None:
+                    out.append(missing)
+                elif v.__class__ is str:
+                    out.append(v)
+                else:
+                    out.append(str(v))
+        return "".join(out)
+
+
+_OMIT = object()
+
+
+def _compile_json_value(value: Any, path: str, typed: bool, omit_empty: bool) -> Callable[[StreamInfo], Any]:
+    if isinstance(value, dict):
+        fields = [(k, _compile_json_value(v, f"{path}.{k}", typed, omit_empty)) for k, v in value.items()]
+
+        def obj(si: StreamInfo):
+            out = {}
+            for k, f in fields:
+                v = f(si)
+                if v is not _OMIT:
+                    out[k] = v
+            return out
+        return obj
+    if isinstance(value, str):
+        parts = parse_format(value, path)
+        if len(parts) == 1 and not isinstance(parts[0], str):
+            getter = parts[0]
+            if typed:
+                if omit_empty:
+                    return lambda si: _OMIT if (v := getter(si)) is None or v == "" else v
+                return getter
+            # Untyped (deprecated FileAccessLog.json_format): every value is a string.
+            return lambda si: _text(getter(si), "-")
+        if not any(callable(p) for p in parts):
+            const = "".join(parts)  # a constant string (with '%%' unescaped)
+            return lambda si: const
+        fmt = TextFormatter.__new__(TextFormatter)
+        fmt.parts, fmt.missing, fmt.source = parts, "-", value
+        return fmt.format
+    if isinstance(value, bool) or isinstance(value, (int, float)) or value is None:
+        if isinstance(value, float) and value.is_integer():
+            value = int(value)  # a Struct stores every number as a double
+        return lambda si: value
+    raise ConfigError(path, f"json_format values must be strings, numbers, booleans or nested objects, "
+                      f"not {type(value).__name__}")
+
+
+class JsonFormatter:
+    """A compiled ``json_format`` (a Struct): one JSON object per line."""
+
+    __slots__ = ("_root", "_sort")
+
+    def __init__(self, struct: dict, *, typed: bool = True, omit_empty_values: bool = False,
+                 sort_properties: bool = False, path: str = "") -> None:
+        if not isinstance(struct, dict):
+            raise ConfigError(path, "json_format must be an object")
+        self._root = _compile_json_value(struct, path, typed, omit_empty_values)
+        self._sort = sort_properties
+
+    def format(self, si: StreamInfo) -> str:
+        return json.dumps(self._root(si), separators=(",", ":"), sort_keys=self._sort,
+                          ensure_ascii=False, default=str) + "\n"
