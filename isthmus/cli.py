@@ -57,7 +57,7 @@ def build_parser() -> argparse.ArgumentParser:
         help=f"for isthmus and every process it starts: {', '.join(log.LEVEL_NAMES)} "
         f"(env {log.ENV_VAR}, default info)",
     )
-    up.set_defaults(run=cmd_up)
+    up.set_defaults(run=cmd_up, parser=up)
     return parser
 
 
@@ -84,12 +84,14 @@ def cmd_up(args: argparse.Namespace, parser: argparse.ArgumentParser) -> int:
 
 def main(argv: list[str] | None = None) -> int:
     parser = build_parser()
-    args = parser.parse_args(argv)
+    args, unknown = parser.parse_known_args(argv)
+    if unknown:  # report it with the subcommand's usage, which is the one that helps
+        args.parser.error(f"unrecognized arguments: {' '.join(unknown)}")
     try:
         log.setup("isthmus", args.log_level)
     except ValueError as e:  # a bad ISTHMUS_LOG_LEVEL
         parser.error(str(e))
-    return args.run(args, parser)
+    return args.run(args, args.parser)
 
 
 if __name__ == "__main__":
