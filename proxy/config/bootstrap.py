@@ -88,13 +88,34 @@ _FAILED = re.compile(r"Failed to parse (\w+) field")
 _TYPE_URL = re.compile(r"Can not find message descriptor by type_url: (\S+?) at")
 
 
+def _repair_path(names: list[str]) -> str:
+    """protobuf's nested "Failed to parse X field" chain skips some levels (oneof members such as
+    ``socket_address``); walk the Bootstrap descriptor to put them back."""
+    desc = bootstrap_pb2.Bootstrap.DESCRIPTOR
+    out: list[str] = []
+    for name in names:
+        if desc is None:
+            out.append(name)
+            continue
+        field = desc.fields_by_name.get(name)
+        if field is None:
+            for child in desc.fields:
+                if child.message_type is not None and name in child.message_type.fields_by_name:
+                    out.append(child.name)
+                    field = child.message_type.fields_by_name[name]
+                    break
+        out.append(name)
+        desc = field.message_type if field is not None else None
+    return ".".join(out)
+
+
 def _parse_error(err: Exception) -> ConfigError:
     text = str(err).split("\n")[0]
     m = _AT.search(text)
     if m:
         path = m.group(1).rstrip(".")
     else:
-        path = ".".join(_FAILED.findall(text))
+        path = _repair_path(_FAILED.findall(text))
     nf = _NO_FIELD.search(text)
     if nf:
         path = f"{path}.{nf.group(1)}" if path else nf.group(1)
