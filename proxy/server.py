@@ -176,6 +176,7 @@ class Server:
         event(log, logging.INFO, "server.shutdown", drain=drain, drain_time_s=self.options.drain_time_s)
         self._set_state(ServerState.DRAINING)
         self.listener_manager.start_drain()
+        self.listener_manager.stop_accepting()
         if drain:
             done = await self.listener_manager.wait_connections_closed(self.options.drain_time_s)
             if not done:

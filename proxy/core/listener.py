@@ -400,7 +400,7 @@ class Listener:
         loop = asyncio.get_running_loop()
         self.server = await loop.create_server(lambda: DownstreamConnection(self), sock=self.sock,
                                                backlog=self.backlog)
-        event(log, logging.INFO, "listener.started", name=self.name, address=self.address_str)
+        event(log, logging.INFO, "listener.started", listener=self.name, address=self.address_str)
 
     def stop_accepting(self) -> None:
         if self.server is not None:
@@ -411,11 +411,12 @@ class Listener:
         self.sock = None
 
     def start_drain(self) -> None:
-        """Stop accepting and ask every connection's filter to finish politely."""
+        """Ask every connection's filter to finish politely (HTTP: ``Connection: close``). The
+        listener keeps accepting until ``stop_accepting()`` (Envoy's graceful drain); connections
+        accepted meanwhile are told at once."""
         if self.draining:
             return
         self.draining = True
-        self.stop_accepting()
         for conn in list(self.connections):
             conn.drain_started()
 
