@@ -170,3 +170,73 @@ def test_idle_timeout_closes_both_sides():
         lm.stop_accepting()
         srv.close()
     run(main())
+
+
+async def tagged_echo(tag: bytes):
+    async def handle(r, w):
+        w.write(tag)
+        while data := await r.read(65536):
+            w.write(data)
+            await w.drain()
+        w.close()
+    srv = await asyncio.start_server(handle, "127.0.0.1", 0)
+    return srv, srv.sockets[0].getsockname()[1]
+
+
+def test_listener_filters_pick_the_chain_and_peeked_bytes_are_replayed():
+    import proxy.filters.listener.http_inspector  # noqa: F401
+    import proxy.filters.listener.tls_inspector  # noqa: F401
+    from tests.unit.proxy.filters.listener.test_tls_inspector import client_hello
+
+    async def main():
+        srv_a, pa = await tagged_echo(b"A:")
+        srv_b, pb = await tagged_echo(b"B:")
+        srv_c, pc = await tagged_echo(b"C:")
+        port = free_port()
+
+        def chain(match, cluster):
+            return {"filter_chain_match": match, "filters": [{"name": "envoy.filters.network.tcp_proxy",
+                    "typed_config": {"@type": TCP, "stat_prefix": cluster, "cluster": cluster}}]}
+
+        proto = json_format.ParseDict({
+            "name": "sni", "address": {"socket_address": {"address": "127.0.0.1", "port_value": port}},
+            "listener_filters": [
+                {"name": "envoy.filters.listener.tls_inspector", "typed_config": {
+                    "@type": "type.googleapis.com/envoy.extensions.filters.listener.tls_inspector.v3.TlsInspector"}},
+                {"name": "envoy.filters.listener.http_inspector", "typed_config": {
+                    "@type": "type.googleapis.com/envoy.extensions.filters.listener.http_inspector.v3.HttpInspector"}},
+            ],
+            "filter_chains": [chain({"server_names": ["*.example.com"], "transport_protocol": "tls"}, "a"),
+                              chain({"application_protocols": ["http/1.1"]}, "b")],
+            "default_filter_chain": {"filters": [{"name": "envoy.filters.network.tcp_proxy", "typed_config": {
+                "@type": TCP, "stat_prefix": "c", "cluster": "c"}}]},
+        }, listener_pb2.Listener())
+        cm = FakeCM(a=FakeCluster("a", pa), b=FakeCluster("b", pb), c=FakeCluster("c", pc))
+        lm = ListenerManager([proto], FactoryContext(stats=Store(), cluster_manager=cm))
+        lm.bind_all()
+        await lm.start()
+
+        async def roundtrip(payload: bytes, chunked: bool = False) -> bytes:
+            r, w = await asyncio.open_connection("127.0.0.1", port)
+            if chunked:  # the hello arrives in small pieces while the inspector waits
+                for i in range(0, len(payload), 7):
+                    w.write(payload[i:i + 7])
+                    await w.drain()
+            else:
+                w.write(payload)
+            got = await r.readexactly(2 + len(payload))
+            w.close()
+            return got
+
+        hello = client_hello("www.example.com", ["h2"])
+        assert await roundtrip(hello, chunked=True) == b"A:" + hello
+        req = b"GET / HTTP/1.1\r\nhost: x\r\n\r\n"
+        assert await roundtrip(req) == b"B:" + req
+        other = b"\x00binary protocol\n"
+        assert await roundtrip(other) == b"C:" + other
+        other_sni = client_hello("www.example.org", None)
+        assert await roundtrip(other_sni) == b"C:" + other_sni
+        lm.stop_accepting()
+        for s in (srv_a, srv_b, srv_c):
+            s.close()
+    run(main())
