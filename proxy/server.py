@@ -189,6 +189,9 @@ class Server:
                 await res
         if self.admin is not None:
             await self.admin.stop()
+        loggers = sys.modules.get("proxy.accesslog.loggers")
+        if loggers is not None:
+            loggers.flush_all()
         assert self._stopped is not None
         self._stopped.set()
 
