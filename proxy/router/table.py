@@ -9,7 +9,13 @@ from proxy.config.supported import reject_unsupported
 from proxy.core.headers import Headers
 from proxy.router import actions as A
 from proxy.router.header_mutation import HeaderMutation, request_mutation, response_mutation
-from proxy.router.matchers import HeaderMatcher, QueryParameterMatcher, compile_regex, parse_query, strip_query
+from proxy.router.matchers import (
+    HeaderMatcher,
+    QueryParameterMatcher,
+    compile_regex,
+    parse_query,
+    strip_query,
+)
 
 # --- what we implement, field by field (everything else is a ConfigError at its path) ----------
 

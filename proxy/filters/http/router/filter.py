@@ -263,7 +263,6 @@ class RouterFilter(HttpFilter):
     # ------------------------------------------------------------------------------------------
     async def _proxy(self, stream, route, action, weighted, cluster, end_stream: bool) -> None:
         cfg = self.config
-        si = stream.stream_info
         loop = asyncio.get_running_loop()
         cstats = cfg.cluster_stats(cluster)
         headers = self._finalize_request_headers(stream, route, action, weighted)

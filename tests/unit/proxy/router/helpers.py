@@ -1,5 +1,5 @@
-from google.protobuf import json_format
 from envoy.config.route.v3 import route_pb2
+from google.protobuf import json_format
 
 from proxy.core.headers import Headers
 from proxy.router import compile_route_configuration
