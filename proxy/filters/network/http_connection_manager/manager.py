@@ -393,6 +393,7 @@ class ActiveStream:
 
     async def _run(self, end_stream: bool) -> None:
         try:
+            self.route  # Envoy resolves the route before the decoder filters run (ROUTE_NAME, NR)
             filters = self.filters
             for i, f in enumerate(filters):
                 self._reached = i + 1
