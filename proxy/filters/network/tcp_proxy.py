@@ -12,7 +12,6 @@ import asyncio
 import inspect
 import logging
 import random
-import time
 
 from envoy.extensions.filters.network.tcp_proxy.v3 import tcp_proxy_pb2
 
@@ -173,7 +172,7 @@ async def _connect(cluster, host, protocol_factory):
     host.stats.cx_total += 1
     try:
         return await asyncio.wait_for(loop.create_connection(protocol_factory, ip, port), timeout)
-    except asyncio.TimeoutError:
+    except TimeoutError:
         if stats is not None:
             stats.counter("upstream_cx_connect_fail").inc()
             stats.counter("upstream_cx_connect_timeout").inc()

@@ -5,13 +5,18 @@ from __future__ import annotations
 import ssl
 
 import pytest
-
-from proxy.filters.listener.tls_inspector import (
-    FOUND, NEED_MORE, NOT_TLS, TOO_LARGE, TlsInspectorFactory, parse_client_hello,
-)
-from proxy.config.context import FactoryContext
-from proxy.stats.store import Store
 from envoy.extensions.filters.listener.tls_inspector.v3 import tls_inspector_pb2
+
+from proxy.config.context import FactoryContext
+from proxy.filters.listener.tls_inspector import (
+    FOUND,
+    NEED_MORE,
+    NOT_TLS,
+    TOO_LARGE,
+    TlsInspectorFactory,
+    parse_client_hello,
+)
+from proxy.stats.store import Store
 
 
 def client_hello(sni: str | None, alpn: list[str] | None) -> bytes:

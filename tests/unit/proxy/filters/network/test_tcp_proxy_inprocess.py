@@ -89,8 +89,8 @@ def test_echo_and_half_close_through_the_proxy():
         assert stats.counters["tcp.echo.downstream_cx_total"].value == 1
         assert stats.counters["tcp.echo.downstream_cx_rx_bytes_total"].value == 5
         assert stats.counters["tcp.echo.downstream_cx_tx_bytes_total"].value == 5
-        assert stats.counters["listener.127.0.0.1_%d.downstream_cx_total" % port].value == 1
-        assert stats.gauges["listener.127.0.0.1_%d.downstream_cx_active" % port].value == 0
+        assert stats.counters[f"listener.127.0.0.1_{port}.downstream_cx_total"].value == 1
+        assert stats.gauges[f"listener.127.0.0.1_{port}.downstream_cx_active"].value == 0
         lm.stop_accepting()
         srv.close()
     run(main())
