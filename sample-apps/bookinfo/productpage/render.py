@@ -20,6 +20,7 @@ main { padding: 0 20px; }
 blockquote { border-left: 4px solid #ccc; margin: 12px 0; padding: 4px 12px; }
 .error { color: #a00; }
 .glyphicon-star, .glyphicon-star-empty { font-size: 1.3em; }
+.reviewer { display: block; margin-bottom: 4px; }
 """
 
 
