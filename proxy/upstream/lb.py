@@ -102,14 +102,16 @@ class RoundRobinChooser:
         self._heap = None
         if len({h.weight for h in hosts}) > 1:
             self._seq = itertools.count()
-            self._heap = [(1.0 / h.weight, next(self._seq), h) for h in hosts]
+            # (deadline, tie-break order, picks so far, host); deadline = picks / weight, computed
+            # rather than accumulated so that ties stay exact.
+            self._heap = [(1.0 / h.weight, next(self._seq), 1, h) for h in hosts]
             heapq.heapify(self._heap)
 
     def choose(self, ctx: LbContext | None) -> Host | None:
         heap = self._heap
         if heap is not None:
-            deadline, _, host = heap[0]
-            heapq.heapreplace(heap, (deadline + 1.0 / host.weight, next(self._seq), host))
+            _, _, n, host = heap[0]
+            heapq.heapreplace(heap, ((n + 1) / host.weight, next(self._seq), n + 1, host))
             return host
         i = self._i
         self._i = (i + 1) % self._n
@@ -170,21 +172,20 @@ class RingHashChooser:
     def __init__(self, hosts: list[Host], min_ring_size: int = DEFAULT_MIN_RING_SIZE,
                  max_ring_size: int = DEFAULT_MAX_RING_SIZE) -> None:
         self._random = RandomChooser(hosts)
-        total = sum(h.weight for h in hosts)
-        normalized = [h.weight / total for h in hosts]
-        min_norm = min(normalized)
-        scale = min(math.ceil(min_norm * min_ring_size) / min_norm, float(max_ring_size))
+        # Envoy sizes the ring between min and max ring size in proportion to weight. We give each
+        # host `per_unit * weight/min_weight` entries with `per_unit` rounded up to a power of two,
+        # so the ring stays within bounds (>= min, capped at max) while adding or removing a host
+        # rarely changes the other hosts' entries: only the removed host's keys move.
+        min_weight = min(h.weight for h in hosts)
+        units = sum(h.weight / min_weight for h in hosts)
+        per_unit = 1 << max(0, math.ceil(math.log2(max(1.0, min_ring_size / units))))
+        if per_unit * units > max_ring_size:
+            per_unit = max(1.0, max_ring_size / units)
         entries: list[tuple[int, str, Host]] = []
-        target = 0.0
-        current = 0
-        for host, w in zip(hosts, normalized, strict=True):
-            target += scale * w
-            count = 0
+        for host in hosts:
             base = host.address_str
-            while current < target:
-                entries.append((stable_hash64(f"{base}_{count}"), base, host))
-                count += 1
-                current += 1
+            count = max(1, round(per_unit * host.weight / min_weight))
+            entries.extend((stable_hash64(f"{base}_{i}"), base, host) for i in range(count))
         entries.sort(key=lambda e: (e[0], e[1]))
         self._hashes = [e[0] for e in entries]
         self._hosts = [e[2] for e in entries]
