@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+# Imported here so that json_format can resolve this Any in a bootstrap (see DESIGN.md pitfalls).
+from envoy.extensions.upstreams.http.v3 import http_protocol_options_pb2
 from google.protobuf.message import Message
 
 from proxy.config.errors import ConfigError
@@ -91,8 +93,6 @@ def _is_singular(msg: Message, name: str) -> bool:
 
 def check_protocol_options(cluster: Message, path: str):
     """Unpack typed_extension_protocol_options; return the HttpProtocolOptions or None."""
-    from envoy.extensions.upstreams.http.v3 import http_protocol_options_pb2
-
     found = None
     for key, any_msg in cluster.typed_extension_protocol_options.items():
         here = f"{path}.typed_extension_protocol_options[{key}]"
