@@ -22,10 +22,17 @@ HISTOGRAMS = ("upstream_cx_connect_ms", "upstream_cx_length_ms")
 
 
 class ClusterStats:
-    """Attribute access to every stat above (``stats.upstream_cx_total.inc()``); ``scope`` for others."""
+    """Attribute access to every stat above (``stats.upstream_cx_total.inc()``). It also answers like
+    the cluster's Scope (``stats.counter("upstream_rq_retry")``, ``stats.prefix``), and ``stats.scope``
+    is that Scope."""
 
     def __init__(self, scope: Scope) -> None:
         self.scope = scope
+        self.prefix = scope.prefix
+        self.store = scope.store
+        self.counter = scope.counter
+        self.gauge = scope.gauge
+        self.histogram = scope.histogram
         for name in COUNTERS:
             setattr(self, name, scope.counter(name))
         for name in GAUGES:

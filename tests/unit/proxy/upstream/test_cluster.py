@@ -263,3 +263,11 @@ async def test_cluster_manager_add_update_remove():
     assert cm.get("backend") is new and new is not first and first.closed
     assert cm.remove("backend") and cm.get("backend") is None and not cm.remove("backend")
     await cm.close()
+
+
+def test_cluster_stats_answer_like_a_scope():
+    c = build()
+    c.stats.counter("upstream_cx_none_healthy").inc()
+    assert c.ctx.stats.counters["cluster.backend.upstream_cx_none_healthy"].value == 1
+    assert c.stats.scope.prefix == c.stats.prefix == "cluster.backend."
+    assert c.stats.upstream_rq_pending_overflow is c.stats.counter("upstream_rq_pending_overflow")
