@@ -68,3 +68,5 @@ class ClusterManager:
         for cluster in list(self.clusters.values()) + list(self._draining):
             await cluster.close()
         self._draining.clear()
+
+    stop = close  # the server's shutdown calls stop()
