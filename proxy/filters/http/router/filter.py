@@ -271,8 +271,10 @@ class RouterFilter(HttpFilter):
         mirrors = action.mirrors
 
         # The request body: buffered when a retry or a mirror may need it again.
-        has_body = not end_stream and not upgrade and (
-            (headers.get("content-length") not in (None, "0")) or "transfer-encoding" in headers)
+        # (The connection manager strips Transfer-Encoding; end_stream says whether a body follows.)
+        has_body = not end_stream and not upgrade and headers.get("content-length") != "0"
+        if "transfer-encoding" in headers:
+            headers.remove("transfer-encoding")
         body: Any = None
         if has_body:
             if retry is not None or mirrors:
