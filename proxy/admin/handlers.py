@@ -46,8 +46,9 @@ class Endpoint:
     post_only: bool = False
 
 
-def _to_json(msg) -> str:
-    return json_format.MessageToJson(msg, preserving_proto_field_name=True, indent=1) + "\n"
+def _to_json(msg, all_fields: bool = False) -> str:
+    return json_format.MessageToJson(msg, preserving_proto_field_name=True, indent=1,
+                                     always_print_fields_with_no_presence=all_fields) + "\n"
 
 
 # --- state -------------------------------------------------------------------------------------------
@@ -91,7 +92,8 @@ def server_info(server, q) -> Response:
     bootstrap = getattr(server, "bootstrap", None)
     if bootstrap is not None and bootstrap.HasField("node"):
         info.node.CopyFrom(bootstrap.node)
-    return Response(200, _to_json(info), JSON)
+    # Envoy prints every field here, including "state": "LIVE" (enum value 0).
+    return Response(200, _to_json(info, all_fields=True), JSON)
 
 
 def _version() -> str:

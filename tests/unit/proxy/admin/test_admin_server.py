@@ -66,6 +66,7 @@ async def test_server_info_parses_as_envoy_server_info(admin):
     assert info.node.id == "sidecar~10.0.0.1~app.default"
     assert info.command_line_options.config_path == "/etc/bootstrap.yaml"
     assert info.version
+    assert json.loads(body)["state"] == "LIVE"
 
 
 async def test_config_dump_parses_back_and_holds_listener_cluster_route(admin):
