@@ -109,7 +109,13 @@ def test_redirected_connections_reach_their_original_destination(netns, procs):
                     "use_original_dst": True,
                     "listener_filters": [{"name": "envoy.filters.listener.original_dst",
                                           "typed_config": {"@type": ODST}}],
-                    "filter_chains": [{"filters": [tcp_filter("passthrough", "PassthroughCluster")]}],
+                    "filter_chains": [
+                        # As Istio does: a connection made to 15001 itself must not loop through the
+                        # passthrough back to 15001; it goes to a cluster without endpoints.
+                        {"filter_chain_match": {"destination_port": 15001},
+                         "filters": [tcp_filter("BlackHoleCluster", "BlackHoleCluster")]},
+                        {"filters": [tcp_filter("passthrough", "PassthroughCluster")]},
+                    ],
                 },
                 {   # A service listener that only receives handed-off connections.
                     "name": f"198.18.0.3_{svc_port}",
@@ -122,6 +128,7 @@ def test_redirected_connections_reach_their_original_destination(netns, procs):
                 {"name": "PassthroughCluster", "type": "ORIGINAL_DST", "lb_policy": "CLUSTER_PROVIDED",
                  "connect_timeout": "1s"},
                 static_cluster("svc", [svc_port], host="198.18.0.3"),
+                {"name": "BlackHoleCluster", "type": "STATIC", "connect_timeout": "1s"},
             ],
         },
     }
@@ -149,5 +156,6 @@ def test_redirected_connections_reach_their_original_destination(netns, procs):
         assert stats["tcp.passthrough.downstream_cx_total"] == 1
         assert stats["tcp.svc.downstream_cx_rx_bytes_total"] == 4
         assert stats["cluster.PassthroughCluster.upstream_cx_total"] == 1
+        assert stats["tcp.BlackHoleCluster.downstream_cx_total"] >= 1  # the readiness probe to 15001
     finally:
         cfg.unlink(missing_ok=True)

@@ -6,6 +6,7 @@ import json
 import socket
 import time
 import urllib.request
+from pathlib import Path
 
 import pytest
 
