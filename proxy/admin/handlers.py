@@ -305,7 +305,7 @@ def stats_handler(server, q) -> Response:
     if fmt == "prometheus":
         return Response(200, export.prometheus(server.stats, pattern, used_only), PROM)
     if fmt not in ("text", ""):
-        return Response(404, f"usage: /stats?format=(json|prometheus|text)\n")
+        return Response(404, "usage: /stats?format=(json|prometheus|text)\n")
     return Response(200, export.text(server.stats, pattern, used_only))
 
 

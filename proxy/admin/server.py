@@ -82,7 +82,7 @@ class AdminServer:
             self._cx_active.inc()
         try:
             await self._serve(reader, writer)
-        except (ConnectionError, asyncio.IncompleteReadError, asyncio.TimeoutError):
+        except (TimeoutError, ConnectionError, asyncio.IncompleteReadError):
             pass
         except Exception:  # never let a connection bug escape into the loop's handler
             log.exception("admin connection failed")

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import importlib
 import json
 import urllib.error
 import urllib.request
@@ -14,8 +15,6 @@ from prometheus_client.parser import text_string_to_metric_families
 from proxy.config.bootstrap import EXTENSION_PROTO_MODULES
 from tests.integration.proxy.harness import http_listener, start_proxy, start_upstream, static_cluster
 from tests.support.net import free_port
-
-import importlib
 
 for _mod in EXTENSION_PROTO_MODULES:  # json_format resolves the typed_config Anys in the dump
     importlib.import_module(_mod)

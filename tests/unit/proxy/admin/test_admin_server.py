@@ -6,8 +6,8 @@ import json
 import pytest
 from envoy.admin.v3 import clusters_pb2, config_dump_pb2, listeners_pb2, server_info_pb2
 from envoy.config.listener.v3 import listener_pb2
-from prometheus_client.parser import text_string_to_metric_families
 from google.protobuf import json_format
+from prometheus_client.parser import text_string_to_metric_families
 
 from proxy.admin.server import AdminServer
 from tests.unit.proxy.admin.fakes import FakeServer, State
