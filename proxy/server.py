@@ -182,7 +182,7 @@ class Server:
             if not done:
                 event(log, logging.INFO, "server.drain_timeout", open=len(self.listener_manager.connections()))
         self.listener_manager.abort_all()
-        stop = getattr(self.cluster_manager, "stop", None)
+        stop = getattr(self.cluster_manager, "close", None) or getattr(self.cluster_manager, "stop", None)
         if stop is not None:
             res = stop()
             if asyncio.iscoroutine(res):
