@@ -123,13 +123,15 @@ class RouterFilterFactory:
 class _Attempt:
     """Outcome of one upstream try."""
 
-    __slots__ = ("response", "error", "timed_out", "per_try_timed_out")
+    __slots__ = ("response", "error", "timed_out", "per_try_timed_out", "idle_timed_out")
 
-    def __init__(self, response=None, error=None, timed_out=False, per_try_timed_out=False) -> None:
+    def __init__(self, response=None, error=None, timed_out=False, per_try_timed_out=False,
+                 idle_timed_out=False) -> None:
         self.response = response
         self.error = error
         self.timed_out = timed_out
         self.per_try_timed_out = per_try_timed_out
+        self.idle_timed_out = idle_timed_out
 
 
 class RouterFilter(HttpFilter):
@@ -329,7 +331,8 @@ class RouterFilter(HttpFilter):
                 if vh.include_request_attempt_count:
                     attempt_headers.set("x-envoy-attempt-count", str(si.upstream_request_attempts))
             started = time.monotonic()
-            attempt = await self._attempt(cluster.http_pool(host), attempt_headers, body, loop, deadline, per_try)
+            attempt = await self._attempt(cluster.http_pool(host), attempt_headers, body, loop, deadline, per_try,
+                                          action.idle_timeout or None)
             if state[1]:
                 resources.retries.dec()
                 state[1] = False
@@ -372,6 +375,10 @@ class RouterFilter(HttpFilter):
                 cstats.retry_limit_exceeded.inc()
 
             if resp is None:
+                if attempt.idle_timed_out:
+                    # The route's idle_timeout (Envoy's per-route stream idle timeout) before any response.
+                    await stream.send_local_reply(408, b"stream timeout", flag="SI", details="stream_idle_timeout")
+                    return
                 if attempt.timed_out or attempt.per_try_timed_out:
                     if attempt.timed_out:
                         host.stats.rq_timeout += 1
@@ -381,16 +388,19 @@ class RouterFilter(HttpFilter):
                 return
             if retries_done:
                 cstats.retry_success.inc()
-            await self._forward_response(stream, route, weighted, resp, cstats, started, deadline, loop, headers)
+            await self._forward_response(stream, route, weighted, resp, cstats, started, deadline, loop, headers,
+                                         action.idle_timeout or None)
             return
 
-    async def _attempt(self, pool, headers, body, loop, deadline, per_try) -> _Attempt:
+    async def _attempt(self, pool, headers, body, loop, deadline, per_try, idle) -> _Attempt:
         wait = None
-        per_try_bound = False
+        bound = "global"
         if deadline is not None:
             wait = deadline - loop.time()
         if per_try is not None and (wait is None or per_try < wait):
-            wait, per_try_bound = per_try, True
+            wait, bound = per_try, "per_try"
+        if idle is not None and (wait is None or idle < wait):
+            wait, bound = idle, "idle"
         try:
             if wait is None:
                 return _Attempt(await pool.request(headers, body))
@@ -399,7 +409,8 @@ class RouterFilter(HttpFilter):
             async with asyncio.timeout(wait):
                 return _Attempt(await pool.request(headers, body))
         except TimeoutError:
-            return _Attempt(per_try_timed_out=per_try_bound, timed_out=not per_try_bound)
+            return _Attempt(per_try_timed_out=bound == "per_try", timed_out=bound == "global",
+                            idle_timed_out=bound == "idle")
         except UpstreamError as e:
             return _Attempt(error=e)
 
@@ -417,7 +428,7 @@ class RouterFilter(HttpFilter):
         await stream.send_local_reply(503, RESET_BEFORE_HEADERS + reason, flag=flag, details=details, headers=extra)
 
     async def _forward_response(self, stream, route, weighted, resp, cstats, started, deadline, loop,
-                                request_headers) -> None:
+                                request_headers, idle) -> None:
         cfg = self.config
         si = stream.stream_info
         status = resp.status
@@ -449,21 +460,11 @@ class RouterFilter(HttpFilter):
                 await stream.encode_headers(rh, True)
             else:
                 await stream.encode_headers(rh, False)
-                if deadline is None:
+                if deadline is None and idle is None:
                     async for chunk in resp:
                         await stream.encode_data(chunk, False)
                 else:
-                    try:
-                        async with asyncio.timeout(max(0.0, deadline - loop.time())):
-                            async for chunk in resp:
-                                await stream.encode_data(chunk, False)
-                    except TimeoutError:
-                        # Headers already went downstream: all Envoy can do is reset the stream.
-                        si.set_flag("UT")
-                        cstats.timeout.inc()
-                        cfg.hcm_stats(stream).rq_reset_after_downstream_response_started.inc()
-                        resp.discard()
-                        raise ConnectionResetError("upstream request timeout after the response started") from None
+                    await self._stream_body_with_timeouts(stream, resp, cstats, deadline, idle, loop)
                 await stream.encode_data(b"", True)
         except UpstreamError:
             # The upstream went away mid-body: the downstream stream must be reset too.
@@ -477,6 +478,32 @@ class RouterFilter(HttpFilter):
         finally:
             cstats.charge(status, cfg.dynamic_stats)
             cstats.rq_time.record((time.monotonic() - started) * 1000)
+
+    async def _stream_body_with_timeouts(self, stream, resp, cstats, deadline, idle, loop) -> None:
+        """The route timeout covers the whole response; idle_timeout the gap between body chunks.
+        Headers already went downstream, so on expiry all Envoy can do is reset the stream."""
+        it = resp.__aiter__()
+        while True:
+            limit = None if deadline is None else deadline - loop.time()
+            idle_bound = idle is not None and (limit is None or idle < limit)
+            if idle_bound:
+                limit = idle
+            try:
+                async with asyncio.timeout(max(0.0, limit)):
+                    chunk = await it.__anext__()
+            except StopAsyncIteration:
+                return
+            except TimeoutError:
+                si = stream.stream_info
+                if idle_bound:
+                    si.set_flag("SI")
+                else:
+                    si.set_flag("UT")
+                    cstats.timeout.inc()
+                self.config.hcm_stats(stream).rq_reset_after_downstream_response_started.inc()
+                resp.discard()
+                raise ConnectionResetError("upstream timeout after the response started") from None
+            await stream.encode_data(chunk, False)
 
     # ------------------------------------------------------------------------------------------
     def _start_mirrors(self, stream, mirrors, up_headers: Headers, body, action) -> None:

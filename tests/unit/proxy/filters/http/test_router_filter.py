@@ -297,3 +297,41 @@ def test_unsupported_router_field_is_rejected():
         make_router(router_pb2.Router(start_child_span=True), ctx, "hcm.http_filters[0].typed_config")
     assert e.value.path == "hcm.http_filters[0].typed_config.start_child_span"
     assert make_router(router_pb2.Router(suppress_envoy_headers=True), ctx, "p").config.suppress_envoy_headers
+
+
+async def test_route_idle_timeout_before_response_is_408_si():
+    cfg = cluster_route({"cluster": "backend", "idle_timeout": "0.03s"})
+    stream, _, _, _ = await _run_with({"script": ["hang"]}, cfg)
+    assert stream.local_reply[:4] == (408, b"stream timeout", "SI", "stream_idle_timeout")
+
+
+class _SlowBodyResponse(FakeResponse):
+    async def _gen(self):
+        yield b"first"
+        await asyncio.sleep(3600)
+        yield b"never"
+
+
+async def _run_expecting_reset(cfg, response):
+    ctx, store = context()
+    ctx.cluster_manager.clusters["backend"] = FakeCluster("backend", store, script=[response])
+    h = request()
+    stream = FakeStream(h, route_for(cfg, h))
+    with pytest.raises(ConnectionResetError):
+        await RouterFilter(RouterConfig(ctx)).on_request_headers(stream, True)
+    assert stream.data == [b"first"]
+    return stream, store
+
+
+async def test_timeout_after_response_started_resets_the_stream_with_ut():
+    stream, store = await _run_expecting_reset(cluster_route({"cluster": "backend", "timeout": "0.05s"}),
+                                               _SlowBodyResponse(200))
+    assert stream.stream_info.flags_string() == "UT"
+    assert counter(store, "cluster.backend.upstream_rq_timeout") == 1
+    assert counter(store, "http.ingress.rq_reset_after_downstream_response_started") == 1
+
+
+async def test_idle_timeout_between_body_chunks_resets_with_si():
+    stream, _ = await _run_expecting_reset(cluster_route({"cluster": "backend", "idle_timeout": "0.03s"}),
+                                           _SlowBodyResponse(200))
+    assert stream.stream_info.flags_string() == "SI"
