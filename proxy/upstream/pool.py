@@ -392,6 +392,11 @@ class HttpConnectionPool:
         conn = self._take_idle()
         if conn is None:
             conn = await self._wait_for_connection()
+            if not resources.requests.can_create():
+                # Checked again when attaching, as Envoy does: others attached while we waited.
+                self._on_connection_free(conn)
+                stats.upstream_rq_pending_overflow.inc()
+                raise PoolOverflow("max requests circuit breaker open")
         self.host.used = True
         method = headers.get(":method") or "GET"
         upgrade = "upgrade" in headers

@@ -295,3 +295,19 @@ async def test_upgrade_101_hands_back_a_raw_duplex():
     await pool.close()
     server.close()
     await server.wait_closed()
+
+
+async def test_max_requests_is_enforced_when_requests_attach(upstream):
+    pool, store = make_pool(upstream, max_requests=2)
+
+    async def slow():
+        resp = await pool.request(get(x_test_delay_ms="300"))
+        return await resp.read()
+
+    # All five start together on an empty pool: they pass the first check, wait for connections,
+    # and only two may attach.
+    results = await asyncio.gather(*(slow() for _ in range(5)), return_exceptions=True)
+    assert sum(isinstance(r, PoolOverflow) for r in results) == 3
+    assert store.counters["cluster.backend.upstream_rq_pending_overflow"].value == 3
+    assert pool.resources.requests.count == 0
+    await pool.close()
