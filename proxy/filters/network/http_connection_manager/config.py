@@ -167,7 +167,7 @@ def build_config(msg: hcm_pb2.HttpConnectionManager, ctx: FactoryContext, path: 
         raise ConfigError(f"{path}.codec_type", "only AUTO and HTTP1 codecs are supported by Isthmus yet")
     if not msg.stat_prefix:
         raise ConfigError(f"{path}.stat_prefix", "stat_prefix is required")
-    if msg.HasField("proxy_100_continue") and msg.proxy_100_continue:
+    if msg.proxy_100_continue:
         raise ConfigError(f"{path}.proxy_100_continue", "proxying 100-continue is not supported by Isthmus yet")
 
     # Routes.

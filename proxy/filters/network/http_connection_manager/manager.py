@@ -528,6 +528,7 @@ class HttpConnectionManager(NetworkFilter):
         self._close_after = False
         self._eof = False
         self._headers_timer: asyncio.TimerHandle | None = None
+        self._delayed_close: asyncio.TimerHandle | None = None
         self._idle_timer: asyncio.TimerHandle | None = None
         self._last_idle = self.loop.time()
         self._started = False
@@ -574,6 +575,9 @@ class HttpConnectionManager(NetworkFilter):
 
     def on_eof(self) -> None:
         self._eof = True
+        if self.closed:
+            self.conn.close()  # the peer saw our close: no need to wait out the delayed close
+            return
         st = self.stream
         if st is not None and not st.done:
             if st.is_upgrade and self.parser.upgraded:
@@ -612,10 +616,10 @@ class HttpConnectionManager(NetworkFilter):
             s.cx_active.dec()
             s.cx_http1_active.dec()
             s.cx_destroy.inc()
-        for t in (self._headers_timer, self._idle_timer):
+        for t in (self._headers_timer, self._idle_timer, self._delayed_close):
             if t is not None:
                 t.cancel()
-        self._headers_timer = self._idle_timer = None
+        self._headers_timer = self._idle_timer = self._delayed_close = None
         self._backlog.clear()
         self._raw = []
 
@@ -876,10 +880,24 @@ class HttpConnectionManager(NetworkFilter):
         self.close()
 
     def close(self) -> None:
-        """Close after what was written is flushed."""
-        if not self.closed:
-            self.closed = True
-            self.conn.close()
+        """Close after what was written is flushed. Like Envoy's delayed close: send our FIN first and
+        keep reading (and dropping) for ``delayed_close_timeout``, so a client still sending does not
+        get a RST that destroys the response before it read it."""
+        if self.closed:
+            return
+        self.closed = True
+        conn = self.conn
+        delay = self.config.delayed_close_timeout
+        write_eof = getattr(conn, "write_eof", None)
+        if delay and write_eof is not None and not self._eof:
+            try:
+                write_eof()
+            except Exception:
+                conn.close()
+                return
+            self._delayed_close = self.loop.call_later(delay, conn.close)
+        else:
+            conn.close()
 
     def abort(self) -> None:
         self.closed = True
