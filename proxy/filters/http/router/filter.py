@@ -533,6 +533,7 @@ class RouterFilter(HttpFilter):
                 return
             async with asyncio.timeout(timeout):
                 resp = await cluster.http_pool(host).request(headers, body)
+                self.config.cluster_stats(cluster).charge(resp.status, self.config.dynamic_stats)
                 try:
                     async for _ in resp:
                         pass
