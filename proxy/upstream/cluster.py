@@ -21,8 +21,14 @@ from proxy.upstream.cluster_stats import ClusterStats
 from proxy.upstream.config import check_cluster, check_protocol_options
 from proxy.upstream.errors import PoolOverflow, UpstreamConnectError
 from proxy.upstream.host import DEGRADED_EDS_HEALTH, FAILED_EDS_HEALTH, Host
-from proxy.upstream.lb import (DEFAULT_MAX_RING_SIZE, DEFAULT_MIN_RING_SIZE, HostSet, LbConfig, LbContext,
-                               PriorityLoadBalancer)
+from proxy.upstream.lb import (
+    DEFAULT_MAX_RING_SIZE,
+    DEFAULT_MIN_RING_SIZE,
+    HostSet,
+    LbConfig,
+    LbContext,
+    PriorityLoadBalancer,
+)
 from proxy.upstream.pool import DEFAULT_BUFFER_LIMIT, DEFAULT_IDLE_TIMEOUT, HttpConnectionPool, PoolSettings
 from proxy.upstream.resources import ResourceManager
 

@@ -311,3 +311,59 @@ async def test_max_requests_is_enforced_when_requests_attach(upstream):
     assert store.counters["cluster.backend.upstream_rq_pending_overflow"].value == 3
     assert pool.resources.requests.count == 0
     await pool.close()
+
+
+def tcp_cluster(port: int, **fields):
+    from proxy.upstream.cluster import build_cluster
+    from tests.unit.proxy.upstream.helpers import cluster_proto, ctx, endpoints, load_assignment
+
+    return build_cluster(cluster_proto(load_assignment=load_assignment(endpoints(f"127.0.0.1:{port}")), **fields),
+                         ctx(), "c")
+
+
+async def test_connect_tcp_duplex_and_connection_stats():
+    async def echo(reader, writer):
+        while data := await reader.read(1024):
+            writer.write(data)
+        writer.close()
+
+    server = await asyncio.start_server(echo, "127.0.0.1", 0)
+    cluster = tcp_cluster(server.sockets[0].getsockname()[1])
+    host = cluster.choose_host()
+    transport, duplex = await cluster.connect_tcp(host)
+    duplex.write(b"ping")
+    assert await duplex.read() == b"ping"
+    assert cluster.stats.upstream_cx_active.value == 1 and host.stats.cx_active == 1
+    duplex.close()
+    for _ in range(100):
+        if cluster.stats.upstream_cx_active.value == 0:
+            break
+        await asyncio.sleep(0.01)
+    assert cluster.stats.upstream_cx_active.value == 0 and host.stats.cx_active == 0
+    assert cluster.stats.upstream_cx_total.value == 1
+    await cluster.close()
+    server.close()
+    await server.wait_closed()
+
+
+async def test_connect_tcp_failure_and_max_connections():
+    cluster = tcp_cluster(free_port(), circuit_breakers={"thresholds": [{"max_connections": 1}]})
+    with pytest.raises(UpstreamConnectError):
+        await cluster.connect_tcp(cluster.choose_host())
+    assert cluster.stats.upstream_cx_connect_fail.value == 1
+    assert cluster.resources.connections.count == 0
+    cluster.resources.connections.inc()  # someone holds the only connection
+    with pytest.raises(PoolOverflow):
+        await cluster.connect_tcp(cluster.choose_host())
+    assert cluster.stats.upstream_cx_overflow.value == 1
+    await cluster.close()
+
+
+async def test_cluster_http_pool_is_per_host_and_reused(upstream):
+    cluster = tcp_cluster(upstream)
+    host = cluster.choose_host()
+    assert cluster.http_pool(host) is cluster.http_pool(host)
+    resp = await cluster.http_pool(host).request(get("/via-cluster"))
+    assert json.loads(await resp.read())["path"] == "/via-cluster"
+    assert host.stats.rq_total == 1 and host.stats.rq_success == 1
+    await cluster.close()

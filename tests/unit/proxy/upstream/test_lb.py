@@ -8,8 +8,18 @@ import random
 import pytest
 
 from proxy.upstream.host import FAILED_EDS_HEALTH, Host
-from proxy.upstream.lb import (HostSet, LbConfig, LbContext, LeastRequestChooser, MaglevChooser, PriorityLoadBalancer,
-                               RingHashChooser, RoundRobinChooser, priority_loads, stable_hash64)
+from proxy.upstream.lb import (
+    HostSet,
+    LbConfig,
+    LbContext,
+    LeastRequestChooser,
+    MaglevChooser,
+    PriorityLoadBalancer,
+    RingHashChooser,
+    RoundRobinChooser,
+    priority_loads,
+    stable_hash64,
+)
 
 
 def hosts(n: int, weights=None, priority: int = 0) -> list[Host]:
@@ -37,7 +47,7 @@ def test_weighted_round_robin_is_exact_and_smooth():
     assert c[hs[0]] == 300 and c[hs[1]] == 100
     # smooth (EDF): the light host is never starved for long
     gaps = [i for i, h in enumerate(picks) if h is hs[1]]
-    assert max(b - a for a, b in zip(gaps, gaps[1:])) <= 4
+    assert max(b - a for a, b in zip(gaps, gaps[1:], strict=False)) <= 4
 
 
 def test_random_is_roughly_uniform():
