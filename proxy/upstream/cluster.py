@@ -180,6 +180,9 @@ class Cluster:
         if old.keys() != current:
             stats.membership_change.inc()
 
+    def active_connections(self) -> int:
+        return sum(p.active_connections for p in self._pools.values())
+
     def _drain_host(self, host: Host) -> None:
         pool = self._pools.pop(id(host), None)
         if pool is not None:

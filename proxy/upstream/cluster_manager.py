@@ -62,6 +62,8 @@ class ClusterManager:
 
     def _retire(self, cluster: Cluster) -> None:
         cluster.drain()
+        # Forget retired clusters whose connections are all gone (bounded across many updates).
+        self._draining = {c for c in self._draining if c.active_connections()}
         self._draining.add(cluster)
 
     async def close(self) -> None:

@@ -153,7 +153,8 @@ class UpstreamConnection(asyncio.Protocol):
 
     # -- events from the codec ---------------------------------------------------------------
     def _handle_events(self, ex: _Exchange, events: list) -> None:
-        for ev in events:
+        last = len(events) - 1
+        for i, ev in enumerate(events):
             kind = type(ev)
             if self.tunnel is not None:
                 if kind is http1.Data:  # bytes that came right after the 101 head
@@ -184,8 +185,10 @@ class UpstreamConnection(asyncio.Protocol):
                     ex.head.set_result(ev.headers)
             elif kind is http1.EndOfMessage:
                 if ex.state == _READING_BODY:
+                    if i < last or not self.parser.idle:
+                        ex.close_after = True  # bytes beyond the response: never reuse this connection
                     self._complete(ex)
-                return  # anything after this belongs to no request: the next feed reports it
+                return
             elif kind is http1.ProtocolError:
                 if self.remote_closed:  # the upstream closed mid-response: a reset, not garbage
                     self.active_at_close = True
