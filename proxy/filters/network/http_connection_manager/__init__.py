@@ -8,7 +8,10 @@ from envoy.extensions.filters.network.http_connection_manager.v3 import http_con
 from proxy.config.context import FactoryContext
 from proxy.config.registry import NETWORK_FILTERS
 from proxy.filters.network.http_connection_manager.config import (
-    HcmConfig, StaticRouteProvider, SwappableRouteProvider, build_config,
+    HcmConfig,
+    StaticRouteProvider,
+    SwappableRouteProvider,
+    build_config,
 )
 from proxy.filters.network.http_connection_manager.manager import ActiveStream, HttpConnectionManager
 

@@ -19,8 +19,16 @@ from email.utils import formatdate
 
 from proxy.core.headers import Headers
 from proxy.core.http1 import (
-    CONTINUE_100, LAST_CHUNK, Data, EndOfMessage, ProtocolError, RequestHead, RequestParser, encode_chunk,
-    encode_response_head, reason_phrase,
+    CONTINUE_100,
+    LAST_CHUNK,
+    Data,
+    EndOfMessage,
+    ProtocolError,
+    RequestHead,
+    RequestParser,
+    encode_chunk,
+    encode_response_head,
+    reason_phrase,
 )
 from proxy.core.stream_info import StreamInfo
 from proxy.filters.http.base import STOP
@@ -393,7 +401,7 @@ class ActiveStream:
 
     async def _run(self, end_stream: bool) -> None:
         try:
-            self.route  # Envoy resolves the route before the decoder filters run (ROUTE_NAME, NR)
+            _ = self.route  # Envoy resolves the route before the decoder filters run (ROUTE_NAME, NR)
             filters = self.filters
             for i, f in enumerate(filters):
                 self._reached = i + 1

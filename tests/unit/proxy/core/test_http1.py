@@ -7,8 +7,17 @@ from hypothesis import strategies as st
 
 from proxy.core.headers import Headers
 from proxy.core.http1 import (
-    LAST_CHUNK, Data, EndOfMessage, ProtocolError, RequestHead, RequestParser, ResponseHead, ResponseParser,
-    encode_chunk, encode_request_head, encode_response_head,
+    LAST_CHUNK,
+    Data,
+    EndOfMessage,
+    ProtocolError,
+    RequestHead,
+    RequestParser,
+    ResponseHead,
+    ResponseParser,
+    encode_chunk,
+    encode_request_head,
+    encode_response_head,
 )
 
 

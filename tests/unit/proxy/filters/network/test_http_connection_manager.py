@@ -9,7 +9,11 @@ import pytest
 from proxy.core.headers import Headers
 from proxy.core.http1 import Data, EndOfMessage, ResponseHead, ResponseParser
 from proxy.filters.http.base import CONTINUE, STOP, HttpFilter
-from proxy.filters.network.http_connection_manager import HcmConfig, HttpConnectionManager, StaticRouteProvider
+from proxy.filters.network.http_connection_manager import (
+    HcmConfig,
+    HttpConnectionManager,
+    StaticRouteProvider,
+)
 from proxy.filters.network.http_connection_manager.config import HcmStats
 from proxy.stats.store import Store
 
