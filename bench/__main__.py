@@ -43,8 +43,9 @@ def _fmt(value) -> str:
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m bench", description=__doc__,
-                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = argparse.ArgumentParser(
+        prog="python -m bench", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     parser.add_argument("--quick", action="store_true", help="short runs (under 2 minutes in all)")
     parser.add_argument("--only", nargs="*", default=None, help="benchmark module names (e.g. bench_codec)")
     args = parser.parse_args(argv)
@@ -52,7 +53,10 @@ def main(argv: list[str] | None = None) -> int:
     results = {}
     for name in names:
         module = importlib.import_module(f"bench.{name}")
-        print(f"== {name}: {(module.__doc__ or '').strip().splitlines()[0] if module.__doc__ else ''}", flush=True)
+        print(
+            f"== {name}: {(module.__doc__ or '').strip().splitlines()[0] if module.__doc__ else ''}",
+            flush=True,
+        )
         rows = module.run(quick=args.quick)
         print_table(rows)
         results[name] = rows

@@ -59,8 +59,10 @@ def _make_cluster_manager(clusters, ctx: FactoryContext):
         if e.name not in ("proxy.upstream.cluster_manager",):
             raise
         if len(clusters):
-            raise ConfigError("static_resources.clusters",
-                              "clusters are not supported by this build (proxy.upstream is missing)") from None
+            raise ConfigError(
+                "static_resources.clusters",
+                "clusters are not supported by this build (proxy.upstream is missing)",
+            ) from None
         return _NoClusters()
     return ClusterManager.from_protos(clusters, ctx, "static_resources.clusters")
 
@@ -180,7 +182,9 @@ class Server:
         if drain:
             done = await self.listener_manager.wait_connections_closed(self.options.drain_time_s)
             if not done:
-                event(log, logging.INFO, "server.drain_timeout", open=len(self.listener_manager.connections()))
+                event(
+                    log, logging.INFO, "server.drain_timeout", open=len(self.listener_manager.connections())
+                )
         self.listener_manager.abort_all()
         stop = getattr(self.cluster_manager, "close", None) or getattr(self.cluster_manager, "stop", None)
         if stop is not None:
@@ -240,8 +244,10 @@ class _MinimalAdmin:
             else:
                 status, body = 404, "not found\n"
             reason = {200: "OK", 404: "Not Found", 503: "Service Unavailable"}[status]
-            writer.write(f"HTTP/1.1 {status} {reason}\r\ncontent-type: text/plain\r\ncontent-length: {len(body)}\r\n"
-                         f"connection: close\r\n\r\n{body}".encode())
+            writer.write(
+                f"HTTP/1.1 {status} {reason}\r\ncontent-type: text/plain\r\ncontent-length: {len(body)}\r\n"
+                f"connection: close\r\n\r\n{body}".encode()
+            )
             await writer.drain()
         except (OSError, asyncio.IncompleteReadError):
             pass
@@ -261,11 +267,18 @@ def _config_name(options: Options) -> str:
 def run(options: Options) -> int:
     isthmus_log.setup("proxy", options.log_level)
     if options.concurrency > 1:
-        event(log, logging.WARNING, "concurrency.limited", requested=options.concurrency, running=1,
-              note="multiple workers come with the performance issue; running 1 worker")
+        event(
+            log,
+            logging.WARNING,
+            "concurrency.limited",
+            requested=options.concurrency,
+            running=1,
+            note="multiple workers come with the performance issue; running 1 worker",
+        )
     try:
-        bootstrap = load_bootstrap(options.config_path, options.config_yaml, options.service_node,
-                                   options.service_cluster)
+        bootstrap = load_bootstrap(
+            options.config_path, options.config_yaml, options.service_node, options.service_cluster
+        )
         if options.mode == "validate":
             Server(bootstrap, options)
             print(f"configuration '{_config_name(options)}' OK")

@@ -57,7 +57,7 @@ class _StartTimeFormatter:
             if _escaped(fmt, m.start()):
                 continue
             if m.start() > pos:
-                parts.append(("strf", fmt[pos:m.start()]))
+                parts.append(("strf", fmt[pos : m.start()]))
             if m.group(1):  # %E<n>S
                 parts.append(("strf", "%S"))
                 parts.append(("strf", "."))
@@ -109,6 +109,7 @@ def _escaped(fmt: str, idx: int) -> bool:
 
 # --- operators ----------------------------------------------------------------------------------------
 
+
 def _addr(a: tuple[str, int] | None) -> str | None:
     if not a:
         return None
@@ -130,16 +131,19 @@ def _header_getter(attr: str, arg: str | None, command: str) -> Getter:
         raise ConfigError("", f"{command}: empty header name in '{arg}'")
 
     if alt is None:
+
         def get(si: StreamInfo) -> str | None:
             h = getattr(si, attr)
             return h.get(main) if h is not None else None
     else:
+
         def get(si: StreamInfo) -> str | None:
             h = getattr(si, attr)
             if h is None:
                 return None
             v = h.get(main)
             return v if v is not None else h.get(alt)
+
     return get
 
 
@@ -158,6 +162,7 @@ def _filter_state_getter(arg: str | None) -> Getter:
         if v is None or isinstance(v, (str, int, float, bool)):
             return v
         return str(v)
+
     return get
 
 
@@ -213,8 +218,10 @@ def _operator(name: str, arg: str | None, max_len: str | None, path: str) -> Get
         except ConfigError as e:
             raise ConfigError(path, e.message) from None
     else:
-        raise ConfigError(path, f"unsupported access log command operator %{name}% "
-                          f"(supported: {', '.join(SUPPORTED_OPERATORS)})")
+        raise ConfigError(
+            path,
+            f"unsupported access log command operator %{name}% (supported: {', '.join(SUPPORTED_OPERATORS)})",
+        )
     if max_len is not None:
         n = int(max_len)
         inner = getter
@@ -222,6 +229,7 @@ def _operator(name: str, arg: str | None, max_len: str | None, path: str) -> Get
         def getter(si: StreamInfo, _inner=inner, _n=n):
             v = _inner(si)
             return v[:_n] if isinstance(v, str) else v
+
     return getter
 
 
@@ -242,8 +250,9 @@ def parse_format(fmt: str, path: str = "") -> list[str | Getter]:
             continue
         m = _COMMAND_RE.match(fmt, j)
         if m is None:
-            raise ConfigError(path, f"invalid access log format '{fmt}': no valid command operator "
-                              f"at position {j}")
+            raise ConfigError(
+                path, f"invalid access log format '{fmt}': no valid command operator at position {j}"
+            )
         if literal:
             text = "".join(literal)
             if text:
@@ -305,6 +314,7 @@ def _compile_json_value(value: Any, path: str, typed: bool, omit_empty: bool) ->
                 if v is not _OMIT:
                     out[k] = v
             return out
+
         return obj
     if isinstance(value, str):
         parts = parse_format(value, path)
@@ -326,8 +336,11 @@ def _compile_json_value(value: Any, path: str, typed: bool, omit_empty: bool) ->
         if isinstance(value, float) and value.is_integer():
             value = int(value)  # a Struct stores every number as a double
         return lambda si: value
-    raise ConfigError(path, f"json_format values must be strings, numbers, booleans or nested objects, "
-                      f"not {type(value).__name__}")
+    raise ConfigError(
+        path,
+        f"json_format values must be strings, numbers, booleans or nested objects, "
+        f"not {type(value).__name__}",
+    )
 
 
 class JsonFormatter:
@@ -335,13 +348,24 @@ class JsonFormatter:
 
     __slots__ = ("_root", "_sort")
 
-    def __init__(self, struct: dict, *, typed: bool = True, omit_empty_values: bool = False,
-                 sort_properties: bool = False, path: str = "") -> None:
+    def __init__(
+        self,
+        struct: dict,
+        *,
+        typed: bool = True,
+        omit_empty_values: bool = False,
+        sort_properties: bool = False,
+        path: str = "",
+    ) -> None:
         if not isinstance(struct, dict):
             raise ConfigError(path, "json_format must be an object")
         self._root = _compile_json_value(struct, path, typed, omit_empty_values)
         self._sort = sort_properties
 
     def format(self, si: StreamInfo) -> str:
-        return json.dumps(self._root(si), separators=(",", ":"), sort_keys=self._sort,
-                          ensure_ascii=False, default=str) + "\n"
+        return (
+            json.dumps(
+                self._root(si), separators=(",", ":"), sort_keys=self._sort, ensure_ascii=False, default=str
+            )
+            + "\n"
+        )

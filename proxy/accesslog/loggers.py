@@ -38,6 +38,7 @@ FLUSH_SIZE_BYTES = 64 * 1024
 
 # --- sinks --------------------------------------------------------------------------------------------
 
+
 class BufferedSink:
     """Collects lines; writes them out on a timer, past a size threshold, or on flush()."""
 
@@ -182,8 +183,10 @@ class AccessLogger:
 # --- formats ------------------------------------------------------------------------------------------
 
 _SUBSTITUTION_SPEC = {
-    "text_format": True, "text_format_source": {"inline_string": True, "filename": True},
-    "json_format": True, "omit_empty_values": True,
+    "text_format": True,
+    "text_format_source": {"inline_string": True, "filename": True},
+    "json_format": True,
+    "omit_empty_values": True,
     "json_format_options": {"sort_properties": True},
 }
 
@@ -193,23 +196,28 @@ def formatter_from_substitution(fmt: substitution_format_string_pb2.Substitution
     omit = fmt.omit_empty_values
     which = fmt.WhichOneof("format")
     if which == "json_format":
-        return JsonFormatter(json_format.MessageToDict(fmt.json_format), omit_empty_values=omit,
-                             sort_properties=fmt.json_format_options.sort_properties,
-                             path=f"{path}.json_format")
+        return JsonFormatter(
+            json_format.MessageToDict(fmt.json_format),
+            omit_empty_values=omit,
+            sort_properties=fmt.json_format_options.sort_properties,
+            path=f"{path}.json_format",
+        )
     if which == "text_format":
         return TextFormatter(fmt.text_format, omit_empty_values=omit, path=f"{path}.text_format")
     if which == "text_format_source":
         src = fmt.text_format_source
         if src.WhichOneof("specifier") == "inline_string":
-            return TextFormatter(src.inline_string, omit_empty_values=omit,
-                                 path=f"{path}.text_format_source.inline_string")
+            return TextFormatter(
+                src.inline_string, omit_empty_values=omit, path=f"{path}.text_format_source.inline_string"
+            )
         if src.WhichOneof("specifier") == "filename":
             try:
                 with open(src.filename, encoding="utf-8") as f:
                     text = f.read()
             except OSError as e:
-                raise ConfigError(f"{path}.text_format_source.filename",
-                                  f"cannot read '{src.filename}': {e.strerror}") from None
+                raise ConfigError(
+                    f"{path}.text_format_source.filename", f"cannot read '{src.filename}': {e.strerror}"
+                ) from None
             return TextFormatter(text, omit_empty_values=omit, path=f"{path}.text_format_source.filename")
         raise ConfigError(f"{path}.text_format_source", "inline_string or filename is required")
     return TextFormatter(DEFAULT_FORMAT)
@@ -217,8 +225,11 @@ def formatter_from_substitution(fmt: substitution_format_string_pb2.Substitution
 
 @ACCESS_LOGGERS.register("envoy.access_loggers.file", file_pb2.FileAccessLog)
 def make_file_access_log(config: file_pb2.FileAccessLog, ctx: FactoryContext, path: str) -> AccessLogger:
-    reject_unsupported(config, {"path": True, "log_format": True, "format": True, "json_format": True,
-                                "typed_json_format": True}, path)
+    reject_unsupported(
+        config,
+        {"path": True, "log_format": True, "format": True, "json_format": True, "typed_json_format": True},
+        path,
+    )
     if not config.path:
         raise ConfigError(f"{path}.path", "an access log file path is required")
     which = config.WhichOneof("access_log_format")
@@ -227,11 +238,13 @@ def make_file_access_log(config: file_pb2.FileAccessLog, ctx: FactoryContext, pa
     elif which == "format":  # deprecated v2 field, still accepted by Envoy
         formatter = TextFormatter(config.format or DEFAULT_FORMAT, path=f"{path}.format")
     elif which == "json_format":  # deprecated: every value is a string
-        formatter = JsonFormatter(json_format.MessageToDict(config.json_format), typed=False,
-                                  path=f"{path}.json_format")
+        formatter = JsonFormatter(
+            json_format.MessageToDict(config.json_format), typed=False, path=f"{path}.json_format"
+        )
     elif which == "typed_json_format":  # deprecated
-        formatter = JsonFormatter(json_format.MessageToDict(config.typed_json_format),
-                                  path=f"{path}.typed_json_format")
+        formatter = JsonFormatter(
+            json_format.MessageToDict(config.typed_json_format), path=f"{path}.typed_json_format"
+        )
     else:
         formatter = TextFormatter(DEFAULT_FORMAT)
     try:
@@ -248,7 +261,9 @@ _SINKS["<stderr>"] = _STDERR
 
 
 @ACCESS_LOGGERS.register("envoy.access_loggers.stdout", stream_pb2.StdoutAccessLog)
-def make_stdout_access_log(config: stream_pb2.StdoutAccessLog, ctx: FactoryContext, path: str) -> AccessLogger:
+def make_stdout_access_log(
+    config: stream_pb2.StdoutAccessLog, ctx: FactoryContext, path: str
+) -> AccessLogger:
     reject_unsupported(config, {"log_format": True}, path)
     if config.HasField("log_format"):
         formatter = formatter_from_substitution(config.log_format, f"{path}.log_format")
@@ -258,7 +273,9 @@ def make_stdout_access_log(config: stream_pb2.StdoutAccessLog, ctx: FactoryConte
 
 
 @ACCESS_LOGGERS.register("envoy.access_loggers.stderr", stream_pb2.StderrAccessLog)
-def make_stderr_access_log(config: stream_pb2.StderrAccessLog, ctx: FactoryContext, path: str) -> AccessLogger:
+def make_stderr_access_log(
+    config: stream_pb2.StderrAccessLog, ctx: FactoryContext, path: str
+) -> AccessLogger:
     reject_unsupported(config, {"log_format": True}, path)
     if config.HasField("log_format"):
         formatter = formatter_from_substitution(config.log_format, f"{path}.log_format")
@@ -277,7 +294,9 @@ _OPS = {
 }
 
 
-def _comparison(cmp: accesslog_pb2.ComparisonFilter, value_of: Callable[[StreamInfo], int], path: str) -> Filter:
+def _comparison(
+    cmp: accesslog_pb2.ComparisonFilter, value_of: Callable[[StreamInfo], int], path: str
+) -> Filter:
     op = _OPS.get(cmp.op)
     if op is None:
         raise ConfigError(f"{path}.comparison.op", f"unknown comparison op {cmp.op}")
@@ -290,10 +309,13 @@ def compile_filter(f: accesslog_pb2.AccessLogFilter, path: str) -> Filter:
     """An AccessLogFilter -> predicate on StreamInfo (raises ConfigError for unsupported filters)."""
     which = f.WhichOneof("filter_specifier")
     if which == "status_code_filter":
-        return _comparison(f.status_code_filter.comparison, lambda si: si.response_code,
-                           f"{path}.status_code_filter")
+        return _comparison(
+            f.status_code_filter.comparison, lambda si: si.response_code, f"{path}.status_code_filter"
+        )
     if which == "duration_filter":
-        return _comparison(f.duration_filter.comparison, lambda si: si.duration_ms(), f"{path}.duration_filter")
+        return _comparison(
+            f.duration_filter.comparison, lambda si: si.duration_ms(), f"{path}.duration_filter"
+        )
     if which == "not_health_check_filter":
         # Health-check requests are the ones a health-check filter marked; Isthmus has none, but
         # honour the mark if a filter sets it.
@@ -302,7 +324,9 @@ def compile_filter(f: accesslog_pb2.AccessLogFilter, path: str) -> Filter:
         flags = list(f.response_flag_filter.flags)
         for i, flag in enumerate(flags):
             if flag not in RESPONSE_FLAG_ORDER:
-                raise ConfigError(f"{path}.response_flag_filter.flags[{i}]", f"unknown response flag '{flag}'")
+                raise ConfigError(
+                    f"{path}.response_flag_filter.flags[{i}]", f"unknown response flag '{flag}'"
+                )
         if not flags:
             return lambda si: bool(si.response_flags)
         wanted = frozenset(flags)
@@ -317,12 +341,16 @@ def compile_filter(f: accesslog_pb2.AccessLogFilter, path: str) -> Filter:
         return lambda si: any(c(si) for c in compiled)
     if which is None:
         raise ConfigError(path, "an access log filter needs one filter_specifier")
-    raise ConfigError(f"{path}.{which}", f"access log filter '{which}' is not supported by Isthmus "
-                      "(supported: status_code_filter, duration_filter, not_health_check_filter, "
-                      "response_flag_filter, and_filter, or_filter)")
+    raise ConfigError(
+        f"{path}.{which}",
+        f"access log filter '{which}' is not supported by Isthmus "
+        "(supported: status_code_filter, duration_filter, not_health_check_filter, "
+        "response_flag_filter, and_filter, or_filter)",
+    )
 
 
 # --- entry point for HCM / tcp_proxy ------------------------------------------------------------------
+
 
 def build_access_loggers(access_logs, ctx: FactoryContext, path: str) -> list[AccessLogger]:
     """Build the loggers of a repeated ``envoy.config.accesslog.v3.AccessLog`` field.

@@ -104,7 +104,9 @@ def trim(message: Message, paths: list[str]) -> Message:
     return out
 
 
-def build_config_dump(server, resource: str | None = None, mask: str | None = None) -> config_dump_pb2.ConfigDump:
+def build_config_dump(
+    server, resource: str | None = None, mask: str | None = None
+) -> config_dump_pb2.ConfigDump:
     dumps = build_dumps(server)
     paths = _parse_mask(mask) if mask is not None else None
     out = config_dump_pb2.ConfigDump()
@@ -115,7 +117,9 @@ def build_config_dump(server, resource: str | None = None, mask: str | None = No
             if field is None:
                 continue
             if not field.is_repeated or field.message_type is None:
-                raise ConfigDumpError(400, f"{resource} is not a repeated field; use ?mask={resource} instead")
+                raise ConfigDumpError(
+                    400, f"{resource} is not a repeated field; use ?mask={resource} instead"
+                )
             found = True
             for item in getattr(dump, resource):
                 out.configs.add().Pack(trim(item, paths) if paths else item)

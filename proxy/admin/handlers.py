@@ -47,11 +47,16 @@ class Endpoint:
 
 
 def _to_json(msg, all_fields: bool = False) -> str:
-    return json_format.MessageToJson(msg, preserving_proto_field_name=True, indent=1,
-                                     always_print_fields_with_no_presence=all_fields) + "\n"
+    return (
+        json_format.MessageToJson(
+            msg, preserving_proto_field_name=True, indent=1, always_print_fields_with_no_presence=all_fields
+        )
+        + "\n"
+    )
 
 
 # --- state -------------------------------------------------------------------------------------------
+
 
 def server_state_name(server) -> str:
     """Envoy's rule: an initialized server whose health check was failed reports DRAINING."""
@@ -86,8 +91,11 @@ def server_info(server, q) -> Response:
         clo.service_cluster = getattr(opts, "service_cluster", "")
         clo.drain_time.seconds = getattr(opts, "drain_time_s", 600)
         clo.parent_shutdown_time.seconds = getattr(opts, "parent_shutdown_time_s", 900)
-        clo.mode = (server_info_pb2.CommandLineOptions.Validate if getattr(opts, "mode", "serve") == "validate"
-                    else server_info_pb2.CommandLineOptions.Serve)
+        clo.mode = (
+            server_info_pb2.CommandLineOptions.Validate
+            if getattr(opts, "mode", "serve") == "validate"
+            else server_info_pb2.CommandLineOptions.Serve
+        )
         clo.disable_hot_restart = True
     bootstrap = getattr(server, "bootstrap", None)
     if bootstrap is not None and bootstrap.HasField("node"):
@@ -99,12 +107,14 @@ def server_info(server, q) -> Response:
 def _version() -> str:
     try:
         from proxy.server import VERSION
+
         return VERSION
     except Exception:  # noqa: BLE001 - the version string is cosmetic
         return "isthmus-proxy"
 
 
 # --- config dump -------------------------------------------------------------------------------------
+
 
 def config_dump_handler(server, q) -> Response:
     try:
@@ -116,8 +126,16 @@ def config_dump_handler(server, q) -> Response:
 
 # --- clusters ----------------------------------------------------------------------------------------
 
-_HOST_STAT_ORDER = ("cx_active", "cx_connect_fail", "cx_total", "rq_active", "rq_error", "rq_success",
-                    "rq_timeout", "rq_total")
+_HOST_STAT_ORDER = (
+    "cx_active",
+    "cx_connect_fail",
+    "cx_total",
+    "rq_active",
+    "rq_error",
+    "rq_success",
+    "rq_timeout",
+    "rq_total",
+)
 _GAUGES = {"cx_active", "rq_active"}
 _CB_DEFAULTS = {"max_connections": 1024, "max_pending_requests": 1024, "max_requests": 1024, "max_retries": 3}
 
@@ -175,7 +193,11 @@ def _thresholds(proto) -> dict[str, dict[str, int]]:
 
 def _locality(host):
     loc = getattr(host, "locality", None)
-    return (getattr(loc, "region", ""), getattr(loc, "zone", ""), getattr(loc, "sub_zone", "")) if loc else ("", "", "")
+    return (
+        (getattr(loc, "region", ""), getattr(loc, "zone", ""), getattr(loc, "sub_zone", ""))
+        if loc
+        else ("", "", "")
+    )
 
 
 def _host_stats(host) -> dict[str, int]:
@@ -224,9 +246,12 @@ def _clusters_json(server) -> str:
     out = clusters_pb2.Clusters()
     for cluster in sorted(_clusters(server), key=lambda c: c.name):
         proto = _cluster_proto(server, cluster)
-        st = out.cluster_statuses.add(name=cluster.name,
-                                      added_via_api=bool(getattr(cluster, "added_via_api", False)))
-        st.observability_name = proto.alt_stat_name if proto is not None and proto.alt_stat_name else cluster.name
+        st = out.cluster_statuses.add(
+            name=cluster.name, added_via_api=bool(getattr(cluster, "added_via_api", False))
+        )
+        st.observability_name = (
+            proto.alt_stat_name if proto is not None and proto.alt_stat_name else cluster.name
+        )
         if proto is not None and proto.HasField("circuit_breakers"):
             st.circuit_breakers.CopyFrom(proto.circuit_breakers)
         for host in _hosts(cluster):
@@ -235,12 +260,21 @@ def _clusters_json(server) -> str:
             hs.address.socket_address.address = ip
             hs.address.socket_address.port_value = port
             for k, v in _host_stats(host).items():
-                hs.stats.add(name=k, value=v, type=(metrics_pb2.SimpleMetric.GAUGE if k in _GAUGES
-                                                   else metrics_pb2.SimpleMetric.COUNTER))
+                hs.stats.add(
+                    name=k,
+                    value=v,
+                    type=(
+                        metrics_pb2.SimpleMetric.GAUGE if k in _GAUGES else metrics_pb2.SimpleMetric.COUNTER
+                    ),
+                )
             flags = getattr(host, "health_flags", set()) or set()
-            hs.health_status.eds_health_status = (health_check_pb2.UNHEALTHY if "/failed_eds_health" in flags
-                                                  else health_check_pb2.DEGRADED if "/degraded_eds_health" in flags
-                                                  else health_check_pb2.HEALTHY)
+            hs.health_status.eds_health_status = (
+                health_check_pb2.UNHEALTHY
+                if "/failed_eds_health" in flags
+                else health_check_pb2.DEGRADED
+                if "/degraded_eds_health" in flags
+                else health_check_pb2.HEALTHY
+            )
             hs.health_status.pending_dynamic_removal = "/pending_dynamic_removal" in flags
             hs.weight = getattr(host, "weight", 1)
             hs.hostname = getattr(host, "hostname", "") or ""
@@ -253,6 +287,7 @@ def _clusters_json(server) -> str:
 
 # --- listeners ---------------------------------------------------------------------------------------
 
+
 def _listeners(server) -> list:
     lm = getattr(server, "listener_manager", None)
     return list(getattr(lm, "listeners", None) or []) if lm is not None else []
@@ -263,10 +298,15 @@ def listeners_handler(server, q) -> Response:
         out = listeners_pb2.Listeners()
         for listener in _listeners(server):
             st = out.listener_statuses.add(name=listener.name)
-            st.local_address.CopyFrom(address_pb2.Address(socket_address=address_pb2.SocketAddress(
-                address=listener.host, port_value=listener.port)))
+            st.local_address.CopyFrom(
+                address_pb2.Address(
+                    socket_address=address_pb2.SocketAddress(address=listener.host, port_value=listener.port)
+                )
+            )
         return Response(200, _to_json(out), JSON)
-    body = "".join(f"{listener.name}::{_fmt_addr(listener.host, listener.port)}\n" for listener in _listeners(server))
+    body = "".join(
+        f"{listener.name}::{_fmt_addr(listener.host, listener.port)}\n" for listener in _listeners(server)
+    )
     return Response(200, body)
 
 
@@ -275,6 +315,7 @@ def _fmt_addr(host: str, port: int) -> str:
 
 
 # --- stats -------------------------------------------------------------------------------------------
+
 
 def _refresh_server_gauges(server) -> None:
     stats = getattr(server, "stats", None)
@@ -320,11 +361,13 @@ def prometheus_handler(server, q) -> Response:
 
 # --- mutations (POST only) ---------------------------------------------------------------------------
 
+
 def quitquitquit(server, q) -> Response:
     def stop() -> None:
         shutdown = getattr(server, "shutdown", None)
         if shutdown is not None:
             shutdown(drain=False)
+
     return Response(200, "OK\n", after=stop)
 
 
@@ -347,8 +390,11 @@ def drain_listeners(server, q) -> Response:
     start_drain = getattr(server, "start_drain", None)
     if start_drain is not None:
         start_drain(inbound_only=inbound_only)
-    targets = [listener for listener in _listeners(server)
-               if not inbound_only or getattr(listener.proto, "traffic_direction", 0) == 1]
+    targets = [
+        listener
+        for listener in _listeners(server)
+        if not inbound_only or getattr(listener.proto, "traffic_direction", 0) == 1
+    ]
 
     def stop_accepting() -> None:
         for listener in targets:
@@ -363,15 +409,28 @@ def drain_listeners(server, q) -> Response:
     return Response(200, "OK\n", after=stop_accepting)
 
 
-_LEVELS = {"trace": logging.DEBUG, "debug": logging.DEBUG, "info": logging.INFO, "warning": logging.WARNING,
-           "warn": logging.WARNING, "error": logging.ERROR, "critical": logging.CRITICAL, "off": logging.CRITICAL + 10}
-_LEVEL_NAMES = {logging.DEBUG: "debug", logging.INFO: "info", logging.WARNING: "warning", logging.ERROR: "error",
-                logging.CRITICAL: "critical", logging.CRITICAL + 10: "off"}
+_LEVELS = {
+    "trace": logging.DEBUG,
+    "debug": logging.DEBUG,
+    "info": logging.INFO,
+    "warning": logging.WARNING,
+    "warn": logging.WARNING,
+    "error": logging.ERROR,
+    "critical": logging.CRITICAL,
+    "off": logging.CRITICAL + 10,
+}
+_LEVEL_NAMES = {
+    logging.DEBUG: "debug",
+    logging.INFO: "info",
+    logging.WARNING: "warning",
+    logging.ERROR: "error",
+    logging.CRITICAL: "critical",
+    logging.CRITICAL + 10: "off",
+}
 
 
 def _proxy_loggers() -> dict[str, logging.Logger]:
-    names = sorted(n for n in logging.root.manager.loggerDict
-                   if n == "proxy" or n.startswith("proxy."))
+    names = sorted(n for n in logging.root.manager.loggerDict if n == "proxy" or n.startswith("proxy."))
     return {n: logging.getLogger(n) for n in names}
 
 
@@ -382,9 +441,11 @@ def _loggers_text() -> str:
     return "\n".join(lines) + "\n"
 
 
-_LOGGING_USAGE = ("usage: /logging?<name>=<level> (change single level)\n"
-                  "usage: /logging?level=<level> (change all levels)\n"
-                  "levels: " + " ".join(_LEVELS) + "\n")
+_LOGGING_USAGE = (
+    "usage: /logging?<name>=<level> (change single level)\n"
+    "usage: /logging?level=<level> (change all levels)\n"
+    "levels: " + " ".join(_LEVELS) + "\n"
+)
 
 
 def logging_handler(server, q) -> Response:
@@ -392,7 +453,7 @@ def logging_handler(server, q) -> Response:
         return Response(200, _loggers_text())
     if len(q) != 1:
         return Response(404, _LOGGING_USAGE)
-    (name, level), = q.items()
+    ((name, level),) = q.items()
     lvl = _LEVELS.get(level.lower())
     if lvl is None:
         return Response(404, _LOGGING_USAGE)
@@ -409,11 +470,13 @@ def logging_handler(server, q) -> Response:
 
 def reopen_logs(server, q) -> Response:
     from proxy.accesslog import loggers
+
     loggers.reopen_all()
     return Response(200, "OK\n")
 
 
 # --- index ------------------------------------------------------------------------------------------
+
 
 def help_text() -> str:
     lines = ["admin commands are:"]
@@ -428,9 +491,14 @@ def help_handler(server, q) -> Response:
 def home(server, q) -> Response:
     items = "".join(
         f'<tr><td>{"POST " if e.post_only else ""}<a href="{e.path}">{e.path}</a></td><td>{e.help}</td></tr>'
-        for e in ENDPOINTS)
-    return Response(200, f"<!DOCTYPE html><html><head><title>Isthmus proxy admin</title></head><body>"
-                         f"<h1>Admin</h1><table>{items}</table></body></html>\n", HTML)
+        for e in ENDPOINTS
+    )
+    return Response(
+        200,
+        f"<!DOCTYPE html><html><head><title>Isthmus proxy admin</title></head><body>"
+        f"<h1>Admin</h1><table>{items}</table></body></html>\n",
+        HTML,
+    )
 
 
 ENDPOINTS: list[Endpoint] = [
@@ -459,8 +527,7 @@ def dispatch(server, method: str, path: str, query: dict[str, str]) -> Response:
     if endpoint is None:
         return Response(404, "invalid path. " + help_text())
     if endpoint.post_only and method != "POST":
-        return Response(405, f"Method {method} not allowed, POST required.\n",
-                        headers=[("allow", "POST")])
+        return Response(405, f"Method {method} not allowed, POST required.\n", headers=[("allow", "POST")])
     if not endpoint.post_only and method not in ("GET", "HEAD", "POST"):
         return Response(405, f"Method {method} not allowed.\n", headers=[("allow", "GET")])
     try:

@@ -26,9 +26,18 @@ MAX_BODY_BYTES = 1024 * 1024
 IDLE_TIMEOUT_S = 300.0
 HEAD_TIMEOUT_S = 30.0
 
-REASONS = {200: "OK", 400: "Bad Request", 404: "Not Found", 405: "Method Not Allowed", 408: "Request Timeout",
-           413: "Payload Too Large", 431: "Request Header Fields Too Large", 500: "Internal Server Error",
-           501: "Not Implemented", 503: "Service Unavailable"}
+REASONS = {
+    200: "OK",
+    400: "Bad Request",
+    404: "Not Found",
+    405: "Method Not Allowed",
+    408: "Request Timeout",
+    413: "Payload Too Large",
+    431: "Request Header Fields Too Large",
+    500: "Internal Server Error",
+    501: "Not Implemented",
+    503: "Service Unavailable",
+}
 
 
 class BadRequest(Exception):
@@ -60,8 +69,9 @@ class AdminServer:
         return self.host, self.port
 
     async def start(self) -> None:
-        self._srv = await asyncio.start_server(self._handle, self.host, self.port, reuse_address=True,
-                                               limit=MAX_HEAD_BYTES + 1024)
+        self._srv = await asyncio.start_server(
+            self._handle, self.host, self.port, reuse_address=True, limit=MAX_HEAD_BYTES + 1024
+        )
         sock = self._srv.sockets[0]
         self.port = sock.getsockname()[1]
 
@@ -99,10 +109,13 @@ class AdminServer:
         first = True
         while True:
             try:
-                head = await asyncio.wait_for(reader.readuntil(b"\r\n\r\n"),
-                                              HEAD_TIMEOUT_S if first else IDLE_TIMEOUT_S)
+                head = await asyncio.wait_for(
+                    reader.readuntil(b"\r\n\r\n"), HEAD_TIMEOUT_S if first else IDLE_TIMEOUT_S
+                )
             except asyncio.LimitOverrunError:
-                await self._write(writer, "HTTP/1.1", Response(431, "request headers too large\n"), False, False)
+                await self._write(
+                    writer, "HTTP/1.1", Response(431, "request headers too large\n"), False, False
+                )
                 return
             except asyncio.IncompleteReadError as e:
                 if e.partial.strip():
@@ -128,8 +141,14 @@ class AdminServer:
             if not keep_alive:
                 return
 
-    async def _write(self, writer: asyncio.StreamWriter, version: str, response: Response,
-                     keep_alive: bool, head_only: bool) -> None:
+    async def _write(
+        self,
+        writer: asyncio.StreamWriter,
+        version: str,
+        response: Response,
+        keep_alive: bool,
+        head_only: bool,
+    ) -> None:
         if self._rq_total is not None:
             self._rq_total.inc()
             counter = self._rq_class.get(response.status // 100)
@@ -137,13 +156,15 @@ class AdminServer:
                 counter.inc()
         body = response.body.encode("utf-8") if isinstance(response.body, str) else response.body
         reason = REASONS.get(response.status, "Unknown")
-        lines = [f"{version if version in ('HTTP/1.0', 'HTTP/1.1') else 'HTTP/1.1'} {response.status} {reason}",
-                 f"content-type: {response.content_type}",
-                 "cache-control: no-cache, max-age=0",
-                 "x-content-type-options: nosniff",
-                 f"date: {formatdate(time.time(), usegmt=True)}",
-                 "server: envoy",
-                 f"content-length: {len(body)}"]
+        lines = [
+            f"{version if version in ('HTTP/1.0', 'HTTP/1.1') else 'HTTP/1.1'} {response.status} {reason}",
+            f"content-type: {response.content_type}",
+            "cache-control: no-cache, max-age=0",
+            "x-content-type-options: nosniff",
+            f"date: {formatdate(time.time(), usegmt=True)}",
+            "server: envoy",
+            f"content-length: {len(body)}",
+        ]
         lines += [f"{k}: {v}" for k, v in response.headers]
         if not keep_alive:
             lines.append("connection: close")
@@ -167,7 +188,7 @@ def parse_head(head: bytes) -> tuple[str, str, str, dict[str, str]]:
         raise BadRequest(400, "malformed method")
     if version not in ("HTTP/1.0", "HTTP/1.1"):
         raise BadRequest(400, "unsupported HTTP version")
-    if not target.startswith("/") or any(c.isspace() or ord(c) < 0x21 or ord(c) == 0x7f for c in target):
+    if not target.startswith("/") or any(c.isspace() or ord(c) < 0x21 or ord(c) == 0x7F for c in target):
         raise BadRequest(400, "malformed request target")
     headers: dict[str, str] = {}
     for line in lines[1:]:
@@ -176,7 +197,7 @@ def parse_head(head: bytes) -> tuple[str, str, str, dict[str, str]]:
         name, sep, value = line.partition(":")
         if not sep or not name or name != name.strip() or any(c in name for c in ' \t"(),/;<=>?@[\\]{}'):
             raise BadRequest(400, "malformed header")
-        if any(ord(c) < 0x20 and c != "\t" or ord(c) == 0x7f for c in value):
+        if any(ord(c) < 0x20 and c != "\t" or ord(c) == 0x7F for c in value):
             raise BadRequest(400, "invalid header value")
         key = name.lower()
         if key == "content-length" and key in headers and headers[key] != value.strip():

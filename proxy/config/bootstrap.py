@@ -37,11 +37,20 @@ EXTENSION_PROTO_MODULES = [
 # What Isthmus implements at the Bootstrap level. Listeners and clusters are checked, field by field,
 # by the listener manager and the cluster manager that consume them.
 BOOTSTRAP_SPEC = {
-    "node": {"id": True, "cluster": True, "metadata": True, "locality": True, "user_agent_name": True,
-             "user_agent_version": True},
+    "node": {
+        "id": True,
+        "cluster": True,
+        "metadata": True,
+        "locality": True,
+        "user_agent_name": True,
+        "user_agent_version": True,
+    },
     "static_resources": {"listeners": True, "clusters": True},
-    "admin": {"address": {"socket_address": {"address": True, "port_value": True, "protocol": True}},
-              "access_log": True, "access_log_path": True},
+    "admin": {
+        "address": {"socket_address": {"address": True, "port_value": True, "protocol": True}},
+        "access_log": True,
+        "access_log_path": True,
+    },
 }
 
 _loaded = False
@@ -139,13 +148,16 @@ def parse_bootstrap_dict(data: dict) -> bootstrap_pb2.Bootstrap:
 
 def check_supported(bootstrap: bootstrap_pb2.Bootstrap) -> None:
     if bootstrap.HasField("dynamic_resources"):
-        raise ConfigError("dynamic_resources",
-                          "dynamic configuration (xDS: ADS, LDS, CDS) is not supported yet; it comes with issue 4")
+        raise ConfigError(
+            "dynamic_resources",
+            "dynamic configuration (xDS: ADS, LDS, CDS) is not supported yet; it comes with issue 4",
+        )
     reject_unsupported(bootstrap, BOOTSTRAP_SPEC, "")
 
 
-def load_bootstrap(config_path: str = "", config_yaml: str = "", service_node: str = "",
-                   service_cluster: str = "") -> bootstrap_pb2.Bootstrap:
+def load_bootstrap(
+    config_path: str = "", config_yaml: str = "", service_node: str = "", service_cluster: str = ""
+) -> bootstrap_pb2.Bootstrap:
     """Envoy's order: parse the file, parse --config-yaml, proto-merge the second over the first
     (scalars replaced, messages merged, repeated fields appended), then apply --service-* flags."""
     bootstrap = bootstrap_pb2.Bootstrap()

@@ -57,14 +57,18 @@ class Registry:
         if typed_config is not None and typed_config.type_url:
             ext = self.by_type_url.get(typed_config.type_url)
             if ext is None:
-                raise ConfigError(f"{path}.typed_config",
-                                  f"{self.kind} config type '{typed_config.type_url}' is not supported by Isthmus "
-                                  f"(supported: {', '.join(sorted(self.by_type_url)) or 'none'})")
+                raise ConfigError(
+                    f"{path}.typed_config",
+                    f"{self.kind} config type '{typed_config.type_url}' is not supported by Isthmus "
+                    f"(supported: {', '.join(sorted(self.by_type_url)) or 'none'})",
+                )
         else:
             ext = self.by_name.get(name)
             if ext is None:
-                raise ConfigError(f"{path}.name", f"unknown {self.kind} '{name}' "
-                                  f"(supported: {', '.join(sorted(self.by_name)) or 'none'})")
+                raise ConfigError(
+                    f"{path}.name",
+                    f"unknown {self.kind} '{name}' (supported: {', '.join(sorted(self.by_name)) or 'none'})",
+                )
         msg = ext.proto_cls()
         if typed_config is not None and typed_config.type_url:
             if not typed_config.Unpack(msg):

@@ -26,7 +26,9 @@ def reject_unsupported(msg: Message, spec: Spec, path: str = "") -> None:
         here = f"{path}.{name}" if path else name
         sub = spec.get(name)
         if sub is None or sub is False:
-            raise ConfigError(here, f"field '{name}' of {msg.DESCRIPTOR.full_name} is not supported by Isthmus yet")
+            raise ConfigError(
+                here, f"field '{name}' of {msg.DESCRIPTOR.full_name} is not supported by Isthmus yet"
+            )
         if sub is True:
             continue
         if field.message_type is None:

@@ -58,7 +58,7 @@ class Headers:
         for i, (k, _) in enumerate(self._items):
             if k == name:
                 self._items[i] = (name, value)
-                self._items[i + 1:] = [kv for kv in self._items[i + 1:] if kv[0] != name]
+                self._items[i + 1 :] = [kv for kv in self._items[i + 1 :] if kv[0] != name]
                 return
         self.add(name, value)
 

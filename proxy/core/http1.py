@@ -43,6 +43,7 @@ DEFAULT_MAX_HEADERS_COUNT = 100
 
 # --------------------------------------------------------------------------------------------- events
 
+
 @dataclass(slots=True)
 class RequestHead:
     headers: Headers
@@ -97,7 +98,9 @@ def _error_details(exc: BaseException) -> str:
     if "transfer-encoding" in low:
         return "http1.invalid_transfer_encoding"
     if "content-length" in low:
-        return "http1.content_length_not_allowed" if "duplicate" not in low else "http1.duplicate_content_length"
+        return (
+            "http1.content_length_not_allowed" if "duplicate" not in low else "http1.duplicate_content_length"
+        )
     if "header value char" in low or "header token" in low or "header field char" in low:
         return "http1.invalid_characters"
     if "url" in low:
@@ -169,11 +172,16 @@ class _ParserBase:
 
 # ------------------------------------------------------------------------------------------- requests
 
+
 class RequestParser(_ParserBase):
     """Parses requests from a downstream connection."""
 
-    def __init__(self, max_header_bytes: int = DEFAULT_MAX_HEADER_BYTES,
-                 max_headers_count: int = DEFAULT_MAX_HEADERS_COUNT, scheme: str = "http") -> None:
+    def __init__(
+        self,
+        max_header_bytes: int = DEFAULT_MAX_HEADER_BYTES,
+        max_headers_count: int = DEFAULT_MAX_HEADERS_COUNT,
+        scheme: str = "http",
+    ) -> None:
         super().__init__(max_header_bytes, max_headers_count)
         self.scheme = scheme
         self._url: list[bytes] = []
@@ -221,7 +229,7 @@ class RequestParser(_ParserBase):
                 if low.startswith("http://") or low.startswith("https://"):
                     sep = url.index("://")
                     scheme = url[:sep].lower()
-                    rest = url[sep + 3:]
+                    rest = url[sep + 3 :]
                     slash = rest.find("/")
                     q = rest.find("?")
                     cut = min(x for x in (slash, q, len(rest)) if x >= 0)
@@ -236,8 +244,9 @@ class RequestParser(_ParserBase):
         headers = Headers.from_lowercase(pseudo + regular)
         upgrade = bool(p.should_upgrade())
         expect_continue = expect is not None and version == "1.1" and expect.lower() == "100-continue"
-        self._events.append(RequestHead(headers, _keep_alive(version, connection), upgrade,
-                                        expect_continue, version))
+        self._events.append(
+            RequestHead(headers, _keep_alive(version, connection), upgrade, expect_continue, version)
+        )
 
     def on_body(self, body: bytes) -> None:
         self._events.append(Data(body))
@@ -299,13 +308,18 @@ class RequestParser(_ParserBase):
 
 # ------------------------------------------------------------------------------------------ responses
 
+
 class ResponseParser(_ParserBase):
     """Parses responses from an upstream connection (see the module docstring for HEAD and 1xx)."""
 
     _head_error_status = 502
 
-    def __init__(self, max_header_bytes: int = DEFAULT_MAX_HEADER_BYTES,
-                 max_headers_count: int = DEFAULT_MAX_HEADERS_COUNT, emit_informational: bool = False) -> None:
+    def __init__(
+        self,
+        max_header_bytes: int = DEFAULT_MAX_HEADER_BYTES,
+        max_headers_count: int = DEFAULT_MAX_HEADERS_COUNT,
+        emit_informational: bool = False,
+    ) -> None:
         super().__init__(max_header_bytes, max_headers_count)
         self.emit_informational = emit_informational
         self._methods: collections.deque[str] = collections.deque()
@@ -398,7 +412,7 @@ class ResponseParser(_ParserBase):
                 self._error(502, "http1.headers_too_large")
             return None
         self._head_buf = b""
-        head, rest = buf[:end + 4], buf[end + 4:]
+        head, rest = buf[: end + 4], buf[end + 4 :]
         saved = self._p
         self._p = httptools.HttpResponseParser(self)
         try:

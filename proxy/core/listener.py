@@ -89,11 +89,17 @@ class ChainMatch:
     source_ports: list[int] = field(default_factory=list)
 
     def key(self) -> tuple:
-        return (self.destination_port, tuple(sorted(map(str, self.prefix_ranges))),
-                tuple(sorted(self.server_names)), self.transport_protocol,
-                tuple(sorted(self.application_protocols)),
-                tuple(sorted(map(str, self.direct_source_prefix_ranges))), self.source_type,
-                tuple(sorted(map(str, self.source_prefix_ranges))), tuple(sorted(self.source_ports)))
+        return (
+            self.destination_port,
+            tuple(sorted(map(str, self.prefix_ranges))),
+            tuple(sorted(self.server_names)),
+            self.transport_protocol,
+            tuple(sorted(self.application_protocols)),
+            tuple(sorted(map(str, self.direct_source_prefix_ranges))),
+            self.source_type,
+            tuple(sorted(map(str, self.source_prefix_ranges))),
+            tuple(sorted(self.source_ports)),
+        )
 
 
 @dataclass
@@ -199,7 +205,9 @@ def select_filter_chain(chains: list[tuple[ChainMatch, Any]], facts: ConnectionF
         lambda m: _port_spec(facts.local_port, m.destination_port),
         lambda m: _prefix_spec(m.prefix_ranges, facts.local_ip),
         lambda m: _server_name_spec(m.server_names, facts.server_name),
-        lambda m: 0 if not m.transport_protocol else (1 if m.transport_protocol == facts.transport_protocol else -1),
+        lambda m: (
+            0 if not m.transport_protocol else (1 if m.transport_protocol == facts.transport_protocol else -1)
+        ),
         lambda m: _alpn_spec(m.application_protocols, facts.application_protocols),
         lambda m: _prefix_spec(m.direct_source_prefix_ranges, direct_ip),
         lambda m: _source_type_spec(m.source_type, local),
@@ -242,15 +250,18 @@ def compile_chain_match(m: listener_components_pb2.FilterChainMatch, path: str) 
     reject_unsupported(m, FILTER_CHAIN_MATCH_SPEC, path)
     for i, name in enumerate(m.server_names):
         if "*" in name and not name.startswith("*."):
-            raise ConfigError(f"{path}.server_names[{i}]",
-                              f"server name '{name}' has a wildcard that is not a '*.' prefix")
+            raise ConfigError(
+                f"{path}.server_names[{i}]", f"server name '{name}' has a wildcard that is not a '*.' prefix"
+            )
     return ChainMatch(
         destination_port=m.destination_port.value if m.HasField("destination_port") else 0,
         prefix_ranges=_cidrs(m.prefix_ranges, f"{path}.prefix_ranges"),
         server_names=list(m.server_names),
         transport_protocol=m.transport_protocol,
         application_protocols=list(m.application_protocols),
-        direct_source_prefix_ranges=_cidrs(m.direct_source_prefix_ranges, f"{path}.direct_source_prefix_ranges"),
+        direct_source_prefix_ranges=_cidrs(
+            m.direct_source_prefix_ranges, f"{path}.direct_source_prefix_ranges"
+        ),
         source_type=int(m.source_type),
         source_prefix_ranges=_cidrs(m.source_prefix_ranges, f"{path}.source_prefix_ranges"),
         source_ports=list(m.source_ports),
@@ -294,13 +305,19 @@ class Listener:
             raise ConfigError(f"{path}.address.socket_address.protocol", "only TCP listeners are supported")
         self.host = sa.address or "0.0.0.0"
         if _ip(self.host) is None:
-            raise ConfigError(f"{path}.address.socket_address.address",
-                              f"'{sa.address}' is not an IP address")
+            raise ConfigError(
+                f"{path}.address.socket_address.address", f"'{sa.address}' is not an IP address"
+            )
         self.port = sa.port_value
         self.name = proto.name or f"{self.host}:{self.port}"
         self.address_str = f"{self.host}:{self.port}"
-        self.ctx = FactoryContext(stats=ctx.stats, cluster_manager=ctx.cluster_manager, server=ctx.server,
-                                  listener_name=self.name, extra=dict(ctx.extra))
+        self.ctx = FactoryContext(
+            stats=ctx.stats,
+            cluster_manager=ctx.cluster_manager,
+            server=ctx.server,
+            listener_name=self.name,
+            extra=dict(ctx.extra),
+        )
         prefix = proto.stat_prefix or stat_address(self.host, self.port)
         self.stats = ctx.stats.scope(f"listener.{prefix}.")
         self.cx_total = self.stats.counter("downstream_cx_total")
@@ -311,10 +328,16 @@ class Listener:
         self.pre_cx_active = self.stats.gauge("downstream_pre_cx_active")
         self.pre_cx_timeout = self.stats.counter("downstream_pre_cx_timeout")
         self.lf_error = self.stats.counter("downstream_listener_filter_error")
-        self.buffer_limit = (proto.per_connection_buffer_limit_bytes.value
-                             if proto.HasField("per_connection_buffer_limit_bytes") else DEFAULT_BUFFER_LIMIT)
-        self.filters_timeout = (_duration(proto.listener_filters_timeout)
-                                if proto.HasField("listener_filters_timeout") else DEFAULT_LISTENER_FILTERS_TIMEOUT)
+        self.buffer_limit = (
+            proto.per_connection_buffer_limit_bytes.value
+            if proto.HasField("per_connection_buffer_limit_bytes")
+            else DEFAULT_BUFFER_LIMIT
+        )
+        self.filters_timeout = (
+            _duration(proto.listener_filters_timeout)
+            if proto.HasField("listener_filters_timeout")
+            else DEFAULT_LISTENER_FILTERS_TIMEOUT
+        )
         self.continue_on_timeout = proto.continue_on_listener_filters_timeout
         self.use_original_dst = proto.use_original_dst.value if proto.HasField("use_original_dst") else False
         self.bind_to_port = proto.bind_to_port.value if proto.HasField("bind_to_port") else True
@@ -323,8 +346,9 @@ class Listener:
         self.listener_filters = []
         for i, lf in enumerate(proto.listener_filters):
             lpath = f"{path}.listener_filters[{i}]"
-            ext, msg = LISTENER_FILTERS.resolve(lf.name, lf.typed_config if lf.HasField("typed_config") else None,
-                                                lpath)
+            ext, msg = LISTENER_FILTERS.resolve(
+                lf.name, lf.typed_config if lf.HasField("typed_config") else None, lpath
+            )
             self.listener_filters.append(ext.factory(msg, self.ctx, f"{lpath}.typed_config"))
 
         self.chains: list[tuple[ChainMatch, FilterChain]] = []
@@ -334,9 +358,11 @@ class Listener:
             match = compile_chain_match(fc.filter_chain_match, f"{cpath}.filter_chain_match")
             key = match.key()
             if key in seen:
-                raise ConfigError(f"{cpath}.filter_chain_match",
-                                  f"multiple filter chains with the same matching rules are defined "
-                                  f"(same as filter_chains[{seen[key]}])")
+                raise ConfigError(
+                    f"{cpath}.filter_chain_match",
+                    f"multiple filter chains with the same matching rules are defined "
+                    f"(same as filter_chains[{seen[key]}])",
+                )
             seen[key] = i
             self.chains.append((match, self._build_chain(fc, cpath, i)))
         self.default_chain = None
@@ -359,11 +385,15 @@ class Listener:
         if not fc.filters:
             raise ConfigError(f"{path}.filters", "a filter chain needs a terminal network filter")
         if len(fc.filters) > 1:
-            raise ConfigError(f"{path}.filters[1]",
-                              "only a single (terminal) network filter per chain is supported by Isthmus yet")
+            raise ConfigError(
+                f"{path}.filters[1]",
+                "only a single (terminal) network filter per chain is supported by Isthmus yet",
+            )
         f = fc.filters[0]
         fpath = f"{path}.filters[0]"
-        ext, msg = NETWORK_FILTERS.resolve(f.name, f.typed_config if f.HasField("typed_config") else None, fpath)
+        ext, msg = NETWORK_FILTERS.resolve(
+            f.name, f.typed_config if f.HasField("typed_config") else None, fpath
+        )
         factory = ext.factory(msg, self.ctx, f"{fpath}.typed_config")
         return FilterChain(fc.name or (f"filter_chain_{index}" if index >= 0 else "default"), fc, factory)
 
@@ -388,8 +418,9 @@ class Listener:
             sock.setblocking(False)
         except OSError as e:
             sock.close()
-            raise OSError(e.errno, f"cannot bind listener '{self.name}' to {self.address_str}: "
-                                   f"{e.strerror or e}") from None
+            raise OSError(
+                e.errno, f"cannot bind listener '{self.name}' to {self.address_str}: {e.strerror or e}"
+            ) from None
         self.sock = sock
         if self.port == 0:
             self.port = sock.getsockname()[1]
@@ -398,8 +429,9 @@ class Listener:
         if self.sock is None:
             return
         loop = asyncio.get_running_loop()
-        self.server = await loop.create_server(lambda: DownstreamConnection(self), sock=self.sock,
-                                               backlog=self.backlog)
+        self.server = await loop.create_server(
+            lambda: DownstreamConnection(self), sock=self.sock, backlog=self.backlog
+        )
         event(log, logging.INFO, "listener.started", listener=self.name, address=self.address_str)
 
     def stop_accepting(self) -> None:
@@ -433,13 +465,17 @@ class ListenerManager:
             lpath = f"{path}[{i}]"
             listener = Listener(proto, ctx, lpath)
             if listener.name in names:
-                raise ConfigError(f"{lpath}.name", f"duplicate listener name '{listener.name}' "
-                                                   f"(also listeners[{names[listener.name]}])")
+                raise ConfigError(
+                    f"{lpath}.name",
+                    f"duplicate listener name '{listener.name}' (also listeners[{names[listener.name]}])",
+                )
             names[listener.name] = i
             key = (listener.host, listener.port)
             if key in addrs and listener.port != 0:
-                raise ConfigError(f"{lpath}.address", f"listener address {listener.address_str} is already "
-                                                      f"used by listeners[{addrs[key]}]")
+                raise ConfigError(
+                    f"{lpath}.address",
+                    f"listener address {listener.address_str} is already used by listeners[{addrs[key]}]",
+                )
             addrs[key] = i
             listener.manager = self
             self.listeners.append(listener)
@@ -725,14 +761,17 @@ class DownstreamConnection(asyncio.Protocol):
         listener = self.listener
         # use_original_dst: hand the connection to the listener owning the original destination.
         if listener.use_original_dst and self.original_dst is not None and listener.manager is not None:
-            target = listener.manager.find_for_original_dst(self.original_dst[0], self.original_dst[1], listener)
+            target = listener.manager.find_for_original_dst(
+                self.original_dst[0], self.original_dst[1], listener
+            )
             if target is not None:
                 listener.connections.discard(self)
                 self.listener = target
                 target.connections.add(self)
                 if target.buffer_limit != listener.buffer_limit:
-                    self.transport.set_write_buffer_limits(high=target.buffer_limit,
-                                                           low=target.buffer_limit // 2)
+                    self.transport.set_write_buffer_limits(
+                        high=target.buffer_limit, low=target.buffer_limit // 2
+                    )
                 self.original_dst_handed_off = True
                 self._begin_listener_filters()
                 return
@@ -740,16 +779,24 @@ class DownstreamConnection(asyncio.Protocol):
             self._in_pre = False
             self.accept_listener.pre_cx_active.dec()
         facts = ConnectionFacts(
-            local_ip=self.local_address[0], local_port=self.local_address[1],
-            remote_ip=self.remote_address[0], remote_port=self.remote_address[1],
-            server_name=self.requested_server_name, transport_protocol=self.transport_protocol,
+            local_ip=self.local_address[0],
+            local_port=self.local_address[1],
+            remote_ip=self.remote_address[0],
+            remote_port=self.remote_address[1],
+            server_name=self.requested_server_name,
+            transport_protocol=self.transport_protocol,
             application_protocols=self.application_protocols,
         )
         chain = listener.find_chain(facts)
         if chain is None:
             listener.no_chain.inc()
-            event(log, logging.DEBUG, "listener.no_filter_chain_match", listener=listener.name,
-                  remote=f"{self.remote_address[0]}:{self.remote_address[1]}")
+            event(
+                log,
+                logging.DEBUG,
+                "listener.no_filter_chain_match",
+                listener=listener.name,
+                remote=f"{self.remote_address[0]}:{self.remote_address[1]}",
+            )
             self.transport.close()
             return
         self.filter_chain = chain

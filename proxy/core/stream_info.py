@@ -10,8 +10,34 @@ from proxy.core.headers import Headers
 
 # Envoy's short response flags, in the order Envoy prints them (comma-separated) in %RESPONSE_FLAGS%.
 RESPONSE_FLAG_ORDER = (
-    "LH", "UH", "UT", "LR", "UR", "UF", "UC", "UO", "NR", "DI", "FI", "RL", "UAEX", "RLSE",
-    "DC", "URX", "SI", "IH", "DPE", "UMSDR", "RFCF", "NFCF", "DT", "UPE", "NC", "OM", "DF", "DO",
+    "LH",
+    "UH",
+    "UT",
+    "LR",
+    "UR",
+    "UF",
+    "UC",
+    "UO",
+    "NR",
+    "DI",
+    "FI",
+    "RL",
+    "UAEX",
+    "RLSE",
+    "DC",
+    "URX",
+    "SI",
+    "IH",
+    "DPE",
+    "UMSDR",
+    "RFCF",
+    "NFCF",
+    "DT",
+    "UPE",
+    "NC",
+    "OM",
+    "DF",
+    "DO",
 )
 
 

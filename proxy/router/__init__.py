@@ -3,5 +3,14 @@
 from proxy.router.actions import DirectResponse, Redirect, RetryPolicy, RouteAction, shadow_authority
 from proxy.router.table import Route, RouteTable, VirtualHost, compile_route_configuration
 
-__all__ = ["DirectResponse", "Redirect", "RetryPolicy", "Route", "RouteAction", "RouteTable", "VirtualHost",
-           "compile_route_configuration", "shadow_authority"]
+__all__ = [
+    "DirectResponse",
+    "Redirect",
+    "RetryPolicy",
+    "Route",
+    "RouteAction",
+    "RouteTable",
+    "VirtualHost",
+    "compile_route_configuration",
+    "shadow_authority",
+]

@@ -42,9 +42,13 @@ _RETRY_ON = {
     "retriable-status-codes": RETRY_RETRIABLE_STATUS_CODES,
 }
 
-RETRY_POLICY_SPEC = {"retry_on": True, "num_retries": True, "per_try_timeout": True,
-                     "retriable_status_codes": True,
-                     "retry_back_off": {"base_interval": True, "max_interval": True}}
+RETRY_POLICY_SPEC = {
+    "retry_on": True,
+    "num_retries": True,
+    "per_try_timeout": True,
+    "retriable_status_codes": True,
+    "retry_back_off": {"base_interval": True, "max_interval": True},
+}
 
 
 @dataclass(frozen=True, slots=True)
@@ -94,21 +98,27 @@ def compile_retry_policy(msg, path: str) -> RetryPolicy:
             continue
         bit = _RETRY_ON.get(token)
         if bit is None:
-            raise ConfigError(f"{path}.retry_on", f"retry_on '{token}' is not supported by Isthmus "
-                              f"(supported: {', '.join(_RETRY_ON)})")
+            raise ConfigError(
+                f"{path}.retry_on",
+                f"retry_on '{token}' is not supported by Isthmus (supported: {', '.join(_RETRY_ON)})",
+            )
         on |= bit
     base = DEFAULT_RETRY_BASE_INTERVAL
     max_interval = None
     if msg.HasField("retry_back_off"):
         bo = msg.retry_back_off
         if not bo.HasField("base_interval") or duration_seconds(bo.base_interval) <= 0:
-            raise ConfigError(f"{path}.retry_back_off.base_interval", "base_interval must be greater than zero")
+            raise ConfigError(
+                f"{path}.retry_back_off.base_interval", "base_interval must be greater than zero"
+            )
         base = duration_seconds(bo.base_interval)
         if bo.HasField("max_interval"):
             max_interval = duration_seconds(bo.max_interval)
             if max_interval < base:
-                raise ConfigError(f"{path}.retry_back_off.max_interval",
-                                  "max_interval must be greater than or equal to base_interval")
+                raise ConfigError(
+                    f"{path}.retry_back_off.max_interval",
+                    "max_interval must be greater than or equal to base_interval",
+                )
     per_try = duration_seconds(msg.per_try_timeout) if msg.HasField("per_try_timeout") else 0.0
     return RetryPolicy(
         retry_on=on,
@@ -123,14 +133,21 @@ def compile_retry_policy(msg, path: str) -> RetryPolicy:
 # ---------------------------------------------------------------------------------------------
 # Hash policy
 
+
 def stable_hash(value: str) -> int:
     """A 64-bit hash that is the same in every process (Python's hash() is salted per process)."""
-    return int.from_bytes(hashlib.blake2b(value.encode("utf-8", "surrogateescape"), digest_size=8).digest(), "big")
+    return int.from_bytes(
+        hashlib.blake2b(value.encode("utf-8", "surrogateescape"), digest_size=8).digest(), "big"
+    )
 
 
-HASH_POLICY_SPEC = {"header": {"header_name": True}, "cookie": {"name": True},
-                    "connection_properties": {"source_ip": True}, "query_parameter": {"name": True},
-                    "terminal": True}
+HASH_POLICY_SPEC = {
+    "header": {"header_name": True},
+    "cookie": {"name": True},
+    "connection_properties": {"source_ip": True},
+    "query_parameter": {"name": True},
+    "terminal": True,
+}
 
 
 @dataclass(frozen=True, slots=True)
@@ -173,12 +190,15 @@ def compile_hash_policy(policies, path: str) -> tuple[HashPolicyEntry, ...]:
         elif kind == "query_parameter":
             out.append(HashPolicyEntry("query_parameter", hp.query_parameter.name, hp.terminal))
         else:
-            raise ConfigError(here, "hash_policy needs one of header, cookie, connection_properties, query_parameter")
+            raise ConfigError(
+                here, "hash_policy needs one of header, cookie, connection_properties, query_parameter"
+            )
     return tuple(out)
 
 
-def compute_hash(policies: tuple[HashPolicyEntry, ...], headers: Headers,
-                 remote_address: tuple[str, int] | None) -> int | None:
+def compute_hash(
+    policies: tuple[HashPolicyEntry, ...], headers: Headers, remote_address: tuple[str, int] | None
+) -> int | None:
     """Envoy's HashPolicyImpl::generateHash: combine each policy's hash (rotate-left-1 xor) in order,
     stopping after a terminal policy that produced a value; None when no policy produced a value."""
     result: int | None = None
@@ -197,8 +217,13 @@ def compute_hash(policies: tuple[HashPolicyEntry, ...], headers: Headers,
 # ---------------------------------------------------------------------------------------------
 # Mirror policy
 
-MIRROR_SPEC = {"cluster": True, "cluster_header": True, "runtime_fraction": {"default_value": True},
-               "disable_shadow_host_suffix_append": True, "host_rewrite_literal": True}
+MIRROR_SPEC = {
+    "cluster": True,
+    "cluster_header": True,
+    "runtime_fraction": {"default_value": True},
+    "disable_shadow_host_suffix_append": True,
+    "host_rewrite_literal": True,
+}
 
 
 @dataclass(frozen=True, slots=True)
@@ -222,10 +247,20 @@ def compile_mirrors(policies, path: str) -> tuple[MirrorPolicy, ...]:
         reject_unsupported(mp, MIRROR_SPEC, here)
         if bool(mp.cluster) == bool(mp.cluster_header):
             raise ConfigError(here, "exactly one of cluster and cluster_header must be set")
-        fraction = (Fraction.from_proto(mp.runtime_fraction.default_value, f"{here}.runtime_fraction.default_value")
-                    if mp.HasField("runtime_fraction") else Fraction.always())
-        out.append(MirrorPolicy(mp.cluster, mp.cluster_header.lower(), fraction,
-                                not mp.disable_shadow_host_suffix_append, mp.host_rewrite_literal))
+        fraction = (
+            Fraction.from_proto(mp.runtime_fraction.default_value, f"{here}.runtime_fraction.default_value")
+            if mp.HasField("runtime_fraction")
+            else Fraction.always()
+        )
+        out.append(
+            MirrorPolicy(
+                mp.cluster,
+                mp.cluster_header.lower(),
+                fraction,
+                not mp.disable_shadow_host_suffix_append,
+                mp.host_rewrite_literal,
+            )
+        )
     return tuple(out)
 
 
@@ -233,8 +268,8 @@ def shadow_authority(authority: str) -> str:
     """Envoy appends ``-shadow`` to the host, before any port: ``foo:8080`` -> ``foo-shadow:8080``."""
     if authority.startswith("["):
         end = authority.find("]")
-        if end > 0 and authority[end + 1:end + 2] == ":":
-            return authority[:end + 1] + "-shadow" + authority[end + 1:]
+        if end > 0 and authority[end + 1 : end + 2] == ":":
+            return authority[: end + 1] + "-shadow" + authority[end + 1 :]
         return authority + "-shadow"
     host, sep, port = authority.rpartition(":")
     if sep and port.isdigit() and host:
@@ -244,6 +279,7 @@ def shadow_authority(authority: str) -> str:
 
 # ---------------------------------------------------------------------------------------------
 # Rewrites
+
 
 def compile_regex_rewrite(msg, path: str) -> tuple[re.Pattern, str]:
     """A RegexMatchAndSubstitute as (pattern, Python replacement). RE2's ``\\N`` groups map to
@@ -268,11 +304,19 @@ def split_path(full_path: str) -> tuple[str, str]:
 # ---------------------------------------------------------------------------------------------
 # Weighted clusters
 
-WEIGHTED_SPEC = {"clusters": {"name": True, "cluster_header": True, "weight": True,
-                              "request_headers_to_add": True, "request_headers_to_remove": True,
-                              "response_headers_to_add": True, "response_headers_to_remove": True,
-                              "host_rewrite_literal": True},
-                 "total_weight": True}
+WEIGHTED_SPEC = {
+    "clusters": {
+        "name": True,
+        "cluster_header": True,
+        "weight": True,
+        "request_headers_to_add": True,
+        "request_headers_to_remove": True,
+        "response_headers_to_add": True,
+        "response_headers_to_remove": True,
+        "host_rewrite_literal": True,
+    },
+    "total_weight": True,
+}
 
 
 @dataclass(frozen=True, slots=True)
@@ -297,15 +341,30 @@ def compile_weighted(msg, path: str) -> tuple[tuple[ClusterWeight, ...], int]:
             raise ConfigError(here, "exactly one of name and cluster_header must be set")
         weight = cw.weight.value if cw.HasField("weight") else 0
         total += weight
-        req = compile_mutation(cw.request_headers_to_add, cw.request_headers_to_remove, here,
-                               "request_headers_to_add", "request_headers_to_remove")
-        resp = compile_mutation(cw.response_headers_to_add, cw.response_headers_to_remove, here,
-                                "response_headers_to_add", "response_headers_to_remove")
-        entries.append(ClusterWeight(cw.name, cw.cluster_header.lower(), weight, req or None, resp or None,
-                                     cw.host_rewrite_literal))
+        req = compile_mutation(
+            cw.request_headers_to_add,
+            cw.request_headers_to_remove,
+            here,
+            "request_headers_to_add",
+            "request_headers_to_remove",
+        )
+        resp = compile_mutation(
+            cw.response_headers_to_add,
+            cw.response_headers_to_remove,
+            here,
+            "response_headers_to_add",
+            "response_headers_to_remove",
+        )
+        entries.append(
+            ClusterWeight(
+                cw.name, cw.cluster_header.lower(), weight, req or None, resp or None, cw.host_rewrite_literal
+            )
+        )
     if msg.HasField("total_weight") and msg.total_weight.value != total:
-        raise ConfigError(f"{path}.total_weight",
-                          f"sum of weights in weighted_clusters ({total}) must equal total_weight ({msg.total_weight.value})")
+        raise ConfigError(
+            f"{path}.total_weight",
+            f"sum of weights in weighted_clusters ({total}) must equal total_weight ({msg.total_weight.value})",
+        )
     if total <= 0:
         raise ConfigError(f"{path}.clusters", "the sum of weighted_clusters weights must be greater than 0")
     return tuple(entries), total
@@ -313,6 +372,7 @@ def compile_weighted(msg, path: str) -> tuple[tuple[ClusterWeight, ...], int]:
 
 # ---------------------------------------------------------------------------------------------
 # The three route action kinds
+
 
 @dataclass(frozen=True, slots=True)
 class RouteAction:
@@ -385,8 +445,12 @@ class Redirect:
             host = headers.get(":authority") or ""
             bare = _strip_port(host)
             if bare != host:  # the request named a port
-                port = host[len(bare):]
-                if final_port or (scheme == "https" and port == ":80") or (scheme == "http" and port == ":443"):
+                port = host[len(bare) :]
+                if (
+                    final_port
+                    or (scheme == "https" and port == ":80")
+                    or (scheme == "http" and port == ":443")
+                ):
                     host = bare
         full = headers.get(":path") or "/"
         path, query = split_path(full)
@@ -408,14 +472,22 @@ class Redirect:
 def _strip_port(host: str) -> str:
     if host.startswith("["):
         end = host.find("]")
-        return host[:end + 1] if end > 0 else host
+        return host[: end + 1] if end > 0 else host
     h, sep, port = host.rpartition(":")
     return h if sep and port.isdigit() else host
 
 
-REDIRECT_SPEC = {"https_redirect": True, "scheme_redirect": True, "host_redirect": True, "port_redirect": True,
-                 "path_redirect": True, "prefix_rewrite": True, "regex_rewrite": True, "response_code": True,
-                 "strip_query": True}
+REDIRECT_SPEC = {
+    "https_redirect": True,
+    "scheme_redirect": True,
+    "host_redirect": True,
+    "port_redirect": True,
+    "path_redirect": True,
+    "prefix_rewrite": True,
+    "regex_rewrite": True,
+    "response_code": True,
+    "strip_query": True,
+}
 
 
 def compile_redirect(msg, path: str) -> Redirect:
@@ -426,11 +498,16 @@ def compile_redirect(msg, path: str) -> Redirect:
         raise ConfigError(f"{path}.response_code", f"unknown redirect response code {msg.response_code}")
     kind = msg.WhichOneof("path_rewrite_specifier")
     return Redirect(
-        scheme=scheme, host=msg.host_redirect, port=msg.port_redirect,
+        scheme=scheme,
+        host=msg.host_redirect,
+        port=msg.port_redirect,
         path=msg.path_redirect if kind == "path_redirect" else None,
         prefix_rewrite=msg.prefix_rewrite if kind == "prefix_rewrite" else None,
-        regex_rewrite=compile_regex_rewrite(msg.regex_rewrite, f"{path}.regex_rewrite") if kind == "regex_rewrite" else None,
-        response_code=code, strip_query=msg.strip_query,
+        regex_rewrite=compile_regex_rewrite(msg.regex_rewrite, f"{path}.regex_rewrite")
+        if kind == "regex_rewrite"
+        else None,
+        response_code=code,
+        strip_query=msg.strip_query,
     )
 
 
@@ -441,8 +518,9 @@ class DirectResponse:
 
 
 def compile_direct_response(msg, path: str, max_body: int) -> DirectResponse:
-    reject_unsupported(msg, {"status": True, "body": {"inline_string": True, "inline_bytes": True,
-                                                       "filename": True}}, path)
+    reject_unsupported(
+        msg, {"status": True, "body": {"inline_string": True, "inline_bytes": True, "filename": True}}, path
+    )
     if not 200 <= msg.status < 600 and not 100 <= msg.status < 200:
         raise ConfigError(f"{path}.status", f"status {msg.status} is not a valid HTTP status (100..599)")
     body = b""
@@ -457,7 +535,9 @@ def compile_direct_response(msg, path: str, max_body: int) -> DirectResponse:
                 with open(msg.body.filename, "rb") as f:
                     body = f.read()
             except OSError as e:
-                raise ConfigError(f"{path}.body.filename", f"cannot read '{msg.body.filename}': {e}") from None
+                raise ConfigError(
+                    f"{path}.body.filename", f"cannot read '{msg.body.filename}': {e}"
+                ) from None
     if len(body) > max_body:
         raise ConfigError(f"{path}.body", f"response body size is {len(body)} bytes; maximum is {max_body}")
     return DirectResponse(msg.status, body)

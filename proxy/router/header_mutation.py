@@ -23,8 +23,12 @@ ADD_IF_ABSENT = 1
 OVERWRITE_IF_EXISTS_OR_ADD = 2
 OVERWRITE_IF_EXISTS = 3
 
-HEADER_VALUE_OPTION_SPEC = {"header": {"key": True, "value": True, "raw_value": True},
-                            "append": True, "append_action": True, "keep_empty_value": True}
+HEADER_VALUE_OPTION_SPEC = {
+    "header": {"key": True, "value": True, "raw_value": True},
+    "append": True,
+    "append_action": True,
+    "keep_empty_value": True,
+}
 
 _HOSTNAME = socket.gethostname()
 
@@ -71,7 +75,7 @@ def compile_value(value: str, path: str) -> str | Callable[[StreamInfo], str]:
     pos = 0
     for m in _TOKEN.finditer(value):
         if m.start() > pos:
-            parts.append(value[pos:m.start()])
+            parts.append(value[pos : m.start()])
         pos = m.end()
         if m.group(0) == "%%":
             parts.append("%")
@@ -79,14 +83,18 @@ def compile_value(value: str, path: str) -> str | Callable[[StreamInfo], str]:
         cmd, arg = m.group(1), m.group(2)
         if cmd == "REQ" and arg:
             hname = arg.split("?")[0].lower()
-            parts.append(lambda si, h=hname: (si.request_headers.get(h, "") if si.request_headers is not None else ""))
+            parts.append(
+                lambda si, h=hname: si.request_headers.get(h, "") if si.request_headers is not None else ""
+            )
             continue
         fn = _simple_command(cmd) if arg is None else None
         if fn is None:
             raise ConfigError(path, f"header value substitution '{m.group(0)}' is not supported by Isthmus")
         parts.append(fn)
     if "%" in value[pos:]:
-        raise ConfigError(path, f"unterminated or unsupported '%' in header value '{value}' (use %% for a literal %)")
+        raise ConfigError(
+            path, f"unterminated or unsupported '%' in header value '{value}' (use %% for a literal %)"
+        )
     if pos < len(value):
         parts.append(value[pos:])
     if all(isinstance(p, str) for p in parts):
@@ -100,7 +108,9 @@ def _check_name(name: str, path: str) -> str:
     if not lname:
         raise ConfigError(path, "header name must not be empty")
     if lname.startswith(":") or lname == "host":
-        raise ConfigError(path, f"header '{name}' cannot be modified (pseudo-headers and host are protected, as in Envoy)")
+        raise ConfigError(
+            path, f"header '{name}' cannot be modified (pseudo-headers and host are protected, as in Envoy)"
+        )
     return lname
 
 
@@ -159,10 +169,20 @@ def compile_mutation(to_add, to_remove, path: str, add_field: str, remove_field:
 
 
 def request_mutation(msg, path: str) -> HeaderMutation:
-    return compile_mutation(msg.request_headers_to_add, msg.request_headers_to_remove, path,
-                            "request_headers_to_add", "request_headers_to_remove")
+    return compile_mutation(
+        msg.request_headers_to_add,
+        msg.request_headers_to_remove,
+        path,
+        "request_headers_to_add",
+        "request_headers_to_remove",
+    )
 
 
 def response_mutation(msg, path: str) -> HeaderMutation:
-    return compile_mutation(msg.response_headers_to_add, msg.response_headers_to_remove, path,
-                            "response_headers_to_add", "response_headers_to_remove")
+    return compile_mutation(
+        msg.response_headers_to_add,
+        msg.response_headers_to_remove,
+        path,
+        "response_headers_to_add",
+        "response_headers_to_remove",
+    )

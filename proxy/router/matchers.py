@@ -20,9 +20,14 @@ def compile_regex(regex_msg, path: str) -> re.Pattern:
     """An ``envoy.type.matcher.v3.RegexMatcher`` (google_re2 engine or none) as a Python pattern."""
     for field, _ in regex_msg.ListFields():
         if field.name not in ("regex", "google_re2"):
-            raise ConfigError(f"{path}.{field.name}", f"field '{field.name}' of RegexMatcher is not supported by Isthmus yet")
+            raise ConfigError(
+                f"{path}.{field.name}",
+                f"field '{field.name}' of RegexMatcher is not supported by Isthmus yet",
+            )
     if regex_msg.HasField("google_re2") and regex_msg.google_re2.HasField("max_program_size"):
-        raise ConfigError(f"{path}.google_re2.max_program_size", "max_program_size is not supported by Isthmus")
+        raise ConfigError(
+            f"{path}.google_re2.max_program_size", "max_program_size is not supported by Isthmus"
+        )
     try:
         return re.compile(regex_msg.regex)
     except re.error as e:
@@ -39,7 +44,9 @@ def compile_string_matcher(msg, path: str) -> StrPredicate:
         raise ConfigError(f"{path}.custom", "custom string matchers are not supported by Isthmus")
     if kind == "safe_regex":
         if ignore_case:
-            raise ConfigError(f"{path}.ignore_case", "ignore_case has no effect with safe_regex (Envoy rejects it)")
+            raise ConfigError(
+                f"{path}.ignore_case", "ignore_case has no effect with safe_regex (Envoy rejects it)"
+            )
         fullmatch = compile_regex(msg.safe_regex, f"{path}.safe_regex").fullmatch
         return lambda v: fullmatch(v) is not None
     pattern = getattr(msg, kind)
@@ -140,8 +147,11 @@ class QueryParameterMatcher:
         if not msg.name:
             raise ConfigError(f"{path}.name", "a query parameter matcher needs a name")
         self.name = msg.name
-        self.predicate = (compile_string_matcher(msg.string_match, f"{path}.string_match")
-                          if msg.HasField("string_match") else None)
+        self.predicate = (
+            compile_string_matcher(msg.string_match, f"{path}.string_match")
+            if msg.HasField("string_match")
+            else None
+        )
 
     def matches(self, params: dict[str, str]) -> bool:
         value = params.get(self.name)
@@ -155,7 +165,7 @@ def parse_query(path: str) -> dict[str, str]:
     q = path.find("?")
     if q < 0:
         return {}
-    query = path[q + 1:]
+    query = path[q + 1 :]
     h = query.find("#")
     if h >= 0:
         query = query[:h]

@@ -19,26 +19,70 @@ from proxy.router.matchers import (
 
 # --- what we implement, field by field (everything else is a ConfigError at its path) ----------
 
-ROUTE_MATCH_SPEC = {"prefix": True, "path": True, "safe_regex": True, "path_separated_prefix": True,
-                    "case_sensitive": True, "headers": True, "query_parameters": True}
-ROUTE_ACTION_SPEC = {
-    "cluster": True, "cluster_header": True, "weighted_clusters": True, "cluster_not_found_response_code": True,
-    "prefix_rewrite": True, "regex_rewrite": True, "host_rewrite_literal": True, "auto_host_rewrite": True,
-    "append_x_forwarded_host": True, "timeout": True, "idle_timeout": True, "retry_policy": True,
-    "request_mirror_policies": True, "hash_policy": True,
+ROUTE_MATCH_SPEC = {
+    "prefix": True,
+    "path": True,
+    "safe_regex": True,
+    "path_separated_prefix": True,
+    "case_sensitive": True,
+    "headers": True,
+    "query_parameters": True,
 }
-HEADER_MUTATION_FIELDS = {"request_headers_to_add": True, "request_headers_to_remove": True,
-                          "response_headers_to_add": True, "response_headers_to_remove": True}
+ROUTE_ACTION_SPEC = {
+    "cluster": True,
+    "cluster_header": True,
+    "weighted_clusters": True,
+    "cluster_not_found_response_code": True,
+    "prefix_rewrite": True,
+    "regex_rewrite": True,
+    "host_rewrite_literal": True,
+    "auto_host_rewrite": True,
+    "append_x_forwarded_host": True,
+    "timeout": True,
+    "idle_timeout": True,
+    "retry_policy": True,
+    "request_mirror_policies": True,
+    "hash_policy": True,
+}
+HEADER_MUTATION_FIELDS = {
+    "request_headers_to_add": True,
+    "request_headers_to_remove": True,
+    "response_headers_to_add": True,
+    "response_headers_to_remove": True,
+}
 # metadata and decorator carry no routing behaviour here (Isthmus has no tracing to decorate).
-ROUTE_SPEC = {"name": True, "match": True, "route": True, "redirect": True, "direct_response": True,
-              "metadata": True, "decorator": True, **HEADER_MUTATION_FIELDS}
-VHOST_SPEC = {"name": True, "domains": True, "routes": True, "retry_policy": True,
-              "request_mirror_policies": True, "include_request_attempt_count": True,
-              "include_attempt_count_in_response": True, "metadata": True, **HEADER_MUTATION_FIELDS}
-ROUTE_CONFIG_SPEC = {"name": True, "virtual_hosts": True, "most_specific_header_mutations_wins": True,
-                     "validate_clusters": True, "max_direct_response_body_size_bytes": True,
-                     "request_mirror_policies": True, "ignore_port_in_host_matching": True, "metadata": True,
-                     **HEADER_MUTATION_FIELDS}
+ROUTE_SPEC = {
+    "name": True,
+    "match": True,
+    "route": True,
+    "redirect": True,
+    "direct_response": True,
+    "metadata": True,
+    "decorator": True,
+    **HEADER_MUTATION_FIELDS,
+}
+VHOST_SPEC = {
+    "name": True,
+    "domains": True,
+    "routes": True,
+    "retry_policy": True,
+    "request_mirror_policies": True,
+    "include_request_attempt_count": True,
+    "include_attempt_count_in_response": True,
+    "metadata": True,
+    **HEADER_MUTATION_FIELDS,
+}
+ROUTE_CONFIG_SPEC = {
+    "name": True,
+    "virtual_hosts": True,
+    "most_specific_header_mutations_wins": True,
+    "validate_clusters": True,
+    "max_direct_response_body_size_bytes": True,
+    "request_mirror_policies": True,
+    "ignore_port_in_host_matching": True,
+    "metadata": True,
+    **HEADER_MUTATION_FIELDS,
+}
 
 _CLUSTER_NOT_FOUND_CODES = {0: 503, 1: 404, 2: 500}
 
@@ -65,17 +109,23 @@ class RouteMatcher:
         elif kind == "path_separated_prefix":
             v = msg.path_separated_prefix
             if not v or "?" in v or "#" in v or v.endswith("/") or len(v) < 1:
-                raise ConfigError(f"{path}.path_separated_prefix",
-                                  "path_separated_prefix must not be empty, contain '?' or '#', or end with '/'")
+                raise ConfigError(
+                    f"{path}.path_separated_prefix",
+                    "path_separated_prefix must not be empty, contain '?' or '#', or end with '/'",
+                )
             self.kind, self.value = SEPARATED, v
         else:
-            raise ConfigError(path, "route match needs one of prefix, path, safe_regex, path_separated_prefix")
+            raise ConfigError(
+                path, "route match needs one of prefix, path, safe_regex, path_separated_prefix"
+            )
         if not self.case_sensitive and self.kind != REGEX:
             self.value = self.value.lower()
         self.rewrite_len = len(self.value) if self.kind != REGEX else 0
         self.headers = tuple(HeaderMatcher(h, f"{path}.headers[{i}]") for i, h in enumerate(msg.headers))
-        self.query = tuple(QueryParameterMatcher(q, f"{path}.query_parameters[{i}]")
-                           for i, q in enumerate(msg.query_parameters))
+        self.query = tuple(
+            QueryParameterMatcher(q, f"{path}.query_parameters[{i}]")
+            for i, q in enumerate(msg.query_parameters)
+        )
 
     def matches(self, full_path: str, path_only: str, headers: Headers, query_cache: list) -> bool:
         kind, value = self.kind, self.value
@@ -83,7 +133,7 @@ class RouteMatcher:
             if self.case_sensitive:
                 if not full_path.startswith(value):
                     return False
-            elif full_path[:len(value)].lower() != value:
+            elif full_path[: len(value)].lower() != value:
                 return False
         elif kind == PATH:
             if (path_only if self.case_sensitive else path_only.lower()) != value:
@@ -143,7 +193,7 @@ class Route:
         if action is None:
             return None
         if action.prefix_rewrite is not None:
-            return action.prefix_rewrite + full_path[self.matcher.rewrite_len:]
+            return action.prefix_rewrite + full_path[self.matcher.rewrite_len :]
         if action.regex_rewrite is not None:
             path_only, rest = A.split_path(full_path)
             pattern, repl = action.regex_rewrite
@@ -158,10 +208,16 @@ class Route:
 class RouteTable:
     """A compiled RouteConfiguration. ``match`` is what the connection manager calls per request."""
 
-    def __init__(self, proto, name: str, exact: dict[str, VirtualHost],
-                 suffixes: list[tuple[int, dict[str, VirtualHost]]],
-                 prefixes: list[tuple[int, dict[str, VirtualHost]]], default: VirtualHost | None,
-                 ignore_port: bool) -> None:
+    def __init__(
+        self,
+        proto,
+        name: str,
+        exact: dict[str, VirtualHost],
+        suffixes: list[tuple[int, dict[str, VirtualHost]]],
+        prefixes: list[tuple[int, dict[str, VirtualHost]]],
+        default: VirtualHost | None,
+        ignore_port: bool,
+    ) -> None:
         self.proto = proto
         self.name = name
         self._exact = exact
@@ -182,7 +238,7 @@ class RouteTable:
         n = len(host)
         for length, table in self._suffixes:
             if length < n:
-                vh = table.get(host[n - length:])
+                vh = table.get(host[n - length :])
                 if vh is not None:
                     return vh
         for length, table in self._prefixes:
@@ -209,9 +265,12 @@ class RouteTable:
     @property
     def virtual_hosts(self) -> list[VirtualHost]:
         seen: dict[int, VirtualHost] = {}
-        for vh in [*self._exact.values(), *(v for _, t in self._suffixes for v in t.values()),
-                   *(v for _, t in self._prefixes for v in t.values()),
-                   *([self._default] if self._default else [])]:
+        for vh in [
+            *self._exact.values(),
+            *(v for _, t in self._suffixes for v in t.values()),
+            *(v for _, t in self._prefixes for v in t.values()),
+            *([self._default] if self._default else []),
+        ]:
             seen[id(vh)] = vh
         return list(seen.values())
 
@@ -219,13 +278,18 @@ class RouteTable:
 def _strip_port(host: str) -> str:
     if host.startswith("["):
         end = host.find("]")
-        return host[:end + 1] if end > 0 else host
+        return host[: end + 1] if end > 0 else host
     h, sep, port = host.rpartition(":")
     return h if sep and port.isdigit() else host
 
 
-def _compile_action(msg, path: str, vhost_retry: A.RetryPolicy | None,
-                    inherited_mirrors: tuple[A.MirrorPolicy, ...], matcher: RouteMatcher) -> A.RouteAction:
+def _compile_action(
+    msg,
+    path: str,
+    vhost_retry: A.RetryPolicy | None,
+    inherited_mirrors: tuple[A.MirrorPolicy, ...],
+    matcher: RouteMatcher,
+) -> A.RouteAction:
     reject_unsupported(msg, ROUTE_ACTION_SPEC, path)
     kind = msg.WhichOneof("cluster_specifier")
     cluster = cluster_header = ""
@@ -248,28 +312,46 @@ def _compile_action(msg, path: str, vhost_retry: A.RetryPolicy | None,
     regex_rewrite = None
     if msg.prefix_rewrite:
         if matcher.kind == REGEX:
-            raise ConfigError(f"{path}.prefix_rewrite", "prefix_rewrite cannot be used with a safe_regex match")
+            raise ConfigError(
+                f"{path}.prefix_rewrite", "prefix_rewrite cannot be used with a safe_regex match"
+            )
         prefix_rewrite = msg.prefix_rewrite
     if msg.HasField("regex_rewrite"):
         if prefix_rewrite is not None:
-            raise ConfigError(f"{path}.regex_rewrite", "only one of prefix_rewrite and regex_rewrite may be set")
+            raise ConfigError(
+                f"{path}.regex_rewrite", "only one of prefix_rewrite and regex_rewrite may be set"
+            )
         regex_rewrite = A.compile_regex_rewrite(msg.regex_rewrite, f"{path}.regex_rewrite")
     host_kind = msg.WhichOneof("host_rewrite_specifier")
     timeout: float | None = A.DEFAULT_ROUTE_TIMEOUT
     if msg.HasField("timeout"):
         timeout = A.duration_seconds(msg.timeout) or None
     idle = A.duration_seconds(msg.idle_timeout) if msg.HasField("idle_timeout") else None
-    retry = (A.compile_retry_policy(msg.retry_policy, f"{path}.retry_policy")
-             if msg.HasField("retry_policy") else vhost_retry)
-    mirrors = (A.compile_mirrors(msg.request_mirror_policies, f"{path}.request_mirror_policies")
-               if msg.request_mirror_policies else inherited_mirrors)
+    retry = (
+        A.compile_retry_policy(msg.retry_policy, f"{path}.retry_policy")
+        if msg.HasField("retry_policy")
+        else vhost_retry
+    )
+    mirrors = (
+        A.compile_mirrors(msg.request_mirror_policies, f"{path}.request_mirror_policies")
+        if msg.request_mirror_policies
+        else inherited_mirrors
+    )
     return A.RouteAction(
-        cluster=cluster, cluster_header=cluster_header, weighted_clusters=weighted, total_weight=total,
-        cluster_not_found_code=code, prefix_rewrite=prefix_rewrite, regex_rewrite=regex_rewrite,
+        cluster=cluster,
+        cluster_header=cluster_header,
+        weighted_clusters=weighted,
+        total_weight=total,
+        cluster_not_found_code=code,
+        prefix_rewrite=prefix_rewrite,
+        regex_rewrite=regex_rewrite,
         host_rewrite_literal=msg.host_rewrite_literal if host_kind == "host_rewrite_literal" else "",
         auto_host_rewrite=host_kind == "auto_host_rewrite" and msg.auto_host_rewrite.value,
         append_x_forwarded_host=msg.append_x_forwarded_host,
-        timeout=timeout, idle_timeout=idle, retry_policy=retry, mirrors=mirrors,
+        timeout=timeout,
+        idle_timeout=idle,
+        retry_policy=retry,
+        mirrors=mirrors,
         hash_policies=A.compile_hash_policy(msg.hash_policy, f"{path}.hash_policy"),
     )
 
@@ -278,9 +360,14 @@ def compile_route_configuration(rc, path: str = "route_config") -> RouteTable:
     """Compile an ``envoy.config.route.v3.RouteConfiguration``; raises ConfigError naming the field."""
     reject_unsupported(rc, ROUTE_CONFIG_SPEC, path)
     if rc.HasField("validate_clusters") and rc.validate_clusters.value:
-        raise ConfigError(f"{path}.validate_clusters", "validate_clusters: true is not supported by Isthmus yet")
-    max_body = (rc.max_direct_response_body_size_bytes.value if rc.HasField("max_direct_response_body_size_bytes")
-                else A.MAX_DIRECT_RESPONSE_BODY)
+        raise ConfigError(
+            f"{path}.validate_clusters", "validate_clusters: true is not supported by Isthmus yet"
+        )
+    max_body = (
+        rc.max_direct_response_body_size_bytes.value
+        if rc.HasField("max_direct_response_body_size_bytes")
+        else A.MAX_DIRECT_RESPONSE_BODY
+    )
     most_specific_wins = rc.most_specific_header_mutations_wins
     rc_req = request_mutation(rc, path)
     rc_resp = response_mutation(rc, path)
@@ -303,16 +390,22 @@ def compile_route_configuration(rc, path: str = "route_config") -> RouteTable:
         vhost_names.add(vmsg.name)
         if not vmsg.domains:
             raise ConfigError(f"{vpath}.domains", "a virtual host needs at least one domain")
-        vh = VirtualHost(vmsg.name, tuple(d.lower() for d in vmsg.domains),
-                         include_request_attempt_count=vmsg.include_request_attempt_count,
-                         include_attempt_count_in_response=vmsg.include_attempt_count_in_response)
+        vh = VirtualHost(
+            vmsg.name,
+            tuple(d.lower() for d in vmsg.domains),
+            include_request_attempt_count=vmsg.include_request_attempt_count,
+            include_attempt_count_in_response=vmsg.include_attempt_count_in_response,
+        )
         for di, domain in enumerate(vh.domains):
             dpath = f"{vpath}.domains[{di}]"
             if not domain:
                 raise ConfigError(dpath, "domain must not be empty")
             if domain in seen_domains:
-                raise ConfigError(dpath, f"only unique values for domains are permitted; duplicate entry of domain "
-                                  f"{domain} in route {rc.name or path}")
+                raise ConfigError(
+                    dpath,
+                    f"only unique values for domains are permitted; duplicate entry of domain "
+                    f"{domain} in route {rc.name or path}",
+                )
             seen_domains.add(domain)
             if domain == "*":
                 default = vh
@@ -324,10 +417,16 @@ def compile_route_configuration(rc, path: str = "route_config") -> RouteTable:
                 exact[domain] = vh
         vh_req = request_mutation(vmsg, vpath)
         vh_resp = response_mutation(vmsg, vpath)
-        vh_retry = (A.compile_retry_policy(vmsg.retry_policy, f"{vpath}.retry_policy")
-                    if vmsg.HasField("retry_policy") else None)
-        vh_mirrors = (A.compile_mirrors(vmsg.request_mirror_policies, f"{vpath}.request_mirror_policies")
-                      if vmsg.request_mirror_policies else rc_mirrors)
+        vh_retry = (
+            A.compile_retry_policy(vmsg.retry_policy, f"{vpath}.retry_policy")
+            if vmsg.HasField("retry_policy")
+            else None
+        )
+        vh_mirrors = (
+            A.compile_mirrors(vmsg.request_mirror_policies, f"{vpath}.request_mirror_policies")
+            if vmsg.request_mirror_policies
+            else rc_mirrors
+        )
         for ri, rmsg in enumerate(vmsg.routes):
             rpath = f"{vpath}.routes[{ri}]"
             reject_unsupported(rmsg, ROUTE_SPEC, rpath)
@@ -341,11 +440,14 @@ def compile_route_configuration(rc, path: str = "route_config") -> RouteTable:
             elif kind == "redirect":
                 route.redirect = A.compile_redirect(rmsg.redirect, f"{rpath}.redirect")
                 if route.redirect.prefix_rewrite is not None and matcher.kind == REGEX:
-                    raise ConfigError(f"{rpath}.redirect.prefix_rewrite",
-                                      "prefix_rewrite cannot be used with a safe_regex match")
+                    raise ConfigError(
+                        f"{rpath}.redirect.prefix_rewrite",
+                        "prefix_rewrite cannot be used with a safe_regex match",
+                    )
             elif kind == "direct_response":
-                route.direct_response = A.compile_direct_response(rmsg.direct_response, f"{rpath}.direct_response",
-                                                                  max_body)
+                route.direct_response = A.compile_direct_response(
+                    rmsg.direct_response, f"{rpath}.direct_response", max_body
+                )
             else:
                 raise ConfigError(rpath, "a route needs one of route, redirect, direct_response")
             levels_req = [request_mutation(rmsg, rpath), vh_req, rc_req]
@@ -358,8 +460,11 @@ def compile_route_configuration(rc, path: str = "route_config") -> RouteTable:
             vh.routes.append(route)
 
     return RouteTable(
-        rc, rc.name, exact,
+        rc,
+        rc.name,
+        exact,
         sorted(suffixes.items(), key=lambda kv: -kv[0]),
         sorted(prefixes.items(), key=lambda kv: -kv[0]),
-        default, rc.ignore_port_in_host_matching,
+        default,
+        rc.ignore_port_in_host_matching,
     )

@@ -31,12 +31,21 @@ def _quantiles(h: Histogram) -> list[float]:
 
 
 def _selected(store: Store, filter_re: re.Pattern | None, used_only: bool):
-    counters = [(n, c.value) for n, c in store.counters.items()
-                if (not used_only or c.value) and (filter_re is None or filter_re.search(n))]
-    gauges = [(n, g.value) for n, g in store.gauges.items()
-              if (not used_only or g.value) and (filter_re is None or filter_re.search(n))]
-    hists = [(n, h) for n, h in store.histograms.items()
-             if (not used_only or h.count) and (filter_re is None or filter_re.search(n))]
+    counters = [
+        (n, c.value)
+        for n, c in store.counters.items()
+        if (not used_only or c.value) and (filter_re is None or filter_re.search(n))
+    ]
+    gauges = [
+        (n, g.value)
+        for n, g in store.gauges.items()
+        if (not used_only or g.value) and (filter_re is None or filter_re.search(n))
+    ]
+    hists = [
+        (n, h)
+        for n, h in store.histograms.items()
+        if (not used_only or h.count) and (filter_re is None or filter_re.search(n))
+    ]
     return counters, gauges, hists
 
 
@@ -53,8 +62,10 @@ def text(store: Store, filter_re: re.Pattern | None = None, used_only: bool = Fa
             lines.append(f"{name}: No recorded values")
             continue
         qs = _quantiles(h)
-        lines.append(f"{name}: " + " ".join(
-            f"P{q:g}(nan,{_num(v)})" for q, v in zip(SUPPORTED_QUANTILES, qs, strict=True)))
+        lines.append(
+            f"{name}: "
+            + " ".join(f"P{q:g}(nan,{_num(v)})" for q, v in zip(SUPPORTED_QUANTILES, qs, strict=True))
+        )
     return "".join(line + "\n" for line in lines)
 
 
@@ -67,8 +78,9 @@ def json_text(store: Store, filter_re: re.Pattern | None = None, used_only: bool
         for name, h in sorted(hists, key=lambda x: x[0]):
             values = [{"interval": None, "cumulative": (None if v != v else v)} for v in _quantiles(h)]
             computed.append({"name": name, "values": values})
-        stats.append({"histograms": {"supported_quantiles": list(SUPPORTED_QUANTILES),
-                                     "computed_quantiles": computed}})
+        stats.append(
+            {"histograms": {"supported_quantiles": list(SUPPORTED_QUANTILES), "computed_quantiles": computed}}
+        )
     return json.dumps({"stats": stats}, indent=1)
 
 
@@ -80,8 +92,7 @@ _TAG_EXTRACTORS: list[tuple[str, re.Pattern]] = [
     ("envoy.response_code_class", re.compile(r"_rq_((\d))xx$")),
     ("envoy.response_code", re.compile(r"_rq(_(\d{3}))$")),
     ("envoy.http_conn_manager_prefix", re.compile(r"^http\.((.*?)\.)")),
-    ("envoy.listener_address",
-     re.compile(r"^listener\.(((?:[_.\d]*|[_\[\]aAbBcCdDeEfF\d]*))\.)")),
+    ("envoy.listener_address", re.compile(r"^listener\.(((?:[_.\d]*|[_\[\]aAbBcCdDeEfF\d]*))\.)")),
     ("envoy.cluster_name", re.compile(r"^cluster\.((.+?(?:\..+?\.svc\.cluster\.local)?)\.)")),
     ("envoy.tcp_prefix", re.compile(r"^tcp\.((.*?)\.)\w+?$")),
 ]
@@ -99,7 +110,7 @@ def extract_tags(name: str) -> tuple[str, tuple[tuple[str, str], ...]]:
         if m is None:
             continue
         tags.append((tag, m.group(2)))
-        name = name[:m.start(1)] + name[m.end(1):]
+        name = name[: m.start(1)] + name[m.end(1) :]
     return name, tuple(tags)
 
 

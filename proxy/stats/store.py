@@ -12,8 +12,27 @@ import bisect
 import math
 
 # Envoy's default histogram bucket bounds (milliseconds for time histograms).
-DEFAULT_BUCKETS = (0.5, 1, 5, 10, 25, 50, 100, 250, 500, 1000, 2500, 5000, 10000, 30000, 60000,
-                   300000, 600000, 1800000, 3600000)
+DEFAULT_BUCKETS = (
+    0.5,
+    1,
+    5,
+    10,
+    25,
+    50,
+    100,
+    250,
+    500,
+    1000,
+    2500,
+    5000,
+    10000,
+    30000,
+    60000,
+    300000,
+    600000,
+    1800000,
+    3600000,
+)
 
 
 class Counter:

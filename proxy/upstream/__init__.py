@@ -22,6 +22,16 @@ from proxy.upstream.lb import LbContext, stable_hash64
 from proxy.upstream.pool import HttpConnectionPool, UpstreamResponse
 
 __all__ = [
-    "Cluster", "ClusterManager", "Host", "HttpConnectionPool", "LbContext", "PoolOverflow", "UpstreamConnectError",
-    "UpstreamError", "UpstreamResetError", "UpstreamResponse", "build_cluster", "stable_hash64",
+    "Cluster",
+    "ClusterManager",
+    "Host",
+    "HttpConnectionPool",
+    "LbContext",
+    "PoolOverflow",
+    "UpstreamConnectError",
+    "UpstreamError",
+    "UpstreamResetError",
+    "UpstreamResponse",
+    "build_cluster",
+    "stable_hash64",
 ]

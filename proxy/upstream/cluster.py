@@ -56,8 +56,19 @@ def _seconds(duration) -> float:
 class EndpointSpec:
     """One configured lb_endpoint (before DNS): what every host made from it inherits."""
 
-    __slots__ = ("address", "port", "weight", "priority", "locality", "locality_weight", "locality_index",
-                 "health_flags", "hostname", "metadata", "path")
+    __slots__ = (
+        "address",
+        "port",
+        "weight",
+        "priority",
+        "locality",
+        "locality_weight",
+        "locality_index",
+        "health_flags",
+        "hostname",
+        "metadata",
+        "path",
+    )
 
     def __init__(self, **kw) -> None:
         for k, v in kw.items():
@@ -78,11 +89,17 @@ def parse_endpoints(cluster: cluster_pb2.Cluster, path: str) -> list[EndpointSpe
             if not lbe.endpoint.address.HasField("socket_address"):
                 raise ConfigError(f"{epath}.endpoint.address", "a socket_address is required")
             if sa.protocol != 0:
-                raise ConfigError(f"{epath}.endpoint.address.socket_address.protocol", "only TCP is supported")
+                raise ConfigError(
+                    f"{epath}.endpoint.address.socket_address.protocol", "only TCP is supported"
+                )
             if not sa.address:
-                raise ConfigError(f"{epath}.endpoint.address.socket_address.address", "an address is required")
+                raise ConfigError(
+                    f"{epath}.endpoint.address.socket_address.address", "an address is required"
+                )
             if not 0 < sa.port_value < 65536:
-                raise ConfigError(f"{epath}.endpoint.address.socket_address.port_value", "a port in 1..65535 is required")
+                raise ConfigError(
+                    f"{epath}.endpoint.address.socket_address.port_value", "a port in 1..65535 is required"
+                )
             weight = 1
             if lbe.HasField("load_balancing_weight"):
                 weight = lbe.load_balancing_weight.value
@@ -94,18 +111,35 @@ def parse_endpoints(cluster: cluster_pb2.Cluster, path: str) -> list[EndpointSpe
                 flags = frozenset({FAILED_EDS_HEALTH})
             elif status == health_check_pb2.DEGRADED:
                 flags = frozenset({DEGRADED_EDS_HEALTH})
-            specs.append(EndpointSpec(
-                address=sa.address, port=sa.port_value, weight=weight, priority=lle.priority,
-                locality=lle.locality if lle.HasField("locality") else None, locality_weight=locality_weight,
-                locality_index=i, health_flags=flags, hostname=lbe.endpoint.hostname,
-                metadata=lbe.metadata if lbe.HasField("metadata") else None, path=epath))
+            specs.append(
+                EndpointSpec(
+                    address=sa.address,
+                    port=sa.port_value,
+                    weight=weight,
+                    priority=lle.priority,
+                    locality=lle.locality if lle.HasField("locality") else None,
+                    locality_weight=locality_weight,
+                    locality_index=i,
+                    health_flags=flags,
+                    hostname=lbe.endpoint.hostname,
+                    metadata=lbe.metadata if lbe.HasField("metadata") else None,
+                    path=epath,
+                )
+            )
     return specs
 
 
 def _make_host(spec: EndpointSpec, address: tuple[str, int], cluster_name: str) -> Host:
-    return Host(address, weight=spec.weight, locality=spec.locality, priority=spec.priority,
-                hostname=spec.hostname or (spec.address if not dns.is_ip(spec.address) else ""),
-                health_flags=spec.health_flags, metadata=spec.metadata, cluster_name=cluster_name)
+    return Host(
+        address,
+        weight=spec.weight,
+        locality=spec.locality,
+        priority=spec.priority,
+        hostname=spec.hostname or (spec.address if not dns.is_ip(spec.address) else ""),
+        health_flags=spec.health_flags,
+        metadata=spec.metadata,
+        cluster_name=cluster_name,
+    )
 
 
 def group_host_sets(hosts_with_specs: list[tuple[Host, EndpointSpec]]) -> list[HostSet]:
@@ -142,11 +176,14 @@ class Cluster:
         stat_name = proto.alt_stat_name or proto.name
         self.stats = ClusterStats(ctx.stats.scope(f"cluster.{stat_name}."))
         self.stats_scope = self.stats.scope
-        self.resource_managers = {0: ResourceManager(self.stats_scope, "default"),
-                                  1: ResourceManager(self.stats_scope, "high")}
+        self.resource_managers = {
+            0: ResourceManager(self.stats_scope, "default"),
+            1: ResourceManager(self.stats_scope, "high"),
+        }
         for t in proto.circuit_breakers.thresholds:
             self.resource_managers[t.priority] = ResourceManager.from_thresholds(
-                t, self.stats_scope, _PRIORITY_NAMES.get(t.priority, str(t.priority)))
+                t, self.stats_scope, _PRIORITY_NAMES.get(t.priority, str(t.priority))
+            )
         self.resources = self.resource_managers[0]
         self.lb_config = _lb_config(proto, path)
         self.pool_settings = _pool_settings(proto, path)
@@ -196,7 +233,9 @@ class Cluster:
     def http_pool(self, host: Host) -> HttpConnectionPool:
         pool = self._pools.get(id(host))
         if pool is None:
-            pool = self._pools[id(host)] = HttpConnectionPool(host, self.pool_settings, self.stats, self.resources)
+            pool = self._pools[id(host)] = HttpConnectionPool(
+                host, self.pool_settings, self.stats, self.resources
+            )
         return pool
 
     async def connect_tcp(self, host: Host, protocol_factory=None):
@@ -246,20 +285,31 @@ class StaticCluster(Cluster):
         specs = parse_endpoints(proto, path)
         for spec in specs:
             if not dns.is_ip(spec.address):
-                raise ConfigError(f"{spec.path}.endpoint.address.socket_address.address",
-                                  f"malformed IP address: {spec.address} (a STATIC cluster needs IPs; use STRICT_DNS)")
-        self.set_host_sets(group_host_sets([(_make_host(s, (s.address, s.port), self.name), s) for s in specs]))
+                raise ConfigError(
+                    f"{spec.path}.endpoint.address.socket_address.address",
+                    f"malformed IP address: {spec.address} (a STATIC cluster needs IPs; use STRICT_DNS)",
+                )
+        self.set_host_sets(
+            group_host_sets([(_make_host(s, (s.address, s.port), self.name), s) for s in specs])
+        )
 
 
 class _DnsCluster(Cluster):
     def __init__(self, proto, ctx, path) -> None:
         super().__init__(proto, ctx, path)
         self.specs = parse_endpoints(proto, path)
-        self.refresh_rate = _seconds(proto.dns_refresh_rate) if proto.HasField("dns_refresh_rate") else DEFAULT_DNS_REFRESH_RATE
+        self.refresh_rate = (
+            _seconds(proto.dns_refresh_rate)
+            if proto.HasField("dns_refresh_rate")
+            else DEFAULT_DNS_REFRESH_RATE
+        )
         if self.refresh_rate <= 0:
             raise ConfigError(f"{path}.dns_refresh_rate", "must be greater than 0")
-        self.failure_refresh_rate = (_seconds(proto.dns_failure_refresh_rate.base_interval)
-                                     if proto.HasField("dns_failure_refresh_rate") else self.refresh_rate)
+        self.failure_refresh_rate = (
+            _seconds(proto.dns_failure_refresh_rate.base_interval)
+            if proto.HasField("dns_failure_refresh_rate")
+            else self.refresh_rate
+        )
         self.family = _FAMILY_BY_VALUE[proto.dns_lookup_family]
 
     async def start(self) -> None:
@@ -281,6 +331,7 @@ class _DnsCluster(Cluster):
             except OSError as e:
                 log.warning("cluster %s: DNS resolution of %s failed: %s", self.name, spec.address, e)
                 return None
+
         return list(await asyncio.gather(*(one(s) for s in self.specs)))
 
     async def refresh(self) -> bool:
@@ -327,8 +378,10 @@ class LogicalDnsCluster(_DnsCluster):
     def __init__(self, proto, ctx, path) -> None:
         super().__init__(proto, ctx, path)
         if len(proto.load_assignment.endpoints) != 1 or len(self.specs) != 1:
-            raise ConfigError(f"{path}.load_assignment",
-                              "LOGICAL_DNS clusters must have a single locality_lb_endpoint and a single lb_endpoint")
+            raise ConfigError(
+                f"{path}.load_assignment",
+                "LOGICAL_DNS clusters must have a single locality_lb_endpoint and a single lb_endpoint",
+            )
         self.host: Host | None = None
 
     async def refresh(self) -> bool:
@@ -357,13 +410,20 @@ class OriginalDstCluster(Cluster):
     def __init__(self, proto, ctx, path) -> None:
         super().__init__(proto, ctx, path)
         if proto.HasField("load_assignment"):
-            raise ConfigError(f"{path}.load_assignment", "ORIGINAL_DST clusters must not have a load_assignment")
+            raise ConfigError(
+                f"{path}.load_assignment", "ORIGINAL_DST clusters must not have a load_assignment"
+            )
         cfg = proto.original_dst_lb_config
         self.use_http_header = cfg.use_http_header
         self.header_name = (cfg.http_header_name or ORIGINAL_DST_HEADER).lower()
-        self.port_override = cfg.upstream_port_override.value if cfg.HasField("upstream_port_override") else None
-        self.cleanup_interval = (_seconds(proto.cleanup_interval) if proto.HasField("cleanup_interval")
-                                 else DEFAULT_CLEANUP_INTERVAL)
+        self.port_override = (
+            cfg.upstream_port_override.value if cfg.HasField("upstream_port_override") else None
+        )
+        self.cleanup_interval = (
+            _seconds(proto.cleanup_interval)
+            if proto.HasField("cleanup_interval")
+            else DEFAULT_CLEANUP_INTERVAL
+        )
         self._by_address: dict[tuple[str, int], Host] = {}
 
     async def start(self) -> None:
@@ -449,18 +509,24 @@ def build_cluster(proto: cluster_pb2.Cluster, ctx, path: str) -> Cluster:
         raise ConfigError(f"{path}.name", "a cluster needs a name")
     type_name = _TYPE_BY_VALUE.get(proto.type, str(proto.type))
     if type_name == "EDS":
-        raise ConfigError(f"{path}.type", "EDS clusters need xDS (an ADS config source), which arrives with issue 4")
+        raise ConfigError(
+            f"{path}.type", "EDS clusters need xDS (an ADS config source), which arrives with issue 4"
+        )
     cls = _CLUSTER_CLASSES.get(type_name)
     if cls is None:
         raise ConfigError(f"{path}.type", f"cluster type {type_name} is not supported")
     lb = _LB_BY_VALUE.get(proto.lb_policy, str(proto.lb_policy))
     if type_name == "ORIGINAL_DST" and lb != "CLUSTER_PROVIDED":
-        raise ConfigError(f"{path}.lb_policy",
-                          f"cluster: LB policy {lb} is not valid for Cluster type ORIGINAL_DST. Only "
-                          f"'CLUSTER_PROVIDED' is allowed with cluster type 'ORIGINAL_DST'")
+        raise ConfigError(
+            f"{path}.lb_policy",
+            f"cluster: LB policy {lb} is not valid for Cluster type ORIGINAL_DST. Only "
+            f"'CLUSTER_PROVIDED' is allowed with cluster type 'ORIGINAL_DST'",
+        )
     if type_name != "ORIGINAL_DST" and lb == "CLUSTER_PROVIDED":
-        raise ConfigError(f"{path}.lb_policy",
-                          f"cluster: LB policy CLUSTER_PROVIDED is not valid for Cluster type {type_name}")
+        raise ConfigError(
+            f"{path}.lb_policy",
+            f"cluster: LB policy CLUSTER_PROVIDED is not valid for Cluster type {type_name}",
+        )
     return cls(proto, ctx, path)
 
 
@@ -477,14 +543,21 @@ def _lb_config(proto: cluster_pb2.Cluster, path: str) -> LbConfig:
     min_ring = kw.get("min_ring_size", DEFAULT_MIN_RING_SIZE)
     max_ring = kw.get("max_ring_size", DEFAULT_MAX_RING_SIZE)
     if min_ring > max_ring:
-        raise ConfigError(f"{path}.ring_hash_lb_config",
-                          f"ring hash: minimum_ring_size ({min_ring}) > maximum_ring_size ({max_ring})")
+        raise ConfigError(
+            f"{path}.ring_hash_lb_config",
+            f"ring hash: minimum_ring_size ({min_ring}) > maximum_ring_size ({max_ring})",
+        )
     if max_ring > DEFAULT_MAX_RING_SIZE or min_ring < 1:
-        raise ConfigError(f"{path}.ring_hash_lb_config", f"ring sizes must be within 1..{DEFAULT_MAX_RING_SIZE}")
+        raise ConfigError(
+            f"{path}.ring_hash_lb_config", f"ring sizes must be within 1..{DEFAULT_MAX_RING_SIZE}"
+        )
     if proto.maglev_lb_config.HasField("table_size"):
         size = proto.maglev_lb_config.table_size.value
-        if size < 2 or any(size % d == 0 for d in range(2, int(size ** 0.5) + 1)):
-            raise ConfigError(f"{path}.maglev_lb_config.table_size", f"the table size of maglev must be prime number (got {size})")
+        if size < 2 or any(size % d == 0 for d in range(2, int(size**0.5) + 1)):
+            raise ConfigError(
+                f"{path}.maglev_lb_config.table_size",
+                f"the table size of maglev must be prime number (got {size})",
+            )
         kw["maglev_table_size"] = size
     lr = proto.least_request_lb_config
     if lr.HasField("choice_count"):
@@ -510,7 +583,9 @@ def _pool_settings(proto: cluster_pb2.Cluster, path: str) -> PoolSettings:
     connect_timeout = _seconds(proto.connect_timeout) if proto.HasField("connect_timeout") else 5.0
     if connect_timeout <= 0:
         raise ConfigError(f"{path}.connect_timeout", "must be greater than 0")
-    max_requests = proto.max_requests_per_connection.value if proto.HasField("max_requests_per_connection") else 0
+    max_requests = (
+        proto.max_requests_per_connection.value if proto.HasField("max_requests_per_connection") else 0
+    )
     idle_timeout: float | None = DEFAULT_IDLE_TIMEOUT
     common = proto.common_http_protocol_options if proto.HasField("common_http_protocol_options") else None
     typed = check_protocol_options(proto, path)
@@ -521,10 +596,17 @@ def _pool_settings(proto: cluster_pb2.Cluster, path: str) -> PoolSettings:
             idle_timeout = _seconds(common.idle_timeout) or None  # 0 disables
         if common.HasField("max_requests_per_connection"):
             max_requests = common.max_requests_per_connection.value
-    buffer_limit = (proto.per_connection_buffer_limit_bytes.value
-                    if proto.HasField("per_connection_buffer_limit_bytes") else DEFAULT_BUFFER_LIMIT)
-    return PoolSettings(connect_timeout=connect_timeout, max_requests_per_connection=max_requests,
-                        idle_timeout=idle_timeout, buffer_limit=max(buffer_limit, 1024))
+    buffer_limit = (
+        proto.per_connection_buffer_limit_bytes.value
+        if proto.HasField("per_connection_buffer_limit_bytes")
+        else DEFAULT_BUFFER_LIMIT
+    )
+    return PoolSettings(
+        connect_timeout=connect_timeout,
+        max_requests_per_connection=max_requests,
+        idle_timeout=idle_timeout,
+        buffer_limit=max(buffer_limit, 1024),
+    )
 
 
 __all__ = ["Cluster", "build_cluster", "LbContext", "PoolOverflow", "UpstreamConnectError"]

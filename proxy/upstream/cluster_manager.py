@@ -20,7 +20,9 @@ class ClusterManager:
         self.started = False
 
     @classmethod
-    def from_protos(cls, clusters: Iterable[cluster_pb2.Cluster], ctx, path: str = "static_resources.clusters") -> ClusterManager:
+    def from_protos(
+        cls, clusters: Iterable[cluster_pb2.Cluster], ctx, path: str = "static_resources.clusters"
+    ) -> ClusterManager:
         """Validate and build every cluster; raises ConfigError naming the offending field."""
         cm = cls(ctx)
         for i, proto in enumerate(clusters):

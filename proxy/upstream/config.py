@@ -42,9 +42,15 @@ CLUSTER_SPEC = {
     },
     "max_requests_per_connection": True,
     "circuit_breakers": {
-        "thresholds": {"priority": True, "max_connections": True, "max_pending_requests": True,
-                       "max_requests": True, "max_retries": True, "track_remaining": True,
-                       "max_connection_pools": True},
+        "thresholds": {
+            "priority": True,
+            "max_connections": True,
+            "max_pending_requests": True,
+            "max_requests": True,
+            "max_retries": True,
+            "track_remaining": True,
+            "max_connection_pools": True,
+        },
     },
     "common_http_protocol_options": _COMMON_HTTP,
     "http_protocol_options": {},  # HTTP/1.1 options: an empty message (as Istio sends) is fine
@@ -56,7 +62,11 @@ CLUSTER_SPEC = {
     "ring_hash_lb_config": {"minimum_ring_size": True, "maximum_ring_size": True},
     "maglev_lb_config": {"table_size": True},
     "least_request_lb_config": {"choice_count": True, "active_request_bias": True},
-    "original_dst_lb_config": {"use_http_header": True, "http_header_name": True, "upstream_port_override": True},
+    "original_dst_lb_config": {
+        "use_http_header": True,
+        "http_header_name": True,
+        "upstream_port_override": True,
+    },
     "common_lb_config": {"healthy_panic_threshold": True, "locality_weighted_lb_config": True},
     "metadata": True,
 }
@@ -98,7 +108,9 @@ def check_protocol_options(cluster: Message, path: str):
         here = f"{path}.typed_extension_protocol_options[{key}]"
         expected = "type.googleapis.com/" + HTTP_PROTOCOL_OPTIONS_KEY
         if key != HTTP_PROTOCOL_OPTIONS_KEY or any_msg.type_url != expected:
-            raise ConfigError(here, f"only {HTTP_PROTOCOL_OPTIONS_KEY} is supported (got type '{any_msg.type_url}')")
+            raise ConfigError(
+                here, f"only {HTTP_PROTOCOL_OPTIONS_KEY} is supported (got type '{any_msg.type_url}')"
+            )
         opts = http_protocol_options_pb2.HttpProtocolOptions()
         if not any_msg.Unpack(opts):
             raise ConfigError(here, f"cannot unpack {any_msg.type_url}")

@@ -13,8 +13,16 @@ PENDING_DYNAMIC_REMOVAL = "/pending_dynamic_removal"
 class HostStats:
     """Per-host counters and gauges, kept on the host (not in the store), like Envoy's HostStats."""
 
-    __slots__ = ("cx_total", "cx_active", "cx_connect_fail", "rq_total", "rq_active", "rq_success",
-                 "rq_error", "rq_timeout")
+    __slots__ = (
+        "cx_total",
+        "cx_active",
+        "cx_connect_fail",
+        "rq_total",
+        "rq_active",
+        "rq_success",
+        "rq_error",
+        "rq_timeout",
+    )
 
     def __init__(self) -> None:
         self.cx_total = 0
@@ -38,12 +46,34 @@ def format_address(address: tuple[str, int]) -> str:
 class Host:
     """One upstream endpoint. `address` may change for a LOGICAL_DNS host (new connections follow)."""
 
-    __slots__ = ("address", "address_str", "hostname", "weight", "locality", "priority", "health_flags",
-                 "stats", "metadata", "cluster_name", "used", "_pool", "__weakref__")
+    __slots__ = (
+        "address",
+        "address_str",
+        "hostname",
+        "weight",
+        "locality",
+        "priority",
+        "health_flags",
+        "stats",
+        "metadata",
+        "cluster_name",
+        "used",
+        "_pool",
+        "__weakref__",
+    )
 
-    def __init__(self, address: tuple[str, int], *, weight: int = 1, locality: Any = None, priority: int = 0,
-                 hostname: str = "", health_flags: frozenset[str] = frozenset(), metadata: Any = None,
-                 cluster_name: str = "") -> None:
+    def __init__(
+        self,
+        address: tuple[str, int],
+        *,
+        weight: int = 1,
+        locality: Any = None,
+        priority: int = 0,
+        hostname: str = "",
+        health_flags: frozenset[str] = frozenset(),
+        metadata: Any = None,
+        cluster_name: str = "",
+    ) -> None:
         self.address = address
         self.address_str = format_address(address)
         self.hostname = hostname

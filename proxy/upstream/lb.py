@@ -68,7 +68,9 @@ class HostSet:
 
     __slots__ = ("priority", "hosts", "healthy_hosts", "localities")
 
-    def __init__(self, priority: int, hosts: list[Host], localities: list[tuple[Any, int, list[Host]]] | None = None):
+    def __init__(
+        self, priority: int, hosts: list[Host], localities: list[tuple[Any, int, list[Host]]] | None = None
+    ):
         self.priority = priority
         self.hosts = hosts
         self.healthy_hosts = [h for h in hosts if h.healthy]
@@ -135,7 +137,9 @@ class LeastRequestChooser:
 
     __slots__ = ("_hosts", "_choices", "_bias", "_cum", "_weighted")
 
-    def __init__(self, hosts: list[Host], choice_count: int = DEFAULT_CHOICE_COUNT, bias: float = 1.0) -> None:
+    def __init__(
+        self, hosts: list[Host], choice_count: int = DEFAULT_CHOICE_COUNT, bias: float = 1.0
+    ) -> None:
         self._hosts = hosts
         self._choices = max(1, choice_count)
         self._bias = bias
@@ -169,8 +173,12 @@ class RingHashChooser:
 
     __slots__ = ("_hashes", "_hosts", "_random")
 
-    def __init__(self, hosts: list[Host], min_ring_size: int = DEFAULT_MIN_RING_SIZE,
-                 max_ring_size: int = DEFAULT_MAX_RING_SIZE) -> None:
+    def __init__(
+        self,
+        hosts: list[Host],
+        min_ring_size: int = DEFAULT_MIN_RING_SIZE,
+        max_ring_size: int = DEFAULT_MAX_RING_SIZE,
+    ) -> None:
         self._random = RandomChooser(hosts)
         # Envoy sizes the ring between min and max ring size in proportion to weight. We give each
         # host `per_unit * weight/min_weight` entries with `per_unit` rounded up to a power of two,
@@ -296,12 +304,16 @@ def make_chooser(hosts: list[Host], config: LbConfig):
 # Priorities.
 
 
-def priority_loads(host_sets: list[HostSet], overprovisioning_factor: int = DEFAULT_OVERPROVISIONING_FACTOR) -> list[int]:
+def priority_loads(
+    host_sets: list[HostSet], overprovisioning_factor: int = DEFAULT_OVERPROVISIONING_FACTOR
+) -> list[int]:
     """Envoy's healthy priority load (percent per priority, summing to 100)."""
     if not host_sets:
         return []
-    health = [min(100, (len(hs.healthy_hosts) * overprovisioning_factor) // len(hs.hosts)) if hs.hosts else 0
-              for hs in host_sets]
+    health = [
+        min(100, (len(hs.healthy_hosts) * overprovisioning_factor) // len(hs.hosts)) if hs.hosts else 0
+        for hs in host_sets
+    ]
     total = min(100, sum(health))
     loads = [0] * len(host_sets)
     if total == 0:
@@ -325,10 +337,23 @@ class PriorityLoadBalancer:
     def __init__(self, host_sets: list[HostSet], config: LbConfig) -> None:
         host_sets = [hs for hs in host_sets if hs.hosts]
         self.loads = loads = priority_loads(host_sets, config.overprovisioning_factor)
-        total_health = min(100, sum(min(100, (len(hs.healthy_hosts) * config.overprovisioning_factor) // len(hs.hosts))
-                                    for hs in host_sets)) if host_sets else 0
-        self.panic = [config.panic_threshold > 0 and total_health < 100
-                      and hs.healthy_percent() < config.panic_threshold for hs in host_sets]
+        total_health = (
+            min(
+                100,
+                sum(
+                    min(100, (len(hs.healthy_hosts) * config.overprovisioning_factor) // len(hs.hosts))
+                    for hs in host_sets
+                ),
+            )
+            if host_sets
+            else 0
+        )
+        self.panic = [
+            config.panic_threshold > 0
+            and total_health < 100
+            and hs.healthy_percent() < config.panic_threshold
+            for hs in host_sets
+        ]
         if total_health == 0 and host_sets:
             self.panic = [True] * len(host_sets)
         choosers, cumulative, running = [], [], 0

@@ -43,8 +43,13 @@ DEFAULT_BUFFER_LIMIT = 1024 * 1024  # per_connection_buffer_limit_bytes
 class PoolSettings:
     __slots__ = ("connect_timeout", "max_requests_per_connection", "idle_timeout", "buffer_limit")
 
-    def __init__(self, connect_timeout: float = DEFAULT_CONNECT_TIMEOUT, max_requests_per_connection: int = 0,
-                 idle_timeout: float | None = DEFAULT_IDLE_TIMEOUT, buffer_limit: int = DEFAULT_BUFFER_LIMIT) -> None:
+    def __init__(
+        self,
+        connect_timeout: float = DEFAULT_CONNECT_TIMEOUT,
+        max_requests_per_connection: int = 0,
+        idle_timeout: float | None = DEFAULT_IDLE_TIMEOUT,
+        buffer_limit: int = DEFAULT_BUFFER_LIMIT,
+    ) -> None:
         self.connect_timeout = connect_timeout
         self.max_requests_per_connection = max_requests_per_connection  # 0: unlimited
         self.idle_timeout = idle_timeout  # None/0: never
@@ -58,8 +63,19 @@ _WAITING_HEAD, _READING_BODY, _COMPLETE, _FAILED = range(4)
 class _Exchange:
     """One request/response on a connection: the head future and the buffered body chunks."""
 
-    __slots__ = ("head", "chunks", "buffered", "waiter", "state", "error", "status", "request_done",
-                 "close_after", "is_head_request", "upgrade")
+    __slots__ = (
+        "head",
+        "chunks",
+        "buffered",
+        "waiter",
+        "state",
+        "error",
+        "status",
+        "request_done",
+        "close_after",
+        "is_head_request",
+        "upgrade",
+    )
 
     def __init__(self, loop: asyncio.AbstractEventLoop, is_head_request: bool, upgrade: bool) -> None:
         self.head: asyncio.Future = loop.create_future()
@@ -192,7 +208,9 @@ class UpstreamConnection(asyncio.Protocol):
             elif kind is http1.ProtocolError:
                 if self.remote_closed:  # the upstream closed mid-response: a reset, not garbage
                     self.active_at_close = True
-                    self._fail(ex, UpstreamResetError("upstream closed the connection before the response completed"))
+                    self._fail(
+                        ex, UpstreamResetError("upstream closed the connection before the response completed")
+                    )
                     return
                 self.pool.stats.upstream_cx_protocol_error.inc()
                 self._fail(ex, UpstreamResetError(f"upstream protocol error: {ev.reason}"))
@@ -364,7 +382,9 @@ def _request_needs_chunked(headers: Headers) -> bool:
 class HttpConnectionPool:
     """HTTP/1.1 connections to one host of one cluster."""
 
-    def __init__(self, host: Host, settings: PoolSettings, stats: ClusterStats, resources: ResourceManager) -> None:
+    def __init__(
+        self, host: Host, settings: PoolSettings, stats: ClusterStats, resources: ResourceManager
+    ) -> None:
         self.host = host
         self.settings = settings
         self.stats = stats
@@ -381,7 +401,9 @@ class HttpConnectionPool:
         return len(self.idle) + len(self.busy) + self.connecting
 
     # -- the request -------------------------------------------------------------------------
-    async def request(self, headers: Headers, body: bytes | AsyncIterator[bytes] | None = None) -> UpstreamResponse:
+    async def request(
+        self, headers: Headers, body: bytes | AsyncIterator[bytes] | None = None
+    ) -> UpstreamResponse:
         """Send one request; return when the response head arrived.
 
         `headers` carries :method, :path, :authority (sent as Host) and regular headers; hop-by-hop
@@ -421,7 +443,9 @@ class HttpConnectionPool:
                 if body and "content-length" not in headers and "transfer-encoding" not in headers:
                     headers = headers.copy()
                     headers.set("content-length", str(len(body)))
-                conn.send(http1.encode_request_head(headers) + body if body else http1.encode_request_head(headers))
+                conn.send(
+                    http1.encode_request_head(headers) + body if body else http1.encode_request_head(headers)
+                )
                 ex.request_done = True
             else:
                 chunked = _request_needs_chunked(headers)
@@ -448,7 +472,9 @@ class HttpConnectionPool:
             raise
         return UpstreamResponse(resp_headers, self.host, conn, ex)
 
-    async def _send_body(self, conn: UpstreamConnection, ex: _Exchange, body: AsyncIterator[bytes], chunked: bool) -> None:
+    async def _send_body(
+        self, conn: UpstreamConnection, ex: _Exchange, body: AsyncIterator[bytes], chunked: bool
+    ) -> None:
         try:
             async for chunk in body:
                 if conn.closed or ex.state == _FAILED:
@@ -588,7 +614,9 @@ class HttpConnectionPool:
             self.idle.remove(conn)
             conn.close()
 
-    def _on_exchange_done(self, conn: UpstreamConnection, ex: _Exchange, *, success: bool, reusable: bool) -> None:
+    def _on_exchange_done(
+        self, conn: UpstreamConnection, ex: _Exchange, *, success: bool, reusable: bool
+    ) -> None:
         self.resources.requests.dec()
         self.stats.upstream_rq_active.dec()
         host_stats = self.host.stats

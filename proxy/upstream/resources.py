@@ -30,7 +30,9 @@ class Resource:
 
     __slots__ = ("max", "count", "_open", "_remaining")
 
-    def __init__(self, maximum: int, open_gauge: Gauge | None = None, remaining_gauge: Gauge | None = None) -> None:
+    def __init__(
+        self, maximum: int, open_gauge: Gauge | None = None, remaining_gauge: Gauge | None = None
+    ) -> None:
         self.max = maximum
         self.count = 0
         self._open = open_gauge
@@ -68,13 +70,18 @@ class Resource:
 class ResourceManager:
     __slots__ = ("connections", "pending_requests", "requests", "retries", "connection_pools")
 
-    def __init__(self, scope: Scope | None, priority_name: str = "default", *,
-                 max_connections: int = DEFAULT_MAX_CONNECTIONS,
-                 max_pending_requests: int = DEFAULT_MAX_PENDING_REQUESTS,
-                 max_requests: int = DEFAULT_MAX_REQUESTS,
-                 max_retries: int = DEFAULT_MAX_RETRIES,
-                 max_connection_pools: int = UNLIMITED,
-                 track_remaining: bool = False) -> None:
+    def __init__(
+        self,
+        scope: Scope | None,
+        priority_name: str = "default",
+        *,
+        max_connections: int = DEFAULT_MAX_CONNECTIONS,
+        max_pending_requests: int = DEFAULT_MAX_PENDING_REQUESTS,
+        max_requests: int = DEFAULT_MAX_REQUESTS,
+        max_retries: int = DEFAULT_MAX_RETRIES,
+        max_connection_pools: int = UNLIMITED,
+        track_remaining: bool = False,
+    ) -> None:
         cb = scope.scope(f"circuit_breakers.{priority_name}.") if scope is not None else None
 
         def gauges(open_name: str, remaining_name: str) -> tuple[Gauge | None, Gauge | None]:
@@ -83,7 +90,9 @@ class ResourceManager:
             return cb.gauge(open_name), (cb.gauge(remaining_name) if track_remaining else None)
 
         self.connections = Resource(max_connections, *gauges("cx_open", "remaining_cx"))
-        self.pending_requests = Resource(max_pending_requests, *gauges("rq_pending_open", "remaining_pending"))
+        self.pending_requests = Resource(
+            max_pending_requests, *gauges("rq_pending_open", "remaining_pending")
+        )
         self.requests = Resource(max_requests, *gauges("rq_open", "remaining_rq"))
         self.retries = Resource(max_retries, *gauges("rq_retry_open", "remaining_retries"))
         self.connection_pools = Resource(max_connection_pools, *gauges("cx_pool_open", "remaining_cx_pools"))
@@ -91,13 +100,21 @@ class ResourceManager:
     @classmethod
     def from_thresholds(cls, thresholds, scope: Scope | None, priority_name: str) -> ResourceManager:
         """From an ``envoy.config.cluster.v3.CircuitBreakers.Thresholds`` (unset fields keep Envoy's defaults)."""
-        def get(field: str, default: int) -> int:
-            return getattr(thresholds, field).value if thresholds is not None and thresholds.HasField(field) else default
 
-        return cls(scope, priority_name,
-                   max_connections=get("max_connections", DEFAULT_MAX_CONNECTIONS),
-                   max_pending_requests=get("max_pending_requests", DEFAULT_MAX_PENDING_REQUESTS),
-                   max_requests=get("max_requests", DEFAULT_MAX_REQUESTS),
-                   max_retries=get("max_retries", DEFAULT_MAX_RETRIES),
-                   max_connection_pools=get("max_connection_pools", UNLIMITED),
-                   track_remaining=bool(thresholds is not None and thresholds.track_remaining))
+        def get(field: str, default: int) -> int:
+            return (
+                getattr(thresholds, field).value
+                if thresholds is not None and thresholds.HasField(field)
+                else default
+            )
+
+        return cls(
+            scope,
+            priority_name,
+            max_connections=get("max_connections", DEFAULT_MAX_CONNECTIONS),
+            max_pending_requests=get("max_pending_requests", DEFAULT_MAX_PENDING_REQUESTS),
+            max_requests=get("max_requests", DEFAULT_MAX_REQUESTS),
+            max_retries=get("max_retries", DEFAULT_MAX_RETRIES),
+            max_connection_pools=get("max_connection_pools", UNLIMITED),
+            track_remaining=bool(thresholds is not None and thresholds.track_remaining),
+        )

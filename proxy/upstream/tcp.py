@@ -126,7 +126,9 @@ async def open_tcp(cluster, host, protocol_factory=None):
     loop = asyncio.get_running_loop()
     try:
         async with asyncio.timeout(cluster.pool_settings.connect_timeout):
-            transport, _ = await loop.create_connection(lambda: _Tracked(inner, release), host.address[0], host.address[1])
+            transport, _ = await loop.create_connection(
+                lambda: _Tracked(inner, release), host.address[0], host.address[1]
+            )
     except (OSError, TimeoutError) as e:
         cx.dec()
         stats.upstream_cx_active.dec()

@@ -23,7 +23,9 @@ def wait_for_port(host: str, port: int, timeout: float = 15.0, proc=None) -> Non
     deadline = time.monotonic() + timeout
     while True:
         if proc is not None and proc.poll() is not None:
-            raise RuntimeError(f"process {proc.args!r} exited with {proc.returncode} before {host}:{port} was ready")
+            raise RuntimeError(
+                f"process {proc.args!r} exited with {proc.returncode} before {host}:{port} was ready"
+            )
         try:
             with socket.create_connection((host, port), timeout=0.5):
                 return

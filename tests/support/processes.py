@@ -18,8 +18,13 @@ class ProcessGroup:
     def __init__(self) -> None:
         self.procs: list[tuple[subprocess.Popen, Path]] = []
 
-    def start(self, args: list[str], env: dict[str, str] | None = None, cwd: str | Path | None = None,
-              stdin=subprocess.DEVNULL) -> subprocess.Popen:
+    def start(
+        self,
+        args: list[str],
+        env: dict[str, str] | None = None,
+        cwd: str | Path | None = None,
+        stdin=subprocess.DEVNULL,
+    ) -> subprocess.Popen:
         """Start `args` with output captured to a temp file (read it with `output(proc)`)."""
         log = Path(tempfile.mkstemp(prefix="isthmus-test-", suffix=".log")[1])
         full_env = dict(os.environ)
@@ -27,8 +32,15 @@ class ProcessGroup:
         if env:
             full_env.update(env)
         with open(log, "wb") as out:
-            proc = subprocess.Popen(args, stdout=out, stderr=subprocess.STDOUT, env=full_env,
-                                    cwd=cwd or REPO, stdin=stdin, start_new_session=True)
+            proc = subprocess.Popen(
+                args,
+                stdout=out,
+                stderr=subprocess.STDOUT,
+                env=full_env,
+                cwd=cwd or REPO,
+                stdin=stdin,
+                start_new_session=True,
+            )
         self.procs.append((proc, log))
         return proc
 

@@ -58,22 +58,35 @@ def make_app(name: str):
         if size is not None:
             body, ctype = b"x" * int(size), b"application/octet-stream"
         else:
-            body = json.dumps({
-                "upstream": name, "method": scope["method"], "path": scope["path"],
-                "raw_path": scope.get("raw_path", b"").decode("latin-1"),
-                "query": scope["query_string"].decode("latin-1"), "headers": headers,
-                "body_len": body_len, "count": count,
-            }).encode()
+            body = json.dumps(
+                {
+                    "upstream": name,
+                    "method": scope["method"],
+                    "path": scope["path"],
+                    "raw_path": scope.get("raw_path", b"").decode("latin-1"),
+                    "query": scope["query_string"].decode("latin-1"),
+                    "headers": headers,
+                    "body_len": body_len,
+                    "count": count,
+                }
+            ).encode()
             ctype = b"application/json"
-        await send({"type": "http.response.start", "status": status,
-                    "headers": [(b"content-type", ctype), (b"x-upstream", name.encode())]})
+        await send(
+            {
+                "type": "http.response.start",
+                "status": status,
+                "headers": [(b"content-type", ctype), (b"x-upstream", name.encode())],
+            }
+        )
         await send({"type": "http.response.body", "body": body})
 
     return app
 
 
 def main(argv: list[str] | None = None) -> None:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     parser.add_argument("--host", default="127.0.0.1")
     parser.add_argument("--port", type=int, required=True)
     parser.add_argument("--name", default="upstream")

@@ -42,7 +42,9 @@ class HttpFilter:
     async def on_request_headers(self, stream: HttpStream, end_stream: bool) -> FilterStatus:
         return CONTINUE
 
-    async def on_response_headers(self, stream: HttpStream, headers: Headers, end_stream: bool) -> FilterStatus:
+    async def on_response_headers(
+        self, stream: HttpStream, headers: Headers, end_stream: bool
+    ) -> FilterStatus:
         return CONTINUE
 
     def on_destroy(self) -> None:
@@ -85,8 +87,15 @@ class HttpStream(Protocol):
     async def encode_data(self, data: bytes, end_stream: bool) -> None:
         """Send response body bytes; waits while the downstream's write buffer is full."""
 
-    async def send_local_reply(self, status: int, body: str | bytes = b"", *, flag: str | None = None,
-                               details: str = "", headers: dict[str, str] | None = None) -> None:
+    async def send_local_reply(
+        self,
+        status: int,
+        body: str | bytes = b"",
+        *,
+        flag: str | None = None,
+        details: str = "",
+        headers: dict[str, str] | None = None,
+    ) -> None:
         """Answer locally (Envoy's ``sendLocalReply``): sets the response flag and code details."""
 
     async def upgrade(self, upstream: RawDuplex) -> None:

@@ -21,8 +21,11 @@ HANDSHAKE_CLIENT_HELLO = 0x01
 EXT_SERVER_NAME = 0
 EXT_ALPN = 16
 
-SPEC = {"initial_read_buffer_size": True, "max_client_hello_size": True,
-        "close_connection_on_client_hello_parsing_errors": True}
+SPEC = {
+    "initial_read_buffer_size": True,
+    "max_client_hello_size": True,
+    "close_connection_on_client_hello_parsing_errors": True,
+}
 
 NEED_MORE = "need_more"
 NOT_TLS = "not_tls"
@@ -51,10 +54,10 @@ def _handshake_bytes(data: bytes, limit: int) -> tuple[str, bytes]:
         ctype, major, _minor = data[pos], data[pos + 1], data[pos + 2]
         if ctype != CONTENT_HANDSHAKE or major != 0x03:
             return (NOT_TLS if pos == 0 else ERROR), b""
-        rlen = int.from_bytes(data[pos + 3:pos + 5], "big")
+        rlen = int.from_bytes(data[pos + 3 : pos + 5], "big")
         if rlen == 0 or rlen > 16384 + 2048:
             return ERROR, b""
-        avail = data[pos + 5:pos + 5 + rlen]
+        avail = data[pos + 5 : pos + 5 + rlen]
         out += avail
         if len(out) >= 4:
             if out[0] != HANDSHAKE_CLIENT_HELLO:
@@ -63,7 +66,7 @@ def _handshake_bytes(data: bytes, limit: int) -> tuple[str, bytes]:
             if hlen + 4 > limit:
                 return TOO_LARGE, b""
             if len(out) >= hlen + 4:
-                return FOUND, bytes(out[4:4 + hlen])
+                return FOUND, bytes(out[4 : 4 + hlen])
         if len(avail) < rlen:
             if pos + 5 + rlen > limit + 5 * (1 + pos // 16389):
                 return TOO_LARGE, b""
@@ -78,20 +81,20 @@ def _parse_body(body: bytes) -> ClientHello | None:
         p = 2 + 32  # client_version, random
         sid_len = body[p]
         p += 1 + sid_len
-        cs_len = int.from_bytes(body[p:p + 2], "big")
+        cs_len = int.from_bytes(body[p : p + 2], "big")
         p += 2 + cs_len
         comp_len = body[p]
         p += 1 + comp_len
         hello = ClientHello()
         if p >= len(body):
             return hello  # no extensions
-        ext_total = int.from_bytes(body[p:p + 2], "big")
+        ext_total = int.from_bytes(body[p : p + 2], "big")
         p += 2
         end = min(len(body), p + ext_total)
         while p + 4 <= end:
-            etype = int.from_bytes(body[p:p + 2], "big")
-            elen = int.from_bytes(body[p + 2:p + 4], "big")
-            ext = body[p + 4:p + 4 + elen]
+            etype = int.from_bytes(body[p : p + 2], "big")
+            elen = int.from_bytes(body[p + 2 : p + 4], "big")
+            ext = body[p + 4 : p + 4 + elen]
             if len(ext) < elen:
                 return None
             p += 4 + elen
@@ -99,8 +102,8 @@ def _parse_body(body: bytes) -> ClientHello | None:
                 q, lend = 2, 2 + int.from_bytes(ext[0:2], "big")
                 while q + 3 <= min(lend, len(ext)):
                     ntype = ext[q]
-                    nlen = int.from_bytes(ext[q + 1:q + 3], "big")
-                    name = ext[q + 3:q + 3 + nlen]
+                    nlen = int.from_bytes(ext[q + 1 : q + 3], "big")
+                    name = ext[q + 3 : q + 3 + nlen]
                     q += 3 + nlen
                     if ntype == 0 and name:
                         hello.server_name = name.decode("ascii", "replace").lower()
@@ -109,7 +112,7 @@ def _parse_body(body: bytes) -> ClientHello | None:
                 q, lend = 2, min(len(ext), 2 + int.from_bytes(ext[0:2], "big"))
                 while q < lend:
                     plen = ext[q]
-                    proto = ext[q + 1:q + 1 + plen]
+                    proto = ext[q + 1 : q + 1 + plen]
                     q += 1 + plen
                     if proto:
                         hello.alpn.append(proto.decode("ascii", "replace"))
@@ -175,8 +178,11 @@ class TlsInspectorFilter(ListenerFilter):
 
 class TlsInspectorFactory:
     def __init__(self, msg: tls_inspector_pb2.TlsInspector, ctx, path: str) -> None:
-        self.max_size = (msg.max_client_hello_size.value if msg.HasField("max_client_hello_size")
-                         else DEFAULT_MAX_CLIENT_HELLO)
+        self.max_size = (
+            msg.max_client_hello_size.value
+            if msg.HasField("max_client_hello_size")
+            else DEFAULT_MAX_CLIENT_HELLO
+        )
         if self.max_size > 64 * 1024:
             raise ConfigError(f"{path}.max_client_hello_size", "must be at most 65536")
         self.close_on_error = msg.close_connection_on_client_hello_parsing_errors

@@ -44,8 +44,20 @@ def _duration(d) -> float:
 
 
 class TcpProxyStats:
-    __slots__ = ("cx_total", "no_route", "tx_total", "rx_total", "tx_buffered", "rx_buffered", "idle_timeout",
-                 "flush_total", "flush_active", "paused_total", "resumed_total", "max_duration")
+    __slots__ = (
+        "cx_total",
+        "no_route",
+        "tx_total",
+        "rx_total",
+        "tx_buffered",
+        "rx_buffered",
+        "idle_timeout",
+        "flush_total",
+        "flush_active",
+        "paused_total",
+        "resumed_total",
+        "max_duration",
+    )
 
     def __init__(self, scope) -> None:
         self.cx_total = scope.counter("downstream_cx_total")
@@ -78,21 +90,32 @@ class TcpProxyConfig:
             self.clusters = []
             for i, wc in enumerate(msg.weighted_clusters.clusters):
                 if not wc.name:
-                    raise ConfigError(f"{path}.weighted_clusters.clusters[{i}].name", "name must not be empty")
+                    raise ConfigError(
+                        f"{path}.weighted_clusters.clusters[{i}].name", "name must not be empty"
+                    )
                 if wc.weight < 1:
-                    raise ConfigError(f"{path}.weighted_clusters.clusters[{i}].weight", "weight must be at least 1")
+                    raise ConfigError(
+                        f"{path}.weighted_clusters.clusters[{i}].weight", "weight must be at least 1"
+                    )
                 self.clusters.append((wc.name, wc.weight))
             if not self.clusters:
                 raise ConfigError(f"{path}.weighted_clusters.clusters", "at least one cluster is required")
         else:
             raise ConfigError(f"{path}.cluster", "one of cluster or weighted_clusters is required")
         self.total_weight = sum(w for _, w in self.clusters)
-        self.idle_timeout = _duration(msg.idle_timeout) if msg.HasField("idle_timeout") else DEFAULT_IDLE_TIMEOUT
-        self.max_connect_attempts = (msg.max_connect_attempts.value if msg.HasField("max_connect_attempts") else 1)
+        self.idle_timeout = (
+            _duration(msg.idle_timeout) if msg.HasField("idle_timeout") else DEFAULT_IDLE_TIMEOUT
+        )
+        self.max_connect_attempts = (
+            msg.max_connect_attempts.value if msg.HasField("max_connect_attempts") else 1
+        )
         if self.max_connect_attempts < 1:
             raise ConfigError(f"{path}.max_connect_attempts", "must be at least 1")
-        self.max_duration = (_duration(msg.max_downstream_connection_duration)
-                             if msg.HasField("max_downstream_connection_duration") else 0.0)
+        self.max_duration = (
+            _duration(msg.max_downstream_connection_duration)
+            if msg.HasField("max_downstream_connection_duration")
+            else 0.0
+        )
         self.access_loggers = []
         if len(msg.access_log):
             from proxy.accesslog.loggers import build_access_loggers
@@ -258,8 +281,9 @@ class TcpProxyFilter(NetworkFilter):
                 self._close_downstream()
                 return
             self.host = host
-            self.info.upstream_host = host.address_str if hasattr(host, "address_str") else \
-                f"{host.address[0]}:{host.address[1]}"
+            self.info.upstream_host = (
+                host.address_str if hasattr(host, "address_str") else f"{host.address[0]}:{host.address[1]}"
+            )
             self.info.upstream_request_attempts = attempt + 1
             try:
                 transport, _ = await _connect(cluster, host, lambda: _UpstreamProtocol(self))

@@ -25,7 +25,9 @@ class RunningProxy:
 def start_upstream(procs, name: str, host: str = "127.0.0.1") -> int:
     """Start tests/support/upstream_app.py on a free port; return the port once it accepts."""
     port = free_port(host)
-    proc = procs.python("-m", "tests.support.upstream_app", "--host", host, "--port", str(port), "--name", name)
+    proc = procs.python(
+        "-m", "tests.support.upstream_app", "--host", host, "--port", str(port), "--name", name
+    )
     wait_for_port(host, port, proc=proc)
     return port
 
@@ -57,32 +59,46 @@ def static_cluster(name: str, ports: list[int], host: str = "127.0.0.1", **extra
         "connect_timeout": "1s",
         "load_assignment": {
             "cluster_name": name,
-            "endpoints": [{"lb_endpoints": [
-                {"endpoint": {"address": {"socket_address": {"address": host, "port_value": p}}}} for p in ports
-            ]}],
+            "endpoints": [
+                {
+                    "lb_endpoints": [
+                        {"endpoint": {"address": {"socket_address": {"address": host, "port_value": p}}}}
+                        for p in ports
+                    ]
+                }
+            ],
         },
         **extra,
     }
 
 
-def http_listener(port: int, route_config: dict, http_filters: list[dict] | None = None,
-                  name: str = "ingress", **hcm_extra) -> dict:
+def http_listener(
+    port: int, route_config: dict, http_filters: list[dict] | None = None, name: str = "ingress", **hcm_extra
+) -> dict:
     """A listener on 127.0.0.1:port with an HttpConnectionManager and the given inline route_config."""
-    filters = list(http_filters or []) + [{
-        "name": "envoy.filters.http.router",
-        "typed_config": {"@type": "type.googleapis.com/envoy.extensions.filters.http.router.v3.Router"},
-    }]
+    filters = list(http_filters or []) + [
+        {
+            "name": "envoy.filters.http.router",
+            "typed_config": {"@type": "type.googleapis.com/envoy.extensions.filters.http.router.v3.Router"},
+        }
+    ]
     return {
         "name": name,
         "address": {"socket_address": {"address": "127.0.0.1", "port_value": port}},
-        "filter_chains": [{"filters": [{
-            "name": "envoy.filters.network.http_connection_manager",
-            "typed_config": {
-                "@type": "type.googleapis.com/envoy.extensions.filters.network.http_connection_manager.v3.HttpConnectionManager",
-                "stat_prefix": name,
-                "route_config": route_config,
-                "http_filters": filters,
-                **hcm_extra,
-            },
-        }]}],
+        "filter_chains": [
+            {
+                "filters": [
+                    {
+                        "name": "envoy.filters.network.http_connection_manager",
+                        "typed_config": {
+                            "@type": "type.googleapis.com/envoy.extensions.filters.network.http_connection_manager.v3.HttpConnectionManager",
+                            "stat_prefix": name,
+                            "route_config": route_config,
+                            "http_filters": filters,
+                            **hcm_extra,
+                        },
+                    }
+                ]
+            }
+        ],
     }

@@ -13,8 +13,15 @@ from tests.integration.proxy.harness import http_listener, start_proxy, start_up
 from tests.support.net import free_port
 
 FILE_LOG = "type.googleapis.com/envoy.extensions.access_loggers.file.v3.FileAccessLog"
-LOG_FORMAT = {"json_format": {"code": "%RESPONSE_CODE%", "flags": "%RESPONSE_FLAGS%", "path": "%REQ(:PATH)%",
-                              "route": "%ROUTE_NAME%", "cluster": "%UPSTREAM_CLUSTER%"}}
+LOG_FORMAT = {
+    "json_format": {
+        "code": "%RESPONSE_CODE%",
+        "flags": "%RESPONSE_FLAGS%",
+        "path": "%REQ(:PATH)%",
+        "route": "%ROUTE_NAME%",
+        "cluster": "%UPSTREAM_CLUSTER%",
+    }
+}
 
 
 @dataclass
@@ -44,20 +51,38 @@ class Setup:
             time.sleep(0.05)
 
 
-def start_mesh(procs, tmp_path, routes: list[dict], http_filters: list[dict] | None = None,
-               extra_clusters: list[dict] | None = None, cluster_extra: dict | None = None,
-               vhost_extra: dict | None = None) -> Setup:
+def start_mesh(
+    procs,
+    tmp_path,
+    routes: list[dict],
+    http_filters: list[dict] | None = None,
+    extra_clusters: list[dict] | None = None,
+    cluster_extra: dict | None = None,
+    vhost_extra: dict | None = None,
+) -> Setup:
     """Upstreams "a" and "b" (clusters of the same names) behind a proxy whose single virtual host
     has `routes`."""
     ports = {name: start_upstream(procs, name) for name in ("a", "b")}
     port = free_port()
     log_path = tmp_path / "access.log"
-    route_config = {"name": "rc", "virtual_hosts": [
-        {"name": "vh", "domains": ["*"], "routes": routes, **(vhost_extra or {})}]}
-    listener = http_listener(port, route_config, http_filters=http_filters, access_log=[{
-        "name": "envoy.access_loggers.file",
-        "typed_config": {"@type": FILE_LOG, "path": str(log_path), "log_format": LOG_FORMAT}}])
+    route_config = {
+        "name": "rc",
+        "virtual_hosts": [{"name": "vh", "domains": ["*"], "routes": routes, **(vhost_extra or {})}],
+    }
+    listener = http_listener(
+        port,
+        route_config,
+        http_filters=http_filters,
+        access_log=[
+            {
+                "name": "envoy.access_loggers.file",
+                "typed_config": {"@type": FILE_LOG, "path": str(log_path), "log_format": LOG_FORMAT},
+            }
+        ],
+    )
     clusters = [static_cluster(name, [p], **(cluster_extra or {}).get(name, {})) for name, p in ports.items()]
-    bootstrap = {"static_resources": {"listeners": [listener], "clusters": clusters + list(extra_clusters or [])}}
+    bootstrap = {
+        "static_resources": {"listeners": [listener], "clusters": clusters + list(extra_clusters or [])}
+    }
     proxy = start_proxy(procs, bootstrap, wait_ports=(port,))
     return Setup(f"http://127.0.0.1:{port}", proxy.admin, ports, log_path)

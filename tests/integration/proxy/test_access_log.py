@@ -20,11 +20,19 @@ FILE_LOG = "type.googleapis.com/envoy.extensions.access_loggers.file.v3.FileAcce
 DEFAULT_LINE = re.compile(
     r'^\[(?P<start>\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d\.\d{3}Z)\] "(?P<method>\S+) (?P<path>\S+) (?P<proto>\S+)" '
     r'(?P<code>\d+) (?P<flags>\S+) (?P<rx>\d+) (?P<tx>\d+) (?P<dur>\d+) (?P<ust>\S+) "(?P<xff>[^"]*)" '
-    r'"(?P<ua>[^"]*)" "(?P<rid>[^"]*)" "(?P<authority>[^"]*)" "(?P<upstream>[^"]*)"$')
+    r'"(?P<ua>[^"]*)" "(?P<rid>[^"]*)" "(?P<authority>[^"]*)" "(?P<upstream>[^"]*)"$'
+)
 
-JSON_FORMAT = {"code": "%RESPONSE_CODE%", "flags": "%RESPONSE_FLAGS%", "path": "%REQ(:PATH)%",
-               "cluster": "%UPSTREAM_CLUSTER%", "host": "%UPSTREAM_HOST%", "route": "%ROUTE_NAME%",
-               "bytes_sent": "%BYTES_SENT%", "duration": "%DURATION%"}
+JSON_FORMAT = {
+    "code": "%RESPONSE_CODE%",
+    "flags": "%RESPONSE_FLAGS%",
+    "path": "%REQ(:PATH)%",
+    "cluster": "%UPSTREAM_CLUSTER%",
+    "host": "%UPSTREAM_HOST%",
+    "route": "%ROUTE_NAME%",
+    "bytes_sent": "%BYTES_SENT%",
+    "duration": "%DURATION%",
+}
 
 
 def get(url: str) -> int:
@@ -55,18 +63,38 @@ def start(procs, tmp_path, log_format: dict | None = None):
     typed = {"@type": FILE_LOG, "path": str(log_path)}
     if log_format is not None:
         typed["log_format"] = log_format
-    route = {"name": "rc", "virtual_hosts": [{"name": "vh", "domains": ["*"], "routes": [
-        {"name": "ok", "match": {"prefix": "/ok"}, "route": {"cluster": "backend"}},
-        {"name": "refused", "match": {"prefix": "/refused"}, "route": {"cluster": "refused"}},
-        {"name": "empty", "match": {"prefix": "/empty"}, "route": {"cluster": "empty"}},
-    ]}]}
-    listener = http_listener(port, route, access_log=[{"name": "envoy.access_loggers.file", "typed_config": typed}])
-    bootstrap = {"static_resources": {"listeners": [listener], "clusters": [
-        static_cluster("backend", [up]),
-        static_cluster("refused", [free_port()]),  # nothing listens there: connection refused
-        {"name": "empty", "type": "STATIC", "connect_timeout": "1s",
-         "load_assignment": {"cluster_name": "empty"}},
-    ]}}
+    route = {
+        "name": "rc",
+        "virtual_hosts": [
+            {
+                "name": "vh",
+                "domains": ["*"],
+                "routes": [
+                    {"name": "ok", "match": {"prefix": "/ok"}, "route": {"cluster": "backend"}},
+                    {"name": "refused", "match": {"prefix": "/refused"}, "route": {"cluster": "refused"}},
+                    {"name": "empty", "match": {"prefix": "/empty"}, "route": {"cluster": "empty"}},
+                ],
+            }
+        ],
+    }
+    listener = http_listener(
+        port, route, access_log=[{"name": "envoy.access_loggers.file", "typed_config": typed}]
+    )
+    bootstrap = {
+        "static_resources": {
+            "listeners": [listener],
+            "clusters": [
+                static_cluster("backend", [up]),
+                static_cluster("refused", [free_port()]),  # nothing listens there: connection refused
+                {
+                    "name": "empty",
+                    "type": "STATIC",
+                    "connect_timeout": "1s",
+                    "load_assignment": {"cluster_name": "empty"},
+                },
+            ],
+        }
+    }
     start_proxy(procs, bootstrap, wait_ports=(port,))
     return f"http://127.0.0.1:{port}", up, log_path
 
@@ -82,8 +110,16 @@ def test_default_format_lines_with_response_flags(procs, tmp_path):
     parsed = [DEFAULT_LINE.match(line) for line in lines]
     assert all(parsed), lines
     ok, nr, uf, uh = (m.groupdict() for m in parsed)
-    assert (ok["method"], ok["path"], ok["proto"], ok["code"], ok["flags"]) == ("GET", "/ok/1", "HTTP/1.1", "200", "-")
-    assert ok["upstream"] == f"127.0.0.1:{up}" and int(ok["tx"]) > 0 and ok["authority"].startswith("127.0.0.1:")
+    assert (ok["method"], ok["path"], ok["proto"], ok["code"], ok["flags"]) == (
+        "GET",
+        "/ok/1",
+        "HTTP/1.1",
+        "200",
+        "-",
+    )
+    assert (
+        ok["upstream"] == f"127.0.0.1:{up}" and int(ok["tx"]) > 0 and ok["authority"].startswith("127.0.0.1:")
+    )
     assert ok["ua"].startswith("Python-urllib")
     assert (nr["code"], nr["flags"], nr["upstream"]) == ("404", "NR", "-")
     assert (uf["code"], uf["flags"]) == ("503", "UF")
@@ -107,14 +143,25 @@ def test_json_format_lines(procs, tmp_path):
     assert (uh["code"], uh["flags"], uh["cluster"], uh["host"]) == (503, "UH", "empty", None)
 
 
-@pytest.mark.parametrize("fmt, where", [
-    ({"text_format_source": {"inline_string": "%NOT_AN_OPERATOR%\n"}}, "log_format.text_format_source"),
-])
+@pytest.mark.parametrize(
+    "fmt, where",
+    [
+        ({"text_format_source": {"inline_string": "%NOT_AN_OPERATOR%\n"}}, "log_format.text_format_source"),
+    ],
+)
 def test_bad_format_fails_validation_with_field_path(procs, tmp_path, fmt, where):
-    listener = http_listener(free_port(), {"name": "rc", "virtual_hosts": []}, access_log=[{
-        "name": "envoy.access_loggers.file",
-        "typed_config": {"@type": FILE_LOG, "path": str(tmp_path / "a.log"), "log_format": fmt}}])
+    listener = http_listener(
+        free_port(),
+        {"name": "rc", "virtual_hosts": []},
+        access_log=[
+            {
+                "name": "envoy.access_loggers.file",
+                "typed_config": {"@type": FILE_LOG, "path": str(tmp_path / "a.log"), "log_format": fmt},
+            }
+        ],
+    )
     import yaml
+
     cfg = tmp_path / "bootstrap.yaml"
     cfg.write_text(yaml.safe_dump({"static_resources": {"listeners": [listener]}}))
     proc = procs.python("-m", "proxy", "-c", str(cfg), "--mode", "validate")

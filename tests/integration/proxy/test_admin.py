@@ -29,9 +29,16 @@ def http(method: str, url: str) -> tuple[int, str]:
         return e.code, e.read().decode()
 
 
-ROUTE = {"name": "local_route", "virtual_hosts": [
-    {"name": "all", "domains": ["*"], "routes": [{"name": "to_backend", "match": {"prefix": "/"},
-                                                  "route": {"cluster": "backend"}}]}]}
+ROUTE = {
+    "name": "local_route",
+    "virtual_hosts": [
+        {
+            "name": "all",
+            "domains": ["*"],
+            "routes": [{"name": "to_backend", "match": {"prefix": "/"}, "route": {"cluster": "backend"}}],
+        }
+    ],
+}
 
 
 @pytest.fixture
@@ -82,7 +89,9 @@ def test_config_dump_parses_back_with_listener_cluster_and_route(proxy):
     by_type = {c["@type"].rsplit(".", 1)[-1]: c for c in doc["configs"]}
     assert by_type["BootstrapConfigDump"]["bootstrap"]["node"]["id"] == "test-node"
     assert [c["cluster"]["name"] for c in by_type["ClustersConfigDump"]["static_clusters"]] == ["backend"]
-    assert [sl["listener"]["name"] for sl in by_type["ListenersConfigDump"]["static_listeners"]] == ["ingress"]
+    assert [sl["listener"]["name"] for sl in by_type["ListenersConfigDump"]["static_listeners"]] == [
+        "ingress"
+    ]
     assert by_type["RoutesConfigDump"]["static_route_configs"][0]["route_config"]["name"] == "local_route"
 
 
@@ -91,7 +100,8 @@ def test_config_dump_resource_and_mask(proxy):
     assert status == 200
     dump = json_format.Parse(body, config_dump_pb2.ConfigDump())
     assert [c.type_url for c in dump.configs] == [
-        "type.googleapis.com/envoy.admin.v3.ClustersConfigDump.StaticCluster"]
+        "type.googleapis.com/envoy.admin.v3.ClustersConfigDump.StaticCluster"
+    ]
     status, body = http("GET", proxy.admin + "/config_dump?mask=static_listeners")
     json_format.Parse(body, config_dump_pb2.ConfigDump())
     kept = [set(c) - {"@type"} for c in json.loads(body)["configs"]]
@@ -104,7 +114,8 @@ def test_clusters_shows_hosts(proxy):
     host = f"backend::127.0.0.1:{proxy.upstream_port}::"
     assert host + "health_flags::healthy" in body.splitlines()
     assert host + "cx_active::0" in body.splitlines() or any(
-        ln.startswith(host + "cx_active::") for ln in body.splitlines())
+        ln.startswith(host + "cx_active::") for ln in body.splitlines()
+    )
     status, body = http("GET", proxy.admin + "/clusters?format=json")
     statuses = json_format.Parse(body, clusters_pb2.Clusters()).cluster_statuses
     assert [h.address.socket_address.port_value for h in statuses[0].host_statuses] == [proxy.upstream_port]
@@ -120,9 +131,12 @@ def test_rq_total_and_prometheus_after_traffic(proxy):
     assert status == 200
     families = {f.name: f for f in text_string_to_metric_families(body)}
     assert "envoy_cluster_upstream_rq_xx" in families
-    samples = [s for s in families["envoy_http_downstream_rq_xx"].samples
-               if s.labels.get("envoy_http_conn_manager_prefix") == "ingress"
-               and s.labels.get("envoy_response_code_class") == "2"]
+    samples = [
+        s
+        for s in families["envoy_http_downstream_rq_xx"].samples
+        if s.labels.get("envoy_http_conn_manager_prefix") == "ingress"
+        and s.labels.get("envoy_response_code_class") == "2"
+    ]
     assert samples and samples[0].value == 3
     status, body = http("GET", proxy.admin + "/stats?filter=^http\\.ingress\\.downstream_rq_2xx$")
     assert body == "http.ingress.downstream_rq_2xx: 3\n"
@@ -151,6 +165,7 @@ def test_healthcheck_fail_makes_ready_503(bare_proxy):
 
 def test_malformed_request_gets_400_and_admin_keeps_serving(bare_proxy):
     import socket
+
     with socket.create_connection(("127.0.0.1", bare_proxy.admin_port), timeout=5) as s:
         s.sendall(b"\x00\x01garbage\r\n\r\n")
         assert s.recv(100).startswith(b"HTTP/1.1 400 ")

@@ -31,7 +31,9 @@ def concurrent(url: str, n: int, delay_ms: int) -> list[tuple[int, dict[str, str
 
 
 def test_pending_overflow_gives_503_uo(procs, tmp_path):
-    mesh = start_mesh(procs, tmp_path, ROUTES, cluster_extra=breaker(max_connections=1, max_pending_requests=1))
+    mesh = start_mesh(
+        procs, tmp_path, ROUTES, cluster_extra=breaker(max_connections=1, max_pending_requests=1)
+    )
     # Warm the single allowed connection, so that exactly one request is active and one pending.
     assert fetch(f"{mesh.base}/warm")[0] == 200
     results = concurrent(mesh.base, 4, delay_ms=800)
@@ -62,7 +64,9 @@ def test_max_requests_overflow_gives_503_uo(procs, tmp_path):
 
 
 def test_under_the_limits_nothing_overflows(procs, tmp_path):
-    mesh = start_mesh(procs, tmp_path, ROUTES, cluster_extra=breaker(max_connections=2, max_pending_requests=10))
+    mesh = start_mesh(
+        procs, tmp_path, ROUTES, cluster_extra=breaker(max_connections=2, max_pending_requests=10)
+    )
     results = concurrent(mesh.base, 6, delay_ms=300)
     assert [r[0] for r in results] == [200] * 6
     assert mesh.stat("cluster.a.upstream_rq_pending_overflow") == 0

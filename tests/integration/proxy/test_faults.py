@@ -19,8 +19,12 @@ def fault_filter(**cfg) -> list[dict]:
 
 
 def test_abort_for_every_request(procs, tmp_path):
-    m = start_mesh(procs, tmp_path, ROUTES, http_filters=fault_filter(
-        abort={"http_status": 503, "percentage": {"numerator": 100}}))
+    m = start_mesh(
+        procs,
+        tmp_path,
+        ROUTES,
+        http_filters=fault_filter(abort={"http_status": 503, "percentage": {"numerator": 100}}),
+    )
     with httpx.Client(base_url=m.base, timeout=5) as c:
         for _ in range(3):
             r = c.get("/")
@@ -31,8 +35,12 @@ def test_abort_for_every_request(procs, tmp_path):
 
 
 def test_fixed_delay_then_proxied(procs, tmp_path):
-    m = start_mesh(procs, tmp_path, ROUTES, http_filters=fault_filter(
-        delay={"fixed_delay": "0.3s", "percentage": {"numerator": 100}}))
+    m = start_mesh(
+        procs,
+        tmp_path,
+        ROUTES,
+        http_filters=fault_filter(delay={"fixed_delay": "0.3s", "percentage": {"numerator": 100}}),
+    )
     started = time.monotonic()
     r = httpx.get(m.base + "/", timeout=5)
     elapsed = time.monotonic() - started
@@ -43,9 +51,15 @@ def test_fixed_delay_then_proxied(procs, tmp_path):
 
 
 def test_header_controlled_abort_and_delay(procs, tmp_path):
-    m = start_mesh(procs, tmp_path, ROUTES, http_filters=fault_filter(
-        abort={"header_abort": {}, "percentage": {"numerator": 100}},
-        delay={"header_delay": {}, "percentage": {"numerator": 100}}))
+    m = start_mesh(
+        procs,
+        tmp_path,
+        ROUTES,
+        http_filters=fault_filter(
+            abort={"header_abort": {}, "percentage": {"numerator": 100}},
+            delay={"header_delay": {}, "percentage": {"numerator": 100}},
+        ),
+    )
     with httpx.Client(base_url=m.base, timeout=5) as c:
         assert c.get("/").status_code == 200  # no fault headers: no fault
         r = c.get("/", headers={"x-envoy-fault-abort-request": "429"})
@@ -57,16 +71,26 @@ def test_header_controlled_abort_and_delay(procs, tmp_path):
 
 
 def test_zero_percent_injects_nothing(procs, tmp_path):
-    m = start_mesh(procs, tmp_path, ROUTES, http_filters=fault_filter(
-        abort={"http_status": 500, "percentage": {"numerator": 0}}))
+    m = start_mesh(
+        procs,
+        tmp_path,
+        ROUTES,
+        http_filters=fault_filter(abort={"http_status": 500, "percentage": {"numerator": 0}}),
+    )
     with httpx.Client(base_url=m.base, timeout=5) as c:
         assert all(c.get("/").status_code == 200 for _ in range(20))
     assert m.stat("http.ingress.fault.aborts_injected") == 0
 
 
 def test_max_active_faults_lets_overflow_through_undelayed(procs, tmp_path):
-    m = start_mesh(procs, tmp_path, ROUTES, http_filters=fault_filter(
-        delay={"fixed_delay": "1.5s", "percentage": {"numerator": 100}}, max_active_faults=1))
+    m = start_mesh(
+        procs,
+        tmp_path,
+        ROUTES,
+        http_filters=fault_filter(
+            delay={"fixed_delay": "1.5s", "percentage": {"numerator": 100}}, max_active_faults=1
+        ),
+    )
     first: dict = {}
     t = threading.Thread(target=lambda: first.update(r=httpx.get(m.base + "/", timeout=10)))
     t.start()

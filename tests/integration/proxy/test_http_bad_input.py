@@ -22,12 +22,31 @@ def proxy(procs, tmp_path):
     up = start_upstream(procs, "a")
     port = free_port()
     log_path = tmp_path / "access.log"
-    route = {"name": "rc", "virtual_hosts": [{"name": "vh", "domains": ["*"], "routes": [
-        {"name": "all", "match": {"prefix": "/"}, "route": {"cluster": "backend"}}]}]}
-    listener = http_listener(port, route, request_headers_timeout="2s", access_log=[{
-        "name": "envoy.access_loggers.file",
-        "typed_config": {"@type": FILE_LOG, "path": str(log_path),
-                         "log_format": {"text_format_source": {"inline_string": LOG_FORMAT}}}}])
+    route = {
+        "name": "rc",
+        "virtual_hosts": [
+            {
+                "name": "vh",
+                "domains": ["*"],
+                "routes": [{"name": "all", "match": {"prefix": "/"}, "route": {"cluster": "backend"}}],
+            }
+        ],
+    }
+    listener = http_listener(
+        port,
+        route,
+        request_headers_timeout="2s",
+        access_log=[
+            {
+                "name": "envoy.access_loggers.file",
+                "typed_config": {
+                    "@type": FILE_LOG,
+                    "path": str(log_path),
+                    "log_format": {"text_format_source": {"inline_string": LOG_FORMAT}},
+                },
+            }
+        ],
+    )
     bootstrap = {"static_resources": {"listeners": [listener], "clusters": [static_cluster("backend", [up])]}}
     running = start_proxy(procs, bootstrap, wait_ports=(port,))
     return port, log_path, running
@@ -73,13 +92,20 @@ def test_the_proxy_serves_a_normal_request(proxy):
     assert wait_log(log_path, "/fine").split()[:2] == ["200", "-"]
 
 
-@pytest.mark.parametrize("raw,status,details", [
-    (b"THIS IS NOT HTTP\r\n\r\n", 400, "http1.codec_error"),
-    (b"GET /x HTTP/1.1\r\nHost: x\r\nX-Bad: va\x01lue\r\n\r\n", 400, "http1.invalid_characters"),
-    (b"GET /x HTTP/1.1\r\nHost: x\r\nBad Name: v\r\n\r\n", 400, "http1.invalid_characters"),
-    (b"POST /x HTTP/1.1\r\nHost: x\r\nContent-Length: 5\r\nTransfer-Encoding: chunked\r\n\r\n"
-     b"0\r\n\r\nGET /smuggled HTTP/1.1\r\nHost: x\r\n\r\n", 400, "http1.content_length_and_chunked_not_allowed"),
-])
+@pytest.mark.parametrize(
+    "raw,status,details",
+    [
+        (b"THIS IS NOT HTTP\r\n\r\n", 400, "http1.codec_error"),
+        (b"GET /x HTTP/1.1\r\nHost: x\r\nX-Bad: va\x01lue\r\n\r\n", 400, "http1.invalid_characters"),
+        (b"GET /x HTTP/1.1\r\nHost: x\r\nBad Name: v\r\n\r\n", 400, "http1.invalid_characters"),
+        (
+            b"POST /x HTTP/1.1\r\nHost: x\r\nContent-Length: 5\r\nTransfer-Encoding: chunked\r\n\r\n"
+            b"0\r\n\r\nGET /smuggled HTTP/1.1\r\nHost: x\r\n\r\n",
+            400,
+            "http1.content_length_and_chunked_not_allowed",
+        ),
+    ],
+)
 def test_malformed_requests_get_400_and_close_with_dpe(proxy, raw, status, details):
     port, log_path, _ = proxy
     resp, closed = exchange(port, raw)
@@ -157,7 +183,9 @@ def test_2000_idle_connections_do_not_stop_others(proxy):
         for s in idle[::2]:
             s.sendall(b"GET /idle HTTP/1.1\r\n")
         for i in range(5):
-            resp, _ = exchange(port, f"GET /served{i} HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n".encode())
+            resp, _ = exchange(
+                port, f"GET /served{i} HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n".encode()
+            )
             assert status_of(resp) == 200
         # An idle keep-alive connection still works too.
         s = idle[1]

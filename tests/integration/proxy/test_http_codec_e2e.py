@@ -41,7 +41,7 @@ class RawUpstream(socketserver.BaseRequestHandler):
                     while len(rest) < size + 2:
                         rest += sock.recv(65536)
                     body += rest[:size]
-                    buf = rest[size + 2:]
+                    buf = rest[size + 2 :]
                     if size == 0:
                         break
             elif "content-length" in hdrs:
@@ -50,11 +50,15 @@ class RawUpstream(socketserver.BaseRequestHandler):
                     buf += sock.recv(65536)
                 body, buf = buf[:n], buf[n:]
             if path == "/chunked":
-                sock.sendall(b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n"
-                             b"5\r\nhello\r\n1\r\n \r\n5\r\nworld\r\n0\r\n\r\n")
+                sock.sendall(
+                    b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n"
+                    b"5\r\nhello\r\n1\r\n \r\n5\r\nworld\r\n0\r\n\r\n"
+                )
             elif path == "/ws":
-                sock.sendall(b"HTTP/1.1 101 Switching Protocols\r\nConnection: Upgrade\r\nUpgrade: websocket\r\n\r\n"
-                             + buf.upper())
+                sock.sendall(
+                    b"HTTP/1.1 101 Switching Protocols\r\nConnection: Upgrade\r\nUpgrade: websocket\r\n\r\n"
+                    + buf.upper()
+                )
                 while True:
                     chunk = sock.recv(65536)
                     if not chunk:
@@ -78,11 +82,23 @@ def proxy_port(procs):
     thread.start()
     try:
         port = free_port()
-        route = {"name": "rc", "virtual_hosts": [{"name": "vh", "domains": ["*"], "routes": [
-            {"match": {"prefix": "/"}, "route": {"cluster": "raw"}}]}]}
+        route = {
+            "name": "rc",
+            "virtual_hosts": [
+                {
+                    "name": "vh",
+                    "domains": ["*"],
+                    "routes": [{"match": {"prefix": "/"}, "route": {"cluster": "raw"}}],
+                }
+            ],
+        }
         listener = http_listener(port, route, upgrade_configs=[{"upgrade_type": "websocket"}])
-        bootstrap = {"static_resources": {"listeners": [listener],
-                                          "clusters": [static_cluster("raw", [up.server_address[1]])]}}
+        bootstrap = {
+            "static_resources": {
+                "listeners": [listener],
+                "clusters": [static_cluster("raw", [up.server_address[1]])],
+            }
+        }
         start_proxy(procs, bootstrap, wait_ports=(port,))
         yield port
     finally:
@@ -90,7 +106,9 @@ def proxy_port(procs):
         up.server_close()
 
 
-def read_responses(sock: socket.socket, n: int, parser: ResponseParser | None = None) -> list[tuple[int, dict, bytes]]:
+def read_responses(
+    sock: socket.socket, n: int, parser: ResponseParser | None = None
+) -> list[tuple[int, dict, bytes]]:
     """Read n complete responses from sock, in order: [(status, headers, body)]."""
     parser = parser or ResponseParser()
     out: list = []
@@ -111,12 +129,17 @@ def read_responses(sock: socket.socket, n: int, parser: ResponseParser | None = 
 
 def test_keep_alive_and_pipelining_answer_in_order(proxy_port):
     with socket.create_connection(("127.0.0.1", proxy_port), timeout=5) as s:
-        s.sendall(b"GET /one HTTP/1.1\r\nHost: x\r\n\r\n"
-                  b"POST /two HTTP/1.1\r\nHost: x\r\nContent-Length: 3\r\n\r\nabc"
-                  b"GET /three HTTP/1.1\r\nHost: x\r\n\r\n")
+        s.sendall(
+            b"GET /one HTTP/1.1\r\nHost: x\r\n\r\n"
+            b"POST /two HTTP/1.1\r\nHost: x\r\nContent-Length: 3\r\n\r\nabc"
+            b"GET /three HTTP/1.1\r\nHost: x\r\n\r\n"
+        )
         got = read_responses(s, 3)
-        assert [b for _, _, b in got] == [b"path=/one body= te=-", b"path=/two body=abc te=-",
-                                          b"path=/three body= te=-"]
+        assert [b for _, _, b in got] == [
+            b"path=/one body= te=-",
+            b"path=/two body=abc te=-",
+            b"path=/three body= te=-",
+        ]
         assert all(st == 200 and h["server"] == "envoy" for st, h, _ in got)
         # The same connection serves a later request too (keep-alive).
         s.sendall(b"GET /four HTTP/1.1\r\nHost: x\r\n\r\n")

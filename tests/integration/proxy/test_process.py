@@ -21,23 +21,45 @@ def tcp_listener(port: int, name: str = "tcp") -> dict:
     return {
         "name": name,
         "address": {"socket_address": {"address": "127.0.0.1", "port_value": port}},
-        "filter_chains": [{"filters": [{"name": "envoy.filters.network.tcp_proxy",
-                                        "typed_config": {"@type": TCP, "stat_prefix": name, "cluster": "none"}}]}],
+        "filter_chains": [
+            {
+                "filters": [
+                    {
+                        "name": "envoy.filters.network.tcp_proxy",
+                        "typed_config": {"@type": TCP, "stat_prefix": name, "cluster": "none"},
+                    }
+                ]
+            }
+        ],
     }
 
 
 def test_help_lists_envoy_flags():
-    r = subprocess.run([sys.executable, "-m", "proxy", "--help"], capture_output=True, text=True, cwd=REPO,
-                       timeout=60)
+    r = subprocess.run(
+        [sys.executable, "-m", "proxy", "--help"], capture_output=True, text=True, cwd=REPO, timeout=60
+    )
     assert r.returncode == 0
-    for flag in ("--config-path", "--config-yaml", "--mode", "--concurrency", "--service-node",
-                 "--service-cluster", "--log-level", "--drain-time-s"):
+    for flag in (
+        "--config-path",
+        "--config-yaml",
+        "--mode",
+        "--concurrency",
+        "--service-node",
+        "--service-cluster",
+        "--log-level",
+        "--drain-time-s",
+    ):
         assert flag in r.stdout
 
 
 def test_unknown_flag_exits_2_with_usage():
-    r = subprocess.run([sys.executable, "-m", "proxy", "-c", "x.yaml", "--no-such-flag"], capture_output=True,
-                       text=True, cwd=REPO, timeout=60)
+    r = subprocess.run(
+        [sys.executable, "-m", "proxy", "-c", "x.yaml", "--no-such-flag"],
+        capture_output=True,
+        text=True,
+        cwd=REPO,
+        timeout=60,
+    )
     assert r.returncode == 2
     assert "usage:" in r.stderr and "--no-such-flag" in r.stderr
 
@@ -48,8 +70,11 @@ def test_port_in_use_names_the_address_and_exits_non_zero(procs, tmp_path):
         busy.listen()
         port = busy.getsockname()[1]
         cfg = tmp_path / "b.yaml"
-        cfg.write_text(yaml.safe_dump({"admin": admin_block(free_port()),
-                                       "static_resources": {"listeners": [tcp_listener(port)]}}))
+        cfg.write_text(
+            yaml.safe_dump(
+                {"admin": admin_block(free_port()), "static_resources": {"listeners": [tcp_listener(port)]}}
+            )
+        )
         proc = procs.python("-m", "proxy", "-c", str(cfg))
         rc = proc.wait(30)
         out = procs.output(proc)
@@ -60,8 +85,13 @@ def test_port_in_use_names_the_address_and_exits_non_zero(procs, tmp_path):
 
 def test_sigterm_drains_and_exits_cleanly(procs):
     port = free_port()
-    p = start_proxy(procs, {"static_resources": {"listeners": [tcp_listener(port)]}}, "--drain-time-s", "5",
-                    wait_ports=(port,))
+    p = start_proxy(
+        procs,
+        {"static_resources": {"listeners": [tcp_listener(port)]}},
+        "--drain-time-s",
+        "5",
+        wait_ports=(port,),
+    )
     with urllib.request.urlopen(p.admin + "/ready", timeout=5) as r:
         assert r.read().strip() == b"LIVE"
     p.proc.send_signal(signal.SIGTERM)
@@ -72,8 +102,16 @@ def test_sigterm_drains_and_exits_cleanly(procs):
 
 
 def test_service_node_flag_and_concurrency_accepted(procs):
-    p = start_proxy(procs, {"node": {"id": "from-file"}}, "--service-node", "sidecar~1", "--concurrency", "2",
-                    "-l", "debug")
+    p = start_proxy(
+        procs,
+        {"node": {"id": "from-file"}},
+        "--service-node",
+        "sidecar~1",
+        "--concurrency",
+        "2",
+        "-l",
+        "debug",
+    )
     wait_for_http(p.admin + "/ready")
     p.proc.send_signal(signal.SIGINT)
     assert p.proc.wait(15) == 0

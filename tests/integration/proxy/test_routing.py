@@ -19,12 +19,19 @@ def to(cluster: str, **extra) -> dict:
 
 
 def test_prefix_and_header_routing(procs, tmp_path):
-    m = start_mesh(procs, tmp_path, [
-        {"name": "by_header", "match": {"prefix": "/", "headers": [{"name": "x-target", "exact_match": "b"}]},
-         "route": to("b")},
-        {"name": "b_prefix", "match": {"prefix": "/b/"}, "route": to("b")},
-        {"name": "a_prefix", "match": {"prefix": "/a/"}, "route": to("a")},
-    ])
+    m = start_mesh(
+        procs,
+        tmp_path,
+        [
+            {
+                "name": "by_header",
+                "match": {"prefix": "/", "headers": [{"name": "x-target", "exact_match": "b"}]},
+                "route": to("b"),
+            },
+            {"name": "b_prefix", "match": {"prefix": "/b/"}, "route": to("b")},
+            {"name": "a_prefix", "match": {"prefix": "/a/"}, "route": to("a")},
+        ],
+    )
     with httpx.Client(base_url=m.base, timeout=5) as c:
         assert c.get("/a/x").json()["upstream"] == "a"
         assert c.get("/b/x").json()["upstream"] == "b"
@@ -32,13 +39,29 @@ def test_prefix_and_header_routing(procs, tmp_path):
         r = c.get("/c")
         assert r.status_code == 404 and r.content == b""
     entries = m.log_entries(4)
-    assert [(e["route"], e["flags"]) for e in entries] == [("a_prefix", "-"), ("b_prefix", "-"), ("by_header", "-"),
-                                                           (None, "NR")]
+    assert [(e["route"], e["flags"]) for e in entries] == [
+        ("a_prefix", "-"),
+        ("b_prefix", "-"),
+        ("by_header", "-"),
+        (None, "NR"),
+    ]
 
 
 def test_weighted_split_80_20(procs, tmp_path):
-    m = start_mesh(procs, tmp_path, [{"match": {"prefix": "/"}, "route": {"weighted_clusters": {"clusters": [
-        {"name": "a", "weight": 80}, {"name": "b", "weight": 20}]}}}])
+    m = start_mesh(
+        procs,
+        tmp_path,
+        [
+            {
+                "match": {"prefix": "/"},
+                "route": {
+                    "weighted_clusters": {
+                        "clusters": [{"name": "a", "weight": 80}, {"name": "b", "weight": 20}]
+                    }
+                },
+            }
+        ],
+    )
     counts = {"a": 0, "b": 0}
     with httpx.Client(base_url=m.base, timeout=5) as c:  # keep-alive: one connection for all requests
         for _ in range(2000):
@@ -51,8 +74,11 @@ def test_weighted_split_80_20(procs, tmp_path):
 
 
 def test_retries_hide_an_upstream_failing_every_other_request(procs, tmp_path):
-    m = start_mesh(procs, tmp_path, [{"match": {"prefix": "/"}, "route": to("a", retry_policy={
-        "retry_on": "5xx", "num_retries": 2})}])
+    m = start_mesh(
+        procs,
+        tmp_path,
+        [{"match": {"prefix": "/"}, "route": to("a", retry_policy={"retry_on": "5xx", "num_retries": 2})}],
+    )
     with httpx.Client(base_url=m.base, timeout=5) as c:
         statuses = [c.get("/", headers={"x-test-fail-every": "2"}).status_code for _ in range(20)]
     assert statuses == [200] * 20
@@ -64,8 +90,24 @@ def test_retries_hide_an_upstream_failing_every_other_request(procs, tmp_path):
 
 
 def test_retries_exhausted_give_the_upstream_answer_with_urx(procs, tmp_path):
-    m = start_mesh(procs, tmp_path, [{"name": "r", "match": {"prefix": "/"}, "route": to("a", retry_policy={
-        "retry_on": "retriable-status-codes", "retriable_status_codes": [418], "num_retries": 2})}])
+    m = start_mesh(
+        procs,
+        tmp_path,
+        [
+            {
+                "name": "r",
+                "match": {"prefix": "/"},
+                "route": to(
+                    "a",
+                    retry_policy={
+                        "retry_on": "retriable-status-codes",
+                        "retriable_status_codes": [418],
+                        "num_retries": 2,
+                    },
+                ),
+            }
+        ],
+    )
     r = httpx.get(m.base + "/", headers={"x-test-status": "418"}, timeout=5)
     assert r.status_code == 418 and r.json()["count"] == 3  # the first try and two retries
     assert m.log_entries(1)[0]["flags"] == "URX"
@@ -73,7 +115,9 @@ def test_retries_exhausted_give_the_upstream_answer_with_urx(procs, tmp_path):
 
 
 def test_route_timeout_gives_504_ut(procs, tmp_path):
-    m = start_mesh(procs, tmp_path, [{"name": "slow", "match": {"prefix": "/"}, "route": to("a", timeout="0.2s")}])
+    m = start_mesh(
+        procs, tmp_path, [{"name": "slow", "match": {"prefix": "/"}, "route": to("a", timeout="0.2s")}]
+    )
     r = httpx.get(m.base + "/", headers={"x-test-delay-ms": "2000"}, timeout=5)
     assert r.status_code == 504
     assert r.text == "upstream request timeout"
@@ -84,13 +128,23 @@ def test_route_timeout_gives_504_ut(procs, tmp_path):
 
 
 def test_direct_response_and_redirect(procs, tmp_path):
-    m = start_mesh(procs, tmp_path, [
-        {"match": {"path": "/health"}, "direct_response": {"status": 200, "body": {"inline_string": "healthy\n"}},
-         "response_headers_to_add": [{"header": {"key": "x-from", "value": "proxy"}}]},
-        {"match": {"prefix": "/gone"}, "direct_response": {"status": 410}},
-        {"match": {"prefix": "/old/"}, "redirect": {"prefix_rewrite": "/new/", "response_code": "FOUND"}},
-        {"match": {"prefix": "/secure"}, "redirect": {"https_redirect": True, "host_redirect": "example.com"}},
-    ])
+    m = start_mesh(
+        procs,
+        tmp_path,
+        [
+            {
+                "match": {"path": "/health"},
+                "direct_response": {"status": 200, "body": {"inline_string": "healthy\n"}},
+                "response_headers_to_add": [{"header": {"key": "x-from", "value": "proxy"}}],
+            },
+            {"match": {"prefix": "/gone"}, "direct_response": {"status": 410}},
+            {"match": {"prefix": "/old/"}, "redirect": {"prefix_rewrite": "/new/", "response_code": "FOUND"}},
+            {
+                "match": {"prefix": "/secure"},
+                "redirect": {"https_redirect": True, "host_redirect": "example.com"},
+            },
+        ],
+    )
     with httpx.Client(base_url=m.base, timeout=5, follow_redirects=False) as c:
         r = c.get("/health")
         assert (r.status_code, r.text, r.headers["x-from"]) == (200, "healthy\n", "proxy")
@@ -106,12 +160,26 @@ def test_direct_response_and_redirect(procs, tmp_path):
 
 
 def test_host_and_prefix_rewrite(procs, tmp_path):
-    m = start_mesh(procs, tmp_path, [
-        {"match": {"prefix": "/api/"}, "route": to("a", prefix_rewrite="/v2/", host_rewrite_literal="backend.internal"),
-         "request_headers_to_add": [{"header": {"key": "x-client", "value": "%DOWNSTREAM_REMOTE_ADDRESS_WITHOUT_PORT%"}}]},
-        {"match": {"prefix": "/re/"}, "route": to("b", regex_rewrite={
-            "pattern": {"regex": "^/re/([^/]+)/(.*)$"}, "substitution": "/\\2/\\1"})},
-    ])
+    m = start_mesh(
+        procs,
+        tmp_path,
+        [
+            {
+                "match": {"prefix": "/api/"},
+                "route": to("a", prefix_rewrite="/v2/", host_rewrite_literal="backend.internal"),
+                "request_headers_to_add": [
+                    {"header": {"key": "x-client", "value": "%DOWNSTREAM_REMOTE_ADDRESS_WITHOUT_PORT%"}}
+                ],
+            },
+            {
+                "match": {"prefix": "/re/"},
+                "route": to(
+                    "b",
+                    regex_rewrite={"pattern": {"regex": "^/re/([^/]+)/(.*)$"}, "substitution": "/\\2/\\1"},
+                ),
+            },
+        ],
+    )
     with httpx.Client(base_url=m.base, timeout=5) as c:
         seen = c.get("/api/users?id=7").json()
         assert seen["upstream"] == "a"
@@ -126,20 +194,53 @@ def test_host_and_prefix_rewrite(procs, tmp_path):
 
 
 def test_upstream_failure_flags_uf_and_uh(procs, tmp_path):
-    m = start_mesh(procs, tmp_path, [
-        {"name": "refused", "match": {"prefix": "/refused"}, "route": to("refused")},
-        {"name": "empty", "match": {"prefix": "/empty"}, "route": to("empty")},
-        {"name": "unknown", "match": {"prefix": "/unknown"}, "route": to("no-such-cluster")},
-    ], extra_clusters=[
-        {"name": "refused", "type": "STATIC", "connect_timeout": "1s", "load_assignment": {
-            "cluster_name": "refused", "endpoints": [{"lb_endpoints": [{"endpoint": {"address": {
-                "socket_address": {"address": "127.0.0.1", "port_value": free_port()}}}}]}]}},
-        {"name": "empty", "type": "STATIC", "connect_timeout": "1s", "load_assignment": {"cluster_name": "empty"}},
-    ])
+    m = start_mesh(
+        procs,
+        tmp_path,
+        [
+            {"name": "refused", "match": {"prefix": "/refused"}, "route": to("refused")},
+            {"name": "empty", "match": {"prefix": "/empty"}, "route": to("empty")},
+            {"name": "unknown", "match": {"prefix": "/unknown"}, "route": to("no-such-cluster")},
+        ],
+        extra_clusters=[
+            {
+                "name": "refused",
+                "type": "STATIC",
+                "connect_timeout": "1s",
+                "load_assignment": {
+                    "cluster_name": "refused",
+                    "endpoints": [
+                        {
+                            "lb_endpoints": [
+                                {
+                                    "endpoint": {
+                                        "address": {
+                                            "socket_address": {
+                                                "address": "127.0.0.1",
+                                                "port_value": free_port(),
+                                            }
+                                        }
+                                    }
+                                }
+                            ]
+                        }
+                    ],
+                },
+            },
+            {
+                "name": "empty",
+                "type": "STATIC",
+                "connect_timeout": "1s",
+                "load_assignment": {"cluster_name": "empty"},
+            },
+        ],
+    )
     with httpx.Client(base_url=m.base, timeout=5) as c:
         r = c.get("/refused")
         assert (r.status_code, r.text) == (
-            503, "upstream connect error or disconnect/reset before headers. reset reason: connection failure")
+            503,
+            "upstream connect error or disconnect/reset before headers. reset reason: connection failure",
+        )
         r = c.get("/empty")
         assert (r.status_code, r.text) == (503, "no healthy upstream")
         r = c.get("/unknown")
@@ -168,17 +269,28 @@ while True:
 def test_upstream_reset_before_headers_is_503_uc(procs, tmp_path):
     port = free_port()
     wait_for_port("127.0.0.1", port, proc=procs.python("-c", CLOSER, str(port)))
-    m = start_mesh(procs, tmp_path, [{"match": {"prefix": "/"}, "route": to("closer")}],
-                   extra_clusters=[static_cluster("closer", [port])])
+    m = start_mesh(
+        procs,
+        tmp_path,
+        [{"match": {"prefix": "/"}, "route": to("closer")}],
+        extra_clusters=[static_cluster("closer", [port])],
+    )
     r = httpx.get(m.base + "/", timeout=5)
     assert r.status_code == 503
-    assert r.text == "upstream connect error or disconnect/reset before headers. reset reason: connection termination"
+    assert (
+        r.text
+        == "upstream connect error or disconnect/reset before headers. reset reason: connection termination"
+    )
     assert m.log_entries(1)[0]["flags"] == "UC"
 
 
 def test_circuit_breaker_max_requests_gives_503_uo(procs, tmp_path):
-    m = start_mesh(procs, tmp_path, [{"match": {"prefix": "/"}, "route": to("a")}],
-                   cluster_extra={"a": {"circuit_breakers": {"thresholds": [{"max_requests": 1}]}}})
+    m = start_mesh(
+        procs,
+        tmp_path,
+        [{"match": {"prefix": "/"}, "route": to("a")}],
+        cluster_extra={"a": {"circuit_breakers": {"thresholds": [{"max_requests": 1}]}}},
+    )
     slow: dict = {}
 
     def slow_request():
@@ -204,8 +316,11 @@ def test_circuit_breaker_max_requests_gives_503_uo(procs, tmp_path):
 
 
 def test_request_mirror_reaches_the_shadow_cluster(procs, tmp_path):
-    m = start_mesh(procs, tmp_path, [{"match": {"prefix": "/"}, "route": to("a", request_mirror_policies=[
-        {"cluster": "b"}])}])
+    m = start_mesh(
+        procs,
+        tmp_path,
+        [{"match": {"prefix": "/"}, "route": to("a", request_mirror_policies=[{"cluster": "b"}])}],
+    )
     r = httpx.get(m.base + "/m", timeout=5)
     assert r.status_code == 200 and r.json()["upstream"] == "a"  # the client sees the primary only
     deadline = time.monotonic() + 5

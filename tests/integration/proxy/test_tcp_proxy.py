@@ -21,8 +21,9 @@ pytest.importorskip("proxy.upstream.cluster_manager", reason="needs proxy.upstre
 
 def start_echo(procs, host="127.0.0.1", tag=""):
     port = free_port(host)
-    proc = procs.python("-m", "tests.integration.proxy.echo_server", "--host", host, "--port", str(port),
-                        "--tag", tag)
+    proc = procs.python(
+        "-m", "tests.integration.proxy.echo_server", "--host", host, "--port", str(port), "--tag", tag
+    )
     wait_for_port(host, port, proc=proc)
     return port
 
@@ -30,14 +31,34 @@ def start_echo(procs, host="127.0.0.1", tag=""):
 def tcp_bootstrap(listen_port, cluster_ports, log_path=None, **tcp_extra):
     tcp = {"@type": TCP, "stat_prefix": "echo", "cluster": "echo", **tcp_extra}
     if log_path:
-        tcp["access_log"] = [{"name": "envoy.access_loggers.file", "typed_config": {
-            "@type": FILE_LOG, "path": str(log_path), "log_format": {"text_format_source": {
-                "inline_string": "%RESPONSE_FLAGS% %UPSTREAM_CLUSTER% %BYTES_RECEIVED% %BYTES_SENT%\n"}}}}]
-    return {"static_resources": {
-        "listeners": [{"name": "tcp", "address": {"socket_address": {"address": "127.0.0.1", "port_value": listen_port}},
-                       "filter_chains": [{"filters": [{"name": "envoy.filters.network.tcp_proxy", "typed_config": tcp}]}]}],
-        "clusters": [static_cluster("echo", cluster_ports)],
-    }}
+        tcp["access_log"] = [
+            {
+                "name": "envoy.access_loggers.file",
+                "typed_config": {
+                    "@type": FILE_LOG,
+                    "path": str(log_path),
+                    "log_format": {
+                        "text_format_source": {
+                            "inline_string": "%RESPONSE_FLAGS% %UPSTREAM_CLUSTER% %BYTES_RECEIVED% %BYTES_SENT%\n"
+                        }
+                    },
+                },
+            }
+        ]
+    return {
+        "static_resources": {
+            "listeners": [
+                {
+                    "name": "tcp",
+                    "address": {"socket_address": {"address": "127.0.0.1", "port_value": listen_port}},
+                    "filter_chains": [
+                        {"filters": [{"name": "envoy.filters.network.tcp_proxy", "typed_config": tcp}]}
+                    ],
+                }
+            ],
+            "clusters": [static_cluster("echo", cluster_ports)],
+        }
+    }
 
 
 def stats(proxy) -> dict:
@@ -88,7 +109,9 @@ def test_echo_and_half_close(procs, tmp_path):
         assert recv_exactly(s, 23) == b"hello through the proxy"
         s.shutdown(socket.SHUT_WR)  # our FIN reaches the echo server, whose FIN comes back
         assert s.recv(10) == b""
-    st = wait_for(lambda: (lambda d: d if d.get("tcp.echo.downstream_cx_rx_bytes_total") == 23 else None)(stats(p)))
+    st = wait_for(
+        lambda: (lambda d: d if d.get("tcp.echo.downstream_cx_rx_bytes_total") == 23 else None)(stats(p))
+    )
     assert st["tcp.echo.downstream_cx_total"] == base["tcp.echo.downstream_cx_total"] + 1
     assert st["tcp.echo.downstream_cx_tx_bytes_total"] == 23
     listener_total = f"listener.127.0.0.1_{port}.downstream_cx_total"

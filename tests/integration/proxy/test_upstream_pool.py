@@ -22,9 +22,17 @@ from tests.support.net import free_port
 def make_pool(port: int, **settings) -> tuple[HttpConnectionPool, Store]:
     store = Store()
     scope = store.scope("cluster.backend.")
-    limits = {k: settings.pop(k) for k in list(settings) if k.startswith("max_") and k != "max_requests_per_connection"}
-    pool = HttpConnectionPool(Host(("127.0.0.1", port)), PoolSettings(**settings), ClusterStats(scope),
-                              ResourceManager(scope, **limits))
+    limits = {
+        k: settings.pop(k)
+        for k in list(settings)
+        if k.startswith("max_") and k != "max_requests_per_connection"
+    }
+    pool = HttpConnectionPool(
+        Host(("127.0.0.1", port)),
+        PoolSettings(**settings),
+        ClusterStats(scope),
+        ResourceManager(scope, **limits),
+    )
     return pool, store
 
 
@@ -317,8 +325,9 @@ def tcp_cluster(port: int, **fields):
     from proxy.upstream.cluster import build_cluster
     from tests.unit.proxy.upstream.helpers import cluster_proto, ctx, endpoints, load_assignment
 
-    return build_cluster(cluster_proto(load_assignment=load_assignment(endpoints(f"127.0.0.1:{port}")), **fields),
-                         ctx(), "c")
+    return build_cluster(
+        cluster_proto(load_assignment=load_assignment(endpoints(f"127.0.0.1:{port}")), **fields), ctx(), "c"
+    )
 
 
 async def test_connect_tcp_duplex_and_connection_stats():

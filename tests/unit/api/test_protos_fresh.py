@@ -8,8 +8,12 @@ from tests.support.processes import REPO
 
 
 def test_generated_code_matches_protos(tmp_path: Path):
-    subprocess.run(["bash", str(REPO / "scripts/gen-protos.sh"), str(tmp_path)], check=True, cwd=REPO,
-                   env={"PYTHON": sys.executable, "PATH": "/usr/bin:/bin"})
+    subprocess.run(
+        ["bash", str(REPO / "scripts/gen-protos.sh"), str(tmp_path)],
+        check=True,
+        cwd=REPO,
+        env={"PYTHON": sys.executable, "PATH": "/usr/bin:/bin"},
+    )
     generated = sorted(p.relative_to(tmp_path) for p in tmp_path.rglob("*.py"))
     assert generated, "protoc generated nothing"
     stale = [str(rel) for rel in generated if (REPO / rel).read_text() != (tmp_path / rel).read_text()]

@@ -31,7 +31,10 @@ ABORT_BODY = b"fault filter abort"
 FAULT_SPEC = {
     "delay": {"fixed_delay": True, "header_delay": True, "percentage": True},
     "abort": {"http_status": True, "header_abort": True, "percentage": True},
-    "upstream_cluster": True, "headers": True, "downstream_nodes": True, "max_active_faults": True,
+    "upstream_cluster": True,
+    "headers": True,
+    "downstream_nodes": True,
+    "max_active_faults": True,
     # Per-downstream-cluster stats are not emitted at all, so disabling them changes nothing.
     "disable_downstream_cluster_stats": True,
 }

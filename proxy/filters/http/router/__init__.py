@@ -13,11 +13,13 @@ ROUTER_SPEC = {"dynamic_stats": True, "suppress_envoy_headers": True}
 @HTTP_FILTERS.register("envoy.filters.http.router", router_pb2.Router)
 def make_router(config: router_pb2.Router, ctx: FactoryContext, path: str) -> RouterFilterFactory:
     reject_unsupported(config, ROUTER_SPEC, path)
-    return RouterFilterFactory(RouterConfig(
-        ctx,
-        dynamic_stats=config.dynamic_stats.value if config.HasField("dynamic_stats") else True,
-        suppress_envoy_headers=config.suppress_envoy_headers,
-    ))
+    return RouterFilterFactory(
+        RouterConfig(
+            ctx,
+            dynamic_stats=config.dynamic_stats.value if config.HasField("dynamic_stats") else True,
+            suppress_envoy_headers=config.suppress_envoy_headers,
+        )
+    )
 
 
 __all__ = ["RouterConfig", "RouterFilter", "RouterFilterFactory", "make_router"]

@@ -22,16 +22,36 @@ UPSTREAM_TIMEOUT = b"upstream request timeout"
 RESET_BEFORE_HEADERS = "upstream connect error or disconnect/reset before headers. reset reason: "
 
 # Connection-specific headers never forwarded (the codec frames bodies itself).
-_HOP_BY_HOP = ("connection", "keep-alive", "proxy-connection", "transfer-encoding", "te", "upgrade",
-               "proxy-authenticate", "trailer")
+_HOP_BY_HOP = (
+    "connection",
+    "keep-alive",
+    "proxy-connection",
+    "transfer-encoding",
+    "te",
+    "upgrade",
+    "proxy-authenticate",
+    "trailer",
+)
 _BODYLESS_STATUS = (204, 304)
 
 
 class _ClusterRouterStats:
     """Stats the router charges under ``cluster.<name>.``; per-code counters made on first use."""
 
-    __slots__ = ("scope", "retry", "retry_success", "retry_limit_exceeded", "retry_overflow", "timeout",
-                 "per_try_timeout", "rq_time", "completed", "_codes", "_retry_codes", "none_healthy")
+    __slots__ = (
+        "scope",
+        "retry",
+        "retry_success",
+        "retry_limit_exceeded",
+        "retry_overflow",
+        "timeout",
+        "per_try_timeout",
+        "rq_time",
+        "completed",
+        "_codes",
+        "_retry_codes",
+        "none_healthy",
+    )
 
     def __init__(self, scope) -> None:
         self.scope = scope
@@ -55,9 +75,11 @@ class _ClusterRouterStats:
         if counters is None:
             prefix = "retry." if retried else ""
             s = self.scope
-            counters = cache[status] = (s.counter(f"{prefix}upstream_rq_{status}"),
-                                        s.counter(f"{prefix}upstream_rq_{status // 100}xx"),
-                                        s.counter(f"{prefix}upstream_rq_completed"))
+            counters = cache[status] = (
+                s.counter(f"{prefix}upstream_rq_{status}"),
+                s.counter(f"{prefix}upstream_rq_{status // 100}xx"),
+                s.counter(f"{prefix}upstream_rq_completed"),
+            )
         if dynamic:
             counters[0].inc()
             counters[1].inc()
@@ -67,8 +89,14 @@ class _ClusterRouterStats:
 class _HcmRouterStats:
     """Router stats under ``http.<stat_prefix>.`` (Envoy's RouterStats)."""
 
-    __slots__ = ("no_route", "no_cluster", "rq_redirect", "rq_direct_response", "rq_total",
-                 "rq_reset_after_downstream_response_started")
+    __slots__ = (
+        "no_route",
+        "no_cluster",
+        "rq_redirect",
+        "rq_direct_response",
+        "rq_total",
+        "rq_reset_after_downstream_response_started",
+    )
 
     def __init__(self, scope) -> None:
         for name in self.__slots__:
@@ -78,8 +106,9 @@ class _HcmRouterStats:
 class RouterConfig:
     """Shared, immutable after construction (apart from its stat caches)."""
 
-    def __init__(self, ctx, *, dynamic_stats: bool = True, suppress_envoy_headers: bool = False,
-                 rand=None) -> None:
+    def __init__(
+        self, ctx, *, dynamic_stats: bool = True, suppress_envoy_headers: bool = False, rand=None
+    ) -> None:
         self.ctx = ctx
         self.dynamic_stats = dynamic_stats
         self.suppress_envoy_headers = suppress_envoy_headers
@@ -125,8 +154,9 @@ class _Attempt:
 
     __slots__ = ("response", "error", "timed_out", "per_try_timed_out", "idle_timed_out")
 
-    def __init__(self, response=None, error=None, timed_out=False, per_try_timed_out=False,
-                 idle_timed_out=False) -> None:
+    def __init__(
+        self, response=None, error=None, timed_out=False, per_try_timed_out=False, idle_timed_out=False
+    ) -> None:
         self.response = response
         self.error = error
         self.timed_out = timed_out
@@ -156,15 +186,17 @@ class RouterFilter(HttpFilter):
         if route.direct_response is not None:
             hcm_stats.rq_direct_response.inc()
             dr = route.direct_response
-            await stream.send_local_reply(dr.status, dr.body, details="direct_response",
-                                          headers=self._local_reply_headers(route, si))
+            await stream.send_local_reply(
+                dr.status, dr.body, details="direct_response", headers=self._local_reply_headers(route, si)
+            )
             return STOP
         if route.redirect is not None:
             hcm_stats.rq_redirect.inc()
             extra = self._local_reply_headers(route, si) or {}
             extra["location"] = route.redirect_location(headers)
-            await stream.send_local_reply(route.redirect.response_code, b"", details="direct_response",
-                                          headers=extra)
+            await stream.send_local_reply(
+                route.redirect.response_code, b"", details="direct_response", headers=extra
+            )
             return STOP
 
         action = route.action
@@ -174,7 +206,9 @@ class RouterFilter(HttpFilter):
         cluster = cm.get(cluster_name) if (cm is not None and cluster_name) else None
         if cluster is None:
             hcm_stats.no_cluster.inc()
-            await stream.send_local_reply(action.cluster_not_found_code, b"", flag="NC", details="cluster_not_found")
+            await stream.send_local_reply(
+                action.cluster_not_found_code, b"", flag="NC", details="cluster_not_found"
+            )
             return STOP
         hcm_stats.rq_total.inc()
         await self._proxy(stream, route, action, weighted, cluster, end_stream)
@@ -201,8 +235,11 @@ class RouterFilter(HttpFilter):
             if not cfg.suppress_envoy_headers:
                 headers.set("x-envoy-original-path", full_path)
             headers.set(":path", new_path)
-        host_rewrite = (weighted.host_rewrite if weighted is not None and weighted.host_rewrite else
-                        action.host_rewrite_literal)
+        host_rewrite = (
+            weighted.host_rewrite
+            if weighted is not None and weighted.host_rewrite
+            else action.host_rewrite_literal
+        )
         if host_rewrite:
             self._rewrite_host(headers, host_rewrite, action)
         if weighted is not None and weighted.request_mutation is not None and not route.most_specific_wins:
@@ -254,11 +291,13 @@ class RouterFilter(HttpFilter):
             chunks.append(chunk)
             size += len(chunk)
             if size > limit:
+
                 async def replay(first=chunks, rest=it):
                     for c in first:
                         yield c
                     async for c in rest:
                         yield c
+
                 return None, replay()
         return b"".join(chunks), None
 
@@ -293,8 +332,11 @@ class RouterFilter(HttpFilter):
         if mirrors:
             self._start_mirrors(stream, mirrors, up_headers, body, action)
 
-        hash_key = action.hash_key(headers, getattr(stream.connection, "remote_address", None)) \
-            if action.hash_policies else None
+        hash_key = (
+            action.hash_key(headers, getattr(stream.connection, "remote_address", None))
+            if action.hash_policies
+            else None
+        )
         lb_ctx = LbContext(hash_key, stream.connection, headers)
         timeout = action.timeout
         deadline = loop.time() + timeout if timeout else None
@@ -304,14 +346,51 @@ class RouterFilter(HttpFilter):
         resources = cluster.resources
         state = [0, False]  # retries done, a retry slot (circuit breaker max_retries) is held
         try:
-            await self._attempts(stream, route, action, weighted, cluster, cstats, up_headers, body, headers,
-                                 lb_ctx, deadline, per_try, retries_left, retry, vh, resources, loop, state)
+            await self._attempts(
+                stream,
+                route,
+                action,
+                weighted,
+                cluster,
+                cstats,
+                up_headers,
+                body,
+                headers,
+                lb_ctx,
+                deadline,
+                per_try,
+                retries_left,
+                retry,
+                vh,
+                resources,
+                loop,
+                state,
+            )
         finally:
             if state[1]:
                 resources.retries.dec()
 
-    async def _attempts(self, stream, route, action, weighted, cluster, cstats, up_headers, body, headers,
-                        lb_ctx, deadline, per_try, retries_left, retry, vh, resources, loop, state) -> None:
+    async def _attempts(
+        self,
+        stream,
+        route,
+        action,
+        weighted,
+        cluster,
+        cstats,
+        up_headers,
+        body,
+        headers,
+        lb_ctx,
+        deadline,
+        per_try,
+        retries_left,
+        retry,
+        vh,
+        resources,
+        loop,
+        state,
+    ) -> None:
         cfg = self.config
         si = stream.stream_info
         retries_done = 0
@@ -319,7 +398,9 @@ class RouterFilter(HttpFilter):
             host = cluster.choose_host(lb_ctx)
             if host is None:
                 cstats.none_healthy.inc()
-                await stream.send_local_reply(503, NO_HEALTHY_UPSTREAM, flag="UH", details="no_healthy_upstream")
+                await stream.send_local_reply(
+                    503, NO_HEALTHY_UPSTREAM, flag="UH", details="no_healthy_upstream"
+                )
                 return
             si.upstream_host = host.address_str
             si.upstream_request_attempts += 1
@@ -331,8 +412,15 @@ class RouterFilter(HttpFilter):
                 if vh.include_request_attempt_count:
                     attempt_headers.set("x-envoy-attempt-count", str(si.upstream_request_attempts))
             started = time.monotonic()
-            attempt = await self._attempt(cluster.http_pool(host), attempt_headers, body, loop, deadline, per_try,
-                                          action.idle_timeout or None)
+            attempt = await self._attempt(
+                cluster.http_pool(host),
+                attempt_headers,
+                body,
+                loop,
+                deadline,
+                per_try,
+                action.idle_timeout or None,
+            )
             if state[1]:
                 resources.retries.dec()
                 state[1] = False
@@ -347,7 +435,9 @@ class RouterFilter(HttpFilter):
                 host.stats.rq_timeout += 1
                 retriable = retry is not None and retry.retriable_reset(False)
             elif attempt.error is not None and not isinstance(attempt.error, PoolOverflow):
-                retriable = retry is not None and retry.retriable_reset(isinstance(attempt.error, UpstreamConnectError))
+                retriable = retry is not None and retry.retriable_reset(
+                    isinstance(attempt.error, UpstreamConnectError)
+                )
 
             if retriable and retries_left > 0 and not attempt.timed_out:
                 if not resources.retries.can_create():
@@ -359,7 +449,9 @@ class RouterFilter(HttpFilter):
                         cstats.charge(resp.status, cfg.dynamic_stats, retried=True)
                         resp.discard()
                     elif attempt.error is not None or attempt.per_try_timed_out:
-                        cstats.charge(504 if attempt.per_try_timed_out else 503, cfg.dynamic_stats, retried=True)
+                        cstats.charge(
+                            504 if attempt.per_try_timed_out else 503, cfg.dynamic_stats, retried=True
+                        )
                     cstats.retry.inc()
                     resources.retries.inc()
                     state[0], state[1] = retries_done, True
@@ -377,7 +469,9 @@ class RouterFilter(HttpFilter):
             if resp is None:
                 if attempt.idle_timed_out:
                     # The route's idle_timeout (Envoy's per-route stream idle timeout) before any response.
-                    await stream.send_local_reply(408, b"stream timeout", flag="SI", details="stream_idle_timeout")
+                    await stream.send_local_reply(
+                        408, b"stream timeout", flag="SI", details="stream_idle_timeout"
+                    )
                     return
                 if attempt.timed_out or attempt.per_try_timed_out:
                     if attempt.timed_out:
@@ -388,8 +482,18 @@ class RouterFilter(HttpFilter):
                 return
             if retries_done:
                 cstats.retry_success.inc()
-            await self._forward_response(stream, route, weighted, resp, cstats, started, deadline, loop, headers,
-                                         action.idle_timeout or None)
+            await self._forward_response(
+                stream,
+                route,
+                weighted,
+                resp,
+                cstats,
+                started,
+                deadline,
+                loop,
+                headers,
+                action.idle_timeout or None,
+            )
             return
 
     async def _attempt(self, pool, headers, body, loop, deadline, per_try, idle) -> _Attempt:
@@ -409,8 +513,11 @@ class RouterFilter(HttpFilter):
             async with asyncio.timeout(wait):
                 return _Attempt(await pool.request(headers, body))
         except TimeoutError:
-            return _Attempt(per_try_timed_out=bound == "per_try", timed_out=bound == "global",
-                            idle_timed_out=bound == "idle")
+            return _Attempt(
+                per_try_timed_out=bound == "per_try",
+                timed_out=bound == "global",
+                idle_timed_out=bound == "idle",
+            )
         except UpstreamError as e:
             return _Attempt(error=e)
 
@@ -425,10 +532,13 @@ class RouterFilter(HttpFilter):
         flag = error.flag or "UC"
         extra = {"x-envoy-overloaded": "true"} if isinstance(error, PoolOverflow) else None
         details = "upstream_reset_before_response_started{" + reason.replace(" ", "_") + "}"
-        await stream.send_local_reply(503, RESET_BEFORE_HEADERS + reason, flag=flag, details=details, headers=extra)
+        await stream.send_local_reply(
+            503, RESET_BEFORE_HEADERS + reason, flag=flag, details=details, headers=extra
+        )
 
-    async def _forward_response(self, stream, route, weighted, resp, cstats, started, deadline, loop,
-                                request_headers, idle) -> None:
+    async def _forward_response(
+        self, stream, route, weighted, resp, cstats, started, deadline, loop, request_headers, idle
+    ) -> None:
         cfg = self.config
         si = stream.stream_info
         status = resp.status
@@ -453,8 +563,11 @@ class RouterFilter(HttpFilter):
             await stream.encode_headers(rh, False)
             await stream.upgrade(resp.duplex)
             return
-        no_body = (status in _BODYLESS_STATUS or request_headers.get(":method") == "HEAD"
-                   or rh.get("content-length") == "0")
+        no_body = (
+            status in _BODYLESS_STATUS
+            or request_headers.get(":method") == "HEAD"
+            or rh.get("content-length") == "0"
+        )
         try:
             if no_body:
                 await stream.encode_headers(rh, True)

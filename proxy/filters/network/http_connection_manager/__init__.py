@@ -15,8 +15,15 @@ from proxy.filters.network.http_connection_manager.config import (
 )
 from proxy.filters.network.http_connection_manager.manager import ActiveStream, HttpConnectionManager
 
-__all__ = ["ActiveStream", "HcmConfig", "HcmFactory", "HttpConnectionManager", "StaticRouteProvider",
-           "SwappableRouteProvider", "build_config"]
+__all__ = [
+    "ActiveStream",
+    "HcmConfig",
+    "HcmFactory",
+    "HttpConnectionManager",
+    "StaticRouteProvider",
+    "SwappableRouteProvider",
+    "build_config",
+]
 
 
 class HcmFactory:
@@ -32,5 +39,7 @@ class HcmFactory:
 
 
 @NETWORK_FILTERS.register("envoy.filters.network.http_connection_manager", hcm_pb2.HttpConnectionManager)
-def make_http_connection_manager(config: hcm_pb2.HttpConnectionManager, ctx: FactoryContext, path: str) -> HcmFactory:
+def make_http_connection_manager(
+    config: hcm_pb2.HttpConnectionManager, ctx: FactoryContext, path: str
+) -> HcmFactory:
     return HcmFactory(build_config(config, ctx, path))

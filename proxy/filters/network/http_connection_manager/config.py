@@ -26,10 +26,14 @@ HCM_SPEC = {
     "http_filters": {"name": True, "typed_config": True},
     "access_log": True,  # checked by build_access_loggers
     "common_http_protocol_options": {
-        "idle_timeout": True, "max_headers_count": True, "max_requests_per_connection": True,
+        "idle_timeout": True,
+        "max_headers_count": True,
+        "max_requests_per_connection": True,
     },
     "http_protocol_options": {
-        "allow_absolute_url": True, "accept_http_10": True, "default_host_for_http_10": True,
+        "allow_absolute_url": True,
+        "accept_http_10": True,
+        "default_host_for_http_10": True,
     },
     "server_name": True,
     "server_header_transformation": True,
@@ -109,18 +113,26 @@ class HcmStats:
     def build(cls, scope) -> HcmStats:
         c, g = scope.counter, scope.gauge
         return cls(
-            cx_total=c("downstream_cx_total"), cx_active=g("downstream_cx_active"),
-            cx_http1_total=c("downstream_cx_http1_total"), cx_http1_active=g("downstream_cx_http1_active"),
-            cx_destroy=c("downstream_cx_destroy"), cx_protocol_error=c("downstream_cx_protocol_error"),
-            cx_idle_timeout=c("downstream_cx_idle_timeout"), cx_drain_close=c("downstream_cx_drain_close"),
+            cx_total=c("downstream_cx_total"),
+            cx_active=g("downstream_cx_active"),
+            cx_http1_total=c("downstream_cx_http1_total"),
+            cx_http1_active=g("downstream_cx_http1_active"),
+            cx_destroy=c("downstream_cx_destroy"),
+            cx_protocol_error=c("downstream_cx_protocol_error"),
+            cx_idle_timeout=c("downstream_cx_idle_timeout"),
+            cx_drain_close=c("downstream_cx_drain_close"),
             cx_upgrades_total=c("downstream_cx_upgrades_total"),
             cx_upgrades_active=g("downstream_cx_upgrades_active"),
-            rq_total=c("downstream_rq_total"), rq_http1_total=c("downstream_rq_http1_total"),
-            rq_active=g("downstream_rq_active"), rq_completed=c("downstream_rq_completed"),
+            rq_total=c("downstream_rq_total"),
+            rq_http1_total=c("downstream_rq_http1_total"),
+            rq_active=g("downstream_rq_active"),
+            rq_completed=c("downstream_rq_completed"),
             rq_xx=(None,) + tuple(c(f"downstream_rq_{i}xx") for i in range(1, 6)),
             rq_time=scope.histogram("downstream_rq_time"),
-            rq_timeout=c("downstream_rq_timeout"), rq_idle_timeout=c("downstream_rq_idle_timeout"),
-            rq_header_timeout=c("downstream_rq_header_timeout"), rq_rx_reset=c("downstream_rq_rx_reset"),
+            rq_timeout=c("downstream_rq_timeout"),
+            rq_idle_timeout=c("downstream_rq_idle_timeout"),
+            rq_header_timeout=c("downstream_rq_header_timeout"),
+            rq_rx_reset=c("downstream_rq_rx_reset"),
             rq_tx_reset=c("downstream_rq_tx_reset"),
             rq_non_relative_path=c("downstream_rq_non_relative_path"),
         )
@@ -168,18 +180,23 @@ def build_config(msg: hcm_pb2.HttpConnectionManager, ctx: FactoryContext, path: 
     if not msg.stat_prefix:
         raise ConfigError(f"{path}.stat_prefix", "stat_prefix is required")
     if msg.proxy_100_continue:
-        raise ConfigError(f"{path}.proxy_100_continue", "proxying 100-continue is not supported by Isthmus yet")
+        raise ConfigError(
+            f"{path}.proxy_100_continue", "proxying 100-continue is not supported by Isthmus yet"
+        )
 
     # Routes.
     which = msg.WhichOneof("route_specifier")
     if which == "route_config":
         from proxy.router import compile_route_configuration
+
         provider = StaticRouteProvider(compile_route_configuration(msg.route_config, f"{path}.route_config"))
     elif which == "rds":
         factory = ctx.extra.get("rds_provider_factory")
         if factory is None:
-            raise ConfigError(f"{path}.rds", "dynamic RDS comes with xDS support (not available yet); "
-                              "use an inline route_config")
+            raise ConfigError(
+                f"{path}.rds",
+                "dynamic RDS comes with xDS support (not available yet); use an inline route_config",
+            )
         provider = factory(msg.rds, f"{path}.rds")
     else:
         raise ConfigError(path, "either route_config or rds is required")
@@ -195,19 +212,29 @@ def build_config(msg: hcm_pb2.HttpConnectionManager, ctx: FactoryContext, path: 
         if is_router and i != n - 1:
             raise ConfigError(fpath, f"the terminal filter '{ext.name}' must be the last HTTP filter")
         if i == n - 1 and not is_router:
-            raise ConfigError(fpath, f"non-terminal filter '{hf.name}' is the last filter in the HTTP "
-                              "filter chain; the last one must be envoy.filters.http.router")
+            raise ConfigError(
+                fpath,
+                f"non-terminal filter '{hf.name}' is the last filter in the HTTP "
+                "filter chain; the last one must be envoy.filters.http.router",
+            )
         factories.append((ext.name, ext.factory(fmsg, ctx, f"{fpath}.typed_config")))
     if n == 0:
-        raise ConfigError(f"{path}.http_filters", "the HTTP filter chain needs envoy.filters.http.router last")
+        raise ConfigError(
+            f"{path}.http_filters", "the HTTP filter chain needs envoy.filters.http.router last"
+        )
 
     from proxy.accesslog.loggers import build_access_loggers
+
     loggers = build_access_loggers(msg.access_log, ctx, f"{path}.access_log")
 
-    cfg = HcmConfig(stat_prefix=msg.stat_prefix,
-                    stats=HcmStats.build(ctx.stats.scope(f"http.{msg.stat_prefix}.")),
-                    route_provider=provider, filter_factories=factories, access_loggers=loggers,
-                    server=ctx.server)
+    cfg = HcmConfig(
+        stat_prefix=msg.stat_prefix,
+        stats=HcmStats.build(ctx.stats.scope(f"http.{msg.stat_prefix}.")),
+        route_provider=provider,
+        filter_factories=factories,
+        access_loggers=loggers,
+        server=ctx.server,
+    )
     cho = msg.common_http_protocol_options
     if cho.HasField("idle_timeout"):
         t = _seconds(cho.idle_timeout)

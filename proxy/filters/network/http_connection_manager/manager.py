@@ -37,19 +37,37 @@ from proxy.filters.network.base import NetworkFilter
 log = logging.getLogger("proxy.hcm")
 
 # Hop-by-hop headers Envoy removes from requests before routing and from responses before encoding.
-_REQUEST_HOP = frozenset(("connection", "keep-alive", "proxy-connection", "transfer-encoding", "upgrade", "te"))
+_REQUEST_HOP = frozenset(
+    ("connection", "keep-alive", "proxy-connection", "transfer-encoding", "upgrade", "te")
+)
 _RESPONSE_HOP = frozenset(("connection", "keep-alive", "proxy-connection", "transfer-encoding", "upgrade"))
 
 # x-envoy-* request headers Envoy removes from external (edge) requests.
-_INTERNAL_ONLY = frozenset((
-    "x-envoy-decorator-operation", "x-envoy-downstream-service-cluster", "x-envoy-downstream-service-node",
-    "x-envoy-expected-rq-timeout-ms", "x-envoy-external-address", "x-envoy-force-trace", "x-envoy-internal",
-    "x-envoy-ip-tags", "x-envoy-max-retries", "x-envoy-retry-grpc-on", "x-envoy-retry-on",
-    "x-envoy-upstream-alt-stat-name", "x-envoy-upstream-rq-per-try-timeout-ms",
-    "x-envoy-upstream-rq-timeout-alt-response", "x-envoy-upstream-rq-timeout-ms",
-    "x-envoy-upstream-stream-duration-ms", "x-envoy-hedge-on-per-try-timeout", "x-envoy-retriable-status-codes",
-    "x-envoy-retriable-header-names", "x-envoy-original-path", "x-envoy-original-url",
-))
+_INTERNAL_ONLY = frozenset(
+    (
+        "x-envoy-decorator-operation",
+        "x-envoy-downstream-service-cluster",
+        "x-envoy-downstream-service-node",
+        "x-envoy-expected-rq-timeout-ms",
+        "x-envoy-external-address",
+        "x-envoy-force-trace",
+        "x-envoy-internal",
+        "x-envoy-ip-tags",
+        "x-envoy-max-retries",
+        "x-envoy-retry-grpc-on",
+        "x-envoy-retry-on",
+        "x-envoy-upstream-alt-stat-name",
+        "x-envoy-upstream-rq-per-try-timeout-ms",
+        "x-envoy-upstream-rq-timeout-alt-response",
+        "x-envoy-upstream-rq-timeout-ms",
+        "x-envoy-upstream-stream-duration-ms",
+        "x-envoy-hedge-on-per-try-timeout",
+        "x-envoy-retriable-status-codes",
+        "x-envoy-retriable-header-names",
+        "x-envoy-original-path",
+        "x-envoy-original-url",
+    )
+)
 
 _OVERWRITE, _APPEND_IF_ABSENT, _PASS_THROUGH = 0, 1, 2
 
@@ -80,23 +98,55 @@ class ActiveStream:
     """One request/response exchange (``proxy.filters.http.base.HttpStream``)."""
 
     __slots__ = (
-        "hcm", "config", "connection", "request_headers", "stream_info", "http_version", "keep_alive",
-        "is_head", "is_upgrade", "random_value", "_route", "_route_cached", "filters", "_reached",
-        "response_started", "response_complete", "request_complete", "_chunked", "_no_body", "_close",
-        "_body", "_body_bytes", "_body_waiter", "_body_taken", "_task", "reset", "done", "_tunnel",
-        "_tunnel_buf", "_request_timer", "_idle_timer", "_last_activity", "_encoding_local_reply",
+        "hcm",
+        "config",
+        "connection",
+        "request_headers",
+        "stream_info",
+        "http_version",
+        "keep_alive",
+        "is_head",
+        "is_upgrade",
+        "random_value",
+        "_route",
+        "_route_cached",
+        "filters",
+        "_reached",
+        "response_started",
+        "response_complete",
+        "request_complete",
+        "_chunked",
+        "_no_body",
+        "_close",
+        "_body",
+        "_body_bytes",
+        "_body_waiter",
+        "_body_taken",
+        "_task",
+        "reset",
+        "done",
+        "_tunnel",
+        "_tunnel_buf",
+        "_request_timer",
+        "_idle_timer",
+        "_last_activity",
+        "_encoding_local_reply",
     )
 
-    def __init__(self, hcm: HttpConnectionManager, headers: Headers, http_version: str, keep_alive: bool) -> None:
+    def __init__(
+        self, hcm: HttpConnectionManager, headers: Headers, http_version: str, keep_alive: bool
+    ) -> None:
         self.hcm = hcm
         self.config = hcm.config
         self.connection = hcm.conn
         self.request_headers = headers
         conn = hcm.conn
-        self.stream_info = StreamInfo(downstream_remote_address=getattr(conn, "remote_address", None),
-                                      downstream_local_address=getattr(conn, "local_address", None),
-                                      protocol="HTTP/1.0" if http_version == "1.0" else "HTTP/1.1",
-                                      request_headers=headers)
+        self.stream_info = StreamInfo(
+            downstream_remote_address=getattr(conn, "remote_address", None),
+            downstream_local_address=getattr(conn, "local_address", None),
+            protocol="HTTP/1.0" if http_version == "1.0" else "HTTP/1.1",
+            request_headers=headers,
+        )
         self.http_version = http_version
         self.keep_alive = keep_alive
         self.is_head = headers.get(":method") == "HEAD"
@@ -222,8 +272,12 @@ class ActiveStream:
             if up is not None:
                 out.set("upgrade", headers.get("upgrade") or up)
         no_body = self.is_head or status < 200 or status in (204, 304)
-        close = (not self.keep_alive or hcm.draining or self._close or
-                 (cfg.max_requests_per_connection and hcm.requests >= cfg.max_requests_per_connection))
+        close = (
+            not self.keep_alive
+            or hcm.draining
+            or self._close
+            or (cfg.max_requests_per_connection and hcm.requests >= cfg.max_requests_per_connection)
+        )
         if end_stream and not self.request_complete:
             close = True
         if self.is_upgrade and status != 101:
@@ -284,8 +338,15 @@ class ActiveStream:
         elif conn.is_write_paused():
             await conn.drain()
 
-    async def send_local_reply(self, status: int, body: str | bytes = b"", *, flag: str | None = None,
-                               details: str = "", headers: dict[str, str] | None = None) -> None:
+    async def send_local_reply(
+        self,
+        status: int,
+        body: str | bytes = b"",
+        *,
+        flag: str | None = None,
+        details: str = "",
+        headers: dict[str, str] | None = None,
+    ) -> None:
         info = self.stream_info
         if flag:
             info.set_flag(flag)
@@ -316,8 +377,9 @@ class ActiveStream:
                 h.set(k, v)
         return h, payload
 
-    def local_reply_now(self, status: int, body: str | bytes, flag: str | None, details: str,
-                        close: bool = False) -> None:
+    def local_reply_now(
+        self, status: int, body: str | bytes, flag: str | None, details: str, close: bool = False
+    ) -> None:
         """Answer without running encoder filters (codec errors, timeouts before any filter ran)."""
         if flag:
             self.stream_info.set_flag(flag)
@@ -577,8 +639,14 @@ class HttpConnectionManager(NetworkFilter):
         events = parser.feed(data)
         if events:
             self._dispatch(events)
-        if (self.stream is None and not self._blocked and parser.idle and not self.closed
-                and self._headers_timer is not None and not parser.in_head):
+        if (
+            self.stream is None
+            and not self._blocked
+            and parser.idle
+            and not self.closed
+            and self._headers_timer is not None
+            and not parser.in_head
+        ):
             self._disarm_headers_timer()
 
     def on_eof(self) -> None:
@@ -594,8 +662,9 @@ class HttpConnectionManager(NetworkFilter):
             if st.request_complete:
                 self._close_after = True  # answer what was asked, then close
                 return
-            st.stream_info.response_code_details = st.stream_info.response_code_details or \
-                "downstream_remote_disconnect"
+            st.stream_info.response_code_details = (
+                st.stream_info.response_code_details or "downstream_remote_disconnect"
+            )
             st._reset_stream(flag="DC")
             return
         if not self._blocked:

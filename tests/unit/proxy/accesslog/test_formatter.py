@@ -11,13 +11,21 @@ T0 = 1460751420.310  # 2016-04-15T20:17:00.310Z, Envoy's documentation example
 
 
 def make_info(**kw) -> StreamInfo:
-    si = StreamInfo(downstream_remote_address=("10.0.35.28", 51000),
-                    downstream_local_address=("10.0.0.5", 8080), start_time=T0)
-    si.request_headers = Headers([
-        (":method", "POST"), (":path", "/api/v1/locations"), (":authority", "locations"),
-        ("user-agent", "nsq2http"), ("x-request-id", "cc21d9b0-cf5c-432b-8c7e-98aeb7988cd2"),
-        ("x-forwarded-for", "10.0.35.28"),
-    ])
+    si = StreamInfo(
+        downstream_remote_address=("10.0.35.28", 51000),
+        downstream_local_address=("10.0.0.5", 8080),
+        start_time=T0,
+    )
+    si.request_headers = Headers(
+        [
+            (":method", "POST"),
+            (":path", "/api/v1/locations"),
+            (":authority", "locations"),
+            ("user-agent", "nsq2http"),
+            ("x-request-id", "cc21d9b0-cf5c-432b-8c7e-98aeb7988cd2"),
+            ("x-forwarded-for", "10.0.35.28"),
+        ]
+    )
     si.response_headers = Headers([(":status", "204"), ("x-envoy-upstream-service-time", "100")])
     si.response_code = 204
     si.bytes_received = 154
@@ -31,8 +39,10 @@ def make_info(**kw) -> StreamInfo:
 
 def test_default_format_matches_envoy_documentation_example():
     line = TextFormatter(DEFAULT_FORMAT).format(make_info())
-    assert line == ('[2016-04-15T20:17:00.310Z] "POST /api/v1/locations HTTP/1.1" 204 - 154 0 226 100 '
-                    '"10.0.35.28" "nsq2http" "cc21d9b0-cf5c-432b-8c7e-98aeb7988cd2" "locations" "10.0.2.1:80"\n')
+    assert line == (
+        '[2016-04-15T20:17:00.310Z] "POST /api/v1/locations HTTP/1.1" 204 - 154 0 226 100 '
+        '"10.0.35.28" "nsq2http" "cc21d9b0-cf5c-432b-8c7e-98aeb7988cd2" "locations" "10.0.2.1:80"\n'
+    )
 
 
 def test_default_format_prints_dash_for_everything_missing():
@@ -54,25 +64,37 @@ def test_header_max_length_truncates():
 
 
 def test_response_header_and_case_insensitive_names():
-    assert TextFormatter("%RESP(X-Envoy-Upstream-Service-Time)% %RESPONSE_HEADER(x-nope)%").format(make_info()) \
+    assert (
+        TextFormatter("%RESP(X-Envoy-Upstream-Service-Time)% %RESPONSE_HEADER(x-nope)%").format(make_info())
         == "100 -"
+    )
 
 
 def test_start_time_custom_formats():
     si = make_info()
-    assert TextFormatter("%START_TIME(%Y/%m/%dT%H:%M:%S%z %s)%").format(si) == "2016/04/15T20:17:00+0000 1460751420"
+    assert (
+        TextFormatter("%START_TIME(%Y/%m/%dT%H:%M:%S%z %s)%").format(si)
+        == "2016/04/15T20:17:00+0000 1460751420"
+    )
     assert TextFormatter("%START_TIME(%s.%3f)%").format(si) == "1460751420.310"
     assert TextFormatter("%START_TIME(%E6S)%").format(si) == "00.310000"
 
 
 def test_flags_addresses_and_upstream_operators():
-    si = make_info(response_flags={"UF", "URX"}, upstream_cluster="backend", route_name="r1",
-                   response_code_details="upstream_reset_before_response_started{connection_failure}")
-    fmt = ("%RESPONSE_FLAGS% %DOWNSTREAM_REMOTE_ADDRESS% %DOWNSTREAM_REMOTE_ADDRESS_WITHOUT_PORT% "
-           "%DOWNSTREAM_LOCAL_ADDRESS% %UPSTREAM_CLUSTER% %ROUTE_NAME% %RESPONSE_CODE_DETAILS% %REQUESTED_SERVER_NAME%")
+    si = make_info(
+        response_flags={"UF", "URX"},
+        upstream_cluster="backend",
+        route_name="r1",
+        response_code_details="upstream_reset_before_response_started{connection_failure}",
+    )
+    fmt = (
+        "%RESPONSE_FLAGS% %DOWNSTREAM_REMOTE_ADDRESS% %DOWNSTREAM_REMOTE_ADDRESS_WITHOUT_PORT% "
+        "%DOWNSTREAM_LOCAL_ADDRESS% %UPSTREAM_CLUSTER% %ROUTE_NAME% %RESPONSE_CODE_DETAILS% %REQUESTED_SERVER_NAME%"
+    )
     assert TextFormatter(fmt).format(si) == (
         "UF,URX 10.0.35.28:51000 10.0.35.28 10.0.0.5:8080 backend r1 "
-        "upstream_reset_before_response_started{connection_failure} -")
+        "upstream_reset_before_response_started{connection_failure} -"
+    )
 
 
 def test_ipv6_address_is_bracketed():
@@ -101,26 +123,49 @@ def test_bad_formats_are_config_errors(fmt):
 
 
 def test_omit_empty_values_prints_nothing_for_missing():
-    assert TextFormatter("[%UPSTREAM_HOST%]", omit_empty_values=True).format(make_info(upstream_host=None)) == "[]"
+    assert (
+        TextFormatter("[%UPSTREAM_HOST%]", omit_empty_values=True).format(make_info(upstream_host=None))
+        == "[]"
+    )
 
 
 def test_json_format_is_typed_and_missing_is_null():
-    fmt = JsonFormatter({"code": "%RESPONSE_CODE%", "bytes": "%BYTES_RECEIVED%", "dur": "%DURATION%",
-                         "flags": "%RESPONSE_FLAGS%", "host": "%UPSTREAM_HOST%", "cluster": "%UPSTREAM_CLUSTER%",
-                         "req": "%REQ(:METHOD)% %REQ(:PATH)%", "const": "v1", "num": 7.0,
-                         "nested": {"ua": "%REQ(USER-AGENT)%"}})
+    fmt = JsonFormatter(
+        {
+            "code": "%RESPONSE_CODE%",
+            "bytes": "%BYTES_RECEIVED%",
+            "dur": "%DURATION%",
+            "flags": "%RESPONSE_FLAGS%",
+            "host": "%UPSTREAM_HOST%",
+            "cluster": "%UPSTREAM_CLUSTER%",
+            "req": "%REQ(:METHOD)% %REQ(:PATH)%",
+            "const": "v1",
+            "num": 7.0,
+            "nested": {"ua": "%REQ(USER-AGENT)%"},
+        }
+    )
     line = fmt.format(make_info())
     assert line.endswith("\n") and "\n" not in line[:-1]
-    assert json.loads(line) == {"code": 204, "bytes": 154, "dur": 226, "flags": "-", "host": "10.0.2.1:80",
-                                "cluster": None, "req": "POST /api/v1/locations", "const": "v1", "num": 7,
-                                "nested": {"ua": "nsq2http"}}
+    assert json.loads(line) == {
+        "code": 204,
+        "bytes": 154,
+        "dur": 226,
+        "flags": "-",
+        "host": "10.0.2.1:80",
+        "cluster": None,
+        "req": "POST /api/v1/locations",
+        "const": "v1",
+        "num": 7,
+        "nested": {"ua": "nsq2http"},
+    }
 
 
 def test_json_untyped_and_omit_empty():
     si = make_info()
     assert json.loads(JsonFormatter({"code": "%RESPONSE_CODE%"}, typed=False).format(si)) == {"code": "204"}
-    assert json.loads(JsonFormatter({"c": "%UPSTREAM_CLUSTER%", "x": "%RESPONSE_CODE%"},
-                                    omit_empty_values=True).format(si)) == {"x": 204}
+    assert json.loads(
+        JsonFormatter({"c": "%UPSTREAM_CLUSTER%", "x": "%RESPONSE_CODE%"}, omit_empty_values=True).format(si)
+    ) == {"x": 204}
 
 
 def test_json_format_rejects_unknown_operator_with_path():

@@ -24,7 +24,10 @@ def access_logs(*dicts):
 
 
 def file_log(path, **extra):
-    return {"name": "envoy.access_loggers.file", "typed_config": {"@type": FILE_TYPE, "path": str(path), **extra}}
+    return {
+        "name": "envoy.access_loggers.file",
+        "typed_config": {"@type": FILE_TYPE, "path": str(path), **extra},
+    }
 
 
 def info(code=200, flags=()):
@@ -54,7 +57,7 @@ def test_file_logger_default_format_writes_one_line(tmp_path, ctx):
     logger.log(info(404, {"NR"}))
     loggers.flush_all()
     line = path.read_text()
-    assert line.startswith("[2016-04-15T20:17:00.000Z] \"GET /x HTTP/1.1\" 404 NR 0 0 ")
+    assert line.startswith('[2016-04-15T20:17:00.000Z] "GET /x HTTP/1.1" 404 NR 0 0 ')
     assert line.endswith('"-" "-" "-" "svc" "-"\n')
 
 
@@ -69,7 +72,9 @@ def test_json_log_format(tmp_path, ctx):
 
 def test_text_format_source_inline_string(tmp_path, ctx):
     path = tmp_path / "a.log"
-    cfg = file_log(path, log_format={"text_format_source": {"inline_string": "%RESPONSE_CODE% %REQ(:PATH)%\n"}})
+    cfg = file_log(
+        path, log_format={"text_format_source": {"inline_string": "%RESPONSE_CODE% %REQ(:PATH)%\n"}}
+    )
     [logger] = build_access_loggers(access_logs(cfg), ctx, "p")
     logger.log(info(200))
     logger.log(info(201))
@@ -80,8 +85,13 @@ def test_text_format_source_inline_string(tmp_path, ctx):
 async def test_lines_are_buffered_until_the_periodic_flush(tmp_path, ctx, monkeypatch):
     monkeypatch.setattr(loggers, "FLUSH_INTERVAL_S", 0.05)
     path = tmp_path / "a.log"
-    [logger] = build_access_loggers(access_logs(file_log(
-        path, log_format={"text_format_source": {"inline_string": "%RESPONSE_CODE%\n"}})), ctx, "p")
+    [logger] = build_access_loggers(
+        access_logs(
+            file_log(path, log_format={"text_format_source": {"inline_string": "%RESPONSE_CODE%\n"}})
+        ),
+        ctx,
+        "p",
+    )
     logger.log(info(200))
     assert path.read_text() == ""  # not written on the request path
     for _ in range(100):
@@ -94,10 +104,21 @@ async def test_lines_are_buffered_until_the_periodic_flush(tmp_path, ctx, monkey
 def test_status_code_and_response_flag_filters(tmp_path, ctx):
     path = tmp_path / "a.log"
     fmt = {"text_format_source": {"inline_string": "%RESPONSE_CODE% %RESPONSE_FLAGS%\n"}}
-    cfg = {**file_log(path, log_format=fmt), "filter": {"or_filter": {"filters": [
-        {"status_code_filter": {"comparison": {"op": "GE", "value": {"default_value": 500, "runtime_key": "k"}}}},
-        {"response_flag_filter": {"flags": ["NR"]}},
-    ]}}}
+    cfg = {
+        **file_log(path, log_format=fmt),
+        "filter": {
+            "or_filter": {
+                "filters": [
+                    {
+                        "status_code_filter": {
+                            "comparison": {"op": "GE", "value": {"default_value": 500, "runtime_key": "k"}}
+                        }
+                    },
+                    {"response_flag_filter": {"flags": ["NR"]}},
+                ]
+            }
+        },
+    }
     [logger] = build_access_loggers(access_logs(cfg), ctx, "p")
     logger.log(info(200))
     logger.log(info(404, {"NR"}))
@@ -110,10 +131,21 @@ def test_status_code_and_response_flag_filters(tmp_path, ctx):
 def test_and_filter_and_empty_response_flag_filter(tmp_path, ctx):
     path = tmp_path / "a.log"
     fmt = {"text_format_source": {"inline_string": "%RESPONSE_CODE%\n"}}
-    cfg = {**file_log(path, log_format=fmt), "filter": {"and_filter": {"filters": [
-        {"response_flag_filter": {}},
-        {"status_code_filter": {"comparison": {"op": "EQ", "value": {"default_value": 503, "runtime_key": "k"}}}},
-    ]}}}
+    cfg = {
+        **file_log(path, log_format=fmt),
+        "filter": {
+            "and_filter": {
+                "filters": [
+                    {"response_flag_filter": {}},
+                    {
+                        "status_code_filter": {
+                            "comparison": {"op": "EQ", "value": {"default_value": 503, "runtime_key": "k"}}
+                        }
+                    },
+                ]
+            }
+        },
+    }
     [logger] = build_access_loggers(access_logs(cfg), ctx, "p")
     for si in (info(503), info(503, {"UH"}), info(404, {"NR"})):
         logger.log(si)
@@ -121,10 +153,16 @@ def test_and_filter_and_empty_response_flag_filter(tmp_path, ctx):
     assert path.read_text() == "503\n"
 
 
-@pytest.mark.parametrize("bad, where", [
-    ({"filter": {"runtime_filter": {"runtime_key": "x"}}}, "p[0].filter.runtime_filter"),
-    ({"filter": {"response_flag_filter": {"flags": ["UH"]}}, "typed_config": {"@type": FILE_TYPE}}, "p[0].typed_config.path"),
-])
+@pytest.mark.parametrize(
+    "bad, where",
+    [
+        ({"filter": {"runtime_filter": {"runtime_key": "x"}}}, "p[0].filter.runtime_filter"),
+        (
+            {"filter": {"response_flag_filter": {"flags": ["UH"]}}, "typed_config": {"@type": FILE_TYPE}},
+            "p[0].typed_config.path",
+        ),
+    ],
+)
 def test_unsupported_filter_or_missing_path_is_config_error(tmp_path, ctx, bad, where):
     cfg = {**file_log(tmp_path / "a.log"), **bad}
     with pytest.raises(ConfigError) as e:
@@ -147,9 +185,13 @@ def test_unsupported_substitution_field_rejected(tmp_path, ctx):
 
 
 def test_stdout_logger(capsys, ctx):
-    cfg = {"name": "envoy.access_loggers.stdout", "typed_config": {
-        "@type": "type.googleapis.com/envoy.extensions.access_loggers.stream.v3.StdoutAccessLog",
-        "log_format": {"json_format": {"c": "%RESPONSE_CODE%"}}}}
+    cfg = {
+        "name": "envoy.access_loggers.stdout",
+        "typed_config": {
+            "@type": "type.googleapis.com/envoy.extensions.access_loggers.stream.v3.StdoutAccessLog",
+            "log_format": {"json_format": {"c": "%RESPONSE_CODE%"}},
+        },
+    }
     [logger] = build_access_loggers(access_logs(cfg), ctx, "p")
     logger.log(info(418))
     loggers.flush_all()

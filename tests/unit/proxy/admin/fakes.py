@@ -20,40 +20,98 @@ BOOTSTRAP = {
     "node": {"id": "sidecar~10.0.0.1~app.default", "cluster": "app"},
     "admin": {"address": {"socket_address": {"address": "127.0.0.1", "port_value": 0}}},
     "static_resources": {
-        "listeners": [{
-            "name": "ingress",
-            "address": {"socket_address": {"address": "127.0.0.1", "port_value": 10000}},
-            "filter_chains": [{"filters": [{
-                "name": "envoy.filters.network.http_connection_manager",
-                "typed_config": {
-                    "@type": "type.googleapis.com/envoy.extensions.filters.network.http_connection_manager.v3.HttpConnectionManager",
-                    "stat_prefix": "ingress",
-                    "route_config": {"name": "local_route", "virtual_hosts": [
-                        {"name": "all", "domains": ["*"], "routes": [{"match": {"prefix": "/"},
-                                                                      "route": {"cluster": "backend"}}]}]},
-                    "http_filters": [{"name": "envoy.filters.http.router", "typed_config": {
-                        "@type": "type.googleapis.com/envoy.extensions.filters.http.router.v3.Router"}}],
+        "listeners": [
+            {
+                "name": "ingress",
+                "address": {"socket_address": {"address": "127.0.0.1", "port_value": 10000}},
+                "filter_chains": [
+                    {
+                        "filters": [
+                            {
+                                "name": "envoy.filters.network.http_connection_manager",
+                                "typed_config": {
+                                    "@type": "type.googleapis.com/envoy.extensions.filters.network.http_connection_manager.v3.HttpConnectionManager",
+                                    "stat_prefix": "ingress",
+                                    "route_config": {
+                                        "name": "local_route",
+                                        "virtual_hosts": [
+                                            {
+                                                "name": "all",
+                                                "domains": ["*"],
+                                                "routes": [
+                                                    {
+                                                        "match": {"prefix": "/"},
+                                                        "route": {"cluster": "backend"},
+                                                    }
+                                                ],
+                                            }
+                                        ],
+                                    },
+                                    "http_filters": [
+                                        {
+                                            "name": "envoy.filters.http.router",
+                                            "typed_config": {
+                                                "@type": "type.googleapis.com/envoy.extensions.filters.http.router.v3.Router"
+                                            },
+                                        }
+                                    ],
+                                },
+                            }
+                        ]
+                    }
+                ],
+            },
+            {
+                "name": "inbound",
+                "traffic_direction": "INBOUND",
+                "address": {"socket_address": {"address": "127.0.0.1", "port_value": 15006}},
+                "filter_chains": [
+                    {
+                        "filters": [
+                            {
+                                "name": "envoy.filters.network.tcp_proxy",
+                                "typed_config": {
+                                    "@type": "type.googleapis.com/envoy.extensions.filters.network.tcp_proxy.v3.TcpProxy",
+                                    "stat_prefix": "inbound",
+                                    "cluster": "backend",
+                                },
+                            }
+                        ]
+                    }
+                ],
+            },
+        ],
+        "clusters": [
+            {
+                "name": "backend",
+                "type": "STATIC",
+                "connect_timeout": "1s",
+                "circuit_breakers": {"thresholds": [{"max_connections": 7}]},
+                "load_assignment": {
+                    "cluster_name": "backend",
+                    "endpoints": [
+                        {
+                            "lb_endpoints": [
+                                {
+                                    "endpoint": {
+                                        "address": {
+                                            "socket_address": {"address": "127.0.0.1", "port_value": 8081}
+                                        }
+                                    }
+                                },
+                                {
+                                    "endpoint": {
+                                        "address": {
+                                            "socket_address": {"address": "127.0.0.1", "port_value": 8082}
+                                        }
+                                    }
+                                },
+                            ]
+                        }
+                    ],
                 },
-            }]}],
-        }, {
-            "name": "inbound",
-            "traffic_direction": "INBOUND",
-            "address": {"socket_address": {"address": "127.0.0.1", "port_value": 15006}},
-            "filter_chains": [{"filters": [{
-                "name": "envoy.filters.network.tcp_proxy",
-                "typed_config": {
-                    "@type": "type.googleapis.com/envoy.extensions.filters.network.tcp_proxy.v3.TcpProxy",
-                    "stat_prefix": "inbound", "cluster": "backend"},
-            }]}],
-        }],
-        "clusters": [{
-            "name": "backend", "type": "STATIC", "connect_timeout": "1s",
-            "circuit_breakers": {"thresholds": [{"max_connections": 7}]},
-            "load_assignment": {"cluster_name": "backend", "endpoints": [{"lb_endpoints": [
-                {"endpoint": {"address": {"socket_address": {"address": "127.0.0.1", "port_value": 8081}}}},
-                {"endpoint": {"address": {"socket_address": {"address": "127.0.0.1", "port_value": 8082}}}},
-            ]}]},
-        }],
+            }
+        ],
     },
 }
 

@@ -35,8 +35,10 @@ async def raw(port: int, data: bytes) -> bytes:
 
 
 async def call(adm, method: str, target: str) -> tuple[int, dict, str]:
-    resp = await raw(adm.port, f"{method} {target} HTTP/1.1\r\nHost: x\r\nConnection: close\r\n"
-                               f"Content-Length: 0\r\n\r\n".encode())
+    resp = await raw(
+        adm.port,
+        f"{method} {target} HTTP/1.1\r\nHost: x\r\nConnection: close\r\nContent-Length: 0\r\n\r\n".encode(),
+    )
     head, _, body = resp.partition(b"\r\n\r\n")
     lines = head.decode().split("\r\n")
     status = int(lines[0].split()[1])
@@ -148,8 +150,17 @@ async def test_admin_counts_its_own_requests(admin):
     assert body.startswith("http.admin.downstream_rq_2xx: ") and int(body.split(": ")[1]) >= 1
 
 
-@pytest.mark.parametrize("path", ["/quitquitquit", "/healthcheck/fail", "/healthcheck/ok", "/drain_listeners",
-                                  "/logging", "/logging?level=debug"])
+@pytest.mark.parametrize(
+    "path",
+    [
+        "/quitquitquit",
+        "/healthcheck/fail",
+        "/healthcheck/ok",
+        "/drain_listeners",
+        "/logging",
+        "/logging?level=debug",
+    ],
+)
 async def test_post_only_endpoints_refuse_get(admin, path):
     status, _, body = await call(admin, "GET", path)
     assert status == 405 and "POST required" in body
@@ -171,6 +182,7 @@ async def test_drain_listeners_inboundonly_stops_only_inbound(admin):
 
 async def test_logging_changes_levels(admin):
     import logging
+
     logging.getLogger("proxy.test_admin_dummy")
     root_before = logging.getLogger().level
     try:
@@ -190,13 +202,16 @@ async def test_unknown_path_404_lists_commands(admin):
     assert status == 200 and "/stats/prometheus" in body
 
 
-@pytest.mark.parametrize("data", [
-    b"garbage\r\n\r\n",
-    b"GET /ready HTTP/9.9\r\n\r\n",
-    b"GET /ready HTTP/1.1\r\nBad Header\r\n\r\n",
-    b"GET /ready HTTP/1.1\r\nContent-Length: 5\r\nTransfer-Encoding: chunked\r\n\r\n",
-    b"GET /ready HTTP/1.1\r\nContent-Length: x\r\n\r\n",
-])
+@pytest.mark.parametrize(
+    "data",
+    [
+        b"garbage\r\n\r\n",
+        b"GET /ready HTTP/9.9\r\n\r\n",
+        b"GET /ready HTTP/1.1\r\nBad Header\r\n\r\n",
+        b"GET /ready HTTP/1.1\r\nContent-Length: 5\r\nTransfer-Encoding: chunked\r\n\r\n",
+        b"GET /ready HTTP/1.1\r\nContent-Length: x\r\n\r\n",
+    ],
+)
 async def test_malformed_requests_get_400_and_admin_keeps_serving(admin, data):
     resp = await raw(admin.port, data)
     assert resp.startswith(b"HTTP/1.1 400 ")
@@ -225,6 +240,7 @@ async def test_config_dump_roundtrips_listener_protos(admin):
     _, _, body = await call(admin, "GET", "/config_dump?resource=static_listeners")
     dump = json_format.Parse(body, config_dump_pb2.ConfigDump())
     from envoy.admin.v3 import config_dump_shared_pb2
+
     sl = config_dump_shared_pb2.ListenersConfigDump.StaticListener()
     assert dump.configs[0].Unpack(sl)
     lst = listener_pb2.Listener()

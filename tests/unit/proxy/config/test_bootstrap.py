@@ -18,10 +18,16 @@ def tcp_listener(port=10000, **tcp_extra):
     return {
         "name": "tcp",
         "address": {"socket_address": {"address": "127.0.0.1", "port_value": port}},
-        "filter_chains": [{"filters": [{
-            "name": "envoy.filters.network.tcp_proxy",
-            "typed_config": {"@type": TCP_PROXY, "stat_prefix": "t", "cluster": "c", **tcp_extra},
-        }]}],
+        "filter_chains": [
+            {
+                "filters": [
+                    {
+                        "name": "envoy.filters.network.tcp_proxy",
+                        "typed_config": {"@type": TCP_PROXY, "stat_prefix": "t", "cluster": "c", **tcp_extra},
+                    }
+                ]
+            }
+        ],
     }
 
 
@@ -42,10 +48,19 @@ def test_yaml_and_json_give_the_same_bootstrap(tmp_path):
 
 
 def test_config_yaml_merges_over_file_like_envoy(tmp_path):
-    path = write(tmp_path, {"node": {"id": "from-file", "cluster": "keep"},
-                            "static_resources": {"listeners": [tcp_listener(10000)]}})
-    override = yaml.safe_dump({"node": {"id": "from-flag"},
-                               "static_resources": {"listeners": [dict(tcp_listener(10001), name="second")]}})
+    path = write(
+        tmp_path,
+        {
+            "node": {"id": "from-file", "cluster": "keep"},
+            "static_resources": {"listeners": [tcp_listener(10000)]},
+        },
+    )
+    override = yaml.safe_dump(
+        {
+            "node": {"id": "from-flag"},
+            "static_resources": {"listeners": [dict(tcp_listener(10001), name="second")]},
+        }
+    )
     b = load_bootstrap(path, override)
     assert b.node.id == "from-flag"  # scalars replaced
     assert b.node.cluster == "keep"  # messages merged
@@ -63,14 +78,27 @@ def test_service_node_and_cluster_override(tmp_path):
     assert (b.node.id, b.node.cluster) == ("sidecar~1", "reviews")
 
 
-@pytest.mark.parametrize("data, path", [
-    ({"static_resources": {"listeners": [dict(tcp_listener(), bogus=1)]}}, "static_resources.listeners[0].bogus"),
-    ({"nodee": {}}, "nodee"),
-    ({"static_resources": {"listeners": [tcp_listener(zzz=1)]}},
-     "static_resources.listeners[0].filter_chains[0].filters[0].typed_config.zzz"),
-    ({"static_resources": {"listeners": [tcp_listener()]}, "admin": {"address": {"socket_address": {
-        "port_value": "abc"}}}}, "admin.address.socket_address.port_value"),
-])
+@pytest.mark.parametrize(
+    "data, path",
+    [
+        (
+            {"static_resources": {"listeners": [dict(tcp_listener(), bogus=1)]}},
+            "static_resources.listeners[0].bogus",
+        ),
+        ({"nodee": {}}, "nodee"),
+        (
+            {"static_resources": {"listeners": [tcp_listener(zzz=1)]}},
+            "static_resources.listeners[0].filter_chains[0].filters[0].typed_config.zzz",
+        ),
+        (
+            {
+                "static_resources": {"listeners": [tcp_listener()]},
+                "admin": {"address": {"socket_address": {"port_value": "abc"}}},
+            },
+            "admin.address.socket_address.port_value",
+        ),
+    ],
+)
 def test_unknown_fields_are_rejected_with_their_path(tmp_path, data, path):
     with pytest.raises(ConfigError) as e:
         load_bootstrap(write(tmp_path, data))
@@ -90,7 +118,8 @@ def test_known_proto_but_unimplemented_extension_is_rejected(tmp_path):
     # A real Envoy type that Isthmus does not implement as a network filter.
     lst = tcp_listener()
     lst["filter_chains"][0]["filters"][0]["typed_config"] = {
-        "@type": "type.googleapis.com/envoy.extensions.filters.http.router.v3.Router"}
+        "@type": "type.googleapis.com/envoy.extensions.filters.http.router.v3.Router"
+    }
     b = load_bootstrap(write(tmp_path, {"static_resources": {"listeners": [lst]}}))
     with pytest.raises(ConfigError) as e:
         Server(b)
@@ -106,15 +135,22 @@ def test_unknown_extension_name_without_typed_config(tmp_path):
     assert e.value.path == "static_resources.listeners[0].filter_chains[0].filters[0].name"
 
 
-@pytest.mark.parametrize("data, path", [
-    ({"node": {"id": "x"}}, None),
-    ({"layered_runtime": {"layers": [{"name": "x", "static_layer": {}}]}}, "layered_runtime"),
-    ({"admin": {"profile_path": "/tmp/x"}}, "admin.profile_path"),
-    ({"static_resources": {"listeners": [dict(tcp_listener(), transparent=True)]}},
-     "static_resources.listeners[0].transparent"),
-    ({"static_resources": {"listeners": [tcp_listener(max_connect_attempts=2, on_demand={})]}},
-     "static_resources.listeners[0].filter_chains[0].filters[0].typed_config.on_demand"),
-])
+@pytest.mark.parametrize(
+    "data, path",
+    [
+        ({"node": {"id": "x"}}, None),
+        ({"layered_runtime": {"layers": [{"name": "x", "static_layer": {}}]}}, "layered_runtime"),
+        ({"admin": {"profile_path": "/tmp/x"}}, "admin.profile_path"),
+        (
+            {"static_resources": {"listeners": [dict(tcp_listener(), transparent=True)]}},
+            "static_resources.listeners[0].transparent",
+        ),
+        (
+            {"static_resources": {"listeners": [tcp_listener(max_connect_attempts=2, on_demand={})]}},
+            "static_resources.listeners[0].filter_chains[0].filters[0].typed_config.on_demand",
+        ),
+    ],
+)
 def test_unsupported_fields_are_rejected_with_their_path(tmp_path, data, path):
     b = load_bootstrap(write(tmp_path, data)) if path is None or "listeners" in path else None
     if path is None:

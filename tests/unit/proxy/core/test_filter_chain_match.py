@@ -37,17 +37,23 @@ def test_no_backtracking_after_a_more_specific_level_matched():
 
 
 def test_longest_destination_prefix_wins():
-    cs = chains({"prefix_ranges": [{"address_prefix": "10.0.0.0", "prefix_len": 8}]},
-                {"prefix_ranges": [{"address_prefix": "10.1.0.0", "prefix_len": 16}]},
-                {})
+    cs = chains(
+        {"prefix_ranges": [{"address_prefix": "10.0.0.0", "prefix_len": 8}]},
+        {"prefix_ranges": [{"address_prefix": "10.1.0.0", "prefix_len": 16}]},
+        {},
+    )
     assert pick(cs, local_ip="10.1.2.3") == "chain1"
     assert pick(cs, local_ip="10.2.2.3") == "chain0"
     assert pick(cs, local_ip="192.168.0.1") == "chain2"
 
 
 def test_server_names_exact_then_longest_wildcard_then_any():
-    cs = chains({"server_names": ["*.com"]}, {"server_names": ["*.example.com"]},
-                {"server_names": ["api.example.com"]}, {})
+    cs = chains(
+        {"server_names": ["*.com"]},
+        {"server_names": ["*.example.com"]},
+        {"server_names": ["api.example.com"]},
+        {},
+    )
     assert pick(cs, server_name="api.example.com") == "chain2"
     assert pick(cs, server_name="www.example.com") == "chain1"
     assert pick(cs, server_name="foo.com") == "chain0"
@@ -58,10 +64,12 @@ def test_server_names_exact_then_longest_wildcard_then_any():
 
 
 def test_transport_protocol_then_application_protocols():
-    cs = chains({"transport_protocol": "tls", "application_protocols": ["h2"]},
-                {"transport_protocol": "tls"},
-                {"application_protocols": ["http/1.1"]},
-                {})
+    cs = chains(
+        {"transport_protocol": "tls", "application_protocols": ["h2"]},
+        {"transport_protocol": "tls"},
+        {"application_protocols": ["http/1.1"]},
+        {},
+    )
     assert pick(cs, transport_protocol="tls", application_protocols=["h2", "http/1.1"]) == "chain0"
     assert pick(cs, transport_protocol="tls", application_protocols=["http/1.1"]) == "chain1"
     assert pick(cs, transport_protocol="raw_buffer", application_protocols=["http/1.1"]) == "chain2"
@@ -78,8 +86,11 @@ def test_source_type_prefix_and_port():
     cs = chains({"source_type": "SAME_IP_OR_LOOPBACK"}, {"source_type": "EXTERNAL"})
     assert pick(cs, remote_ip="127.0.0.1", local_ip="127.0.0.1") == "chain0"
     assert pick(cs, remote_ip="198.18.0.7", local_ip="198.18.0.2") == "chain1"
-    cs = chains({"source_prefix_ranges": [{"address_prefix": "198.18.0.0", "prefix_len": 24}]},
-                {"source_ports": [4444]}, {})
+    cs = chains(
+        {"source_prefix_ranges": [{"address_prefix": "198.18.0.0", "prefix_len": 24}]},
+        {"source_ports": [4444]},
+        {},
+    )
     assert pick(cs, remote_ip="198.18.0.9", remote_port=4444) == "chain0"  # source IP is checked first
     assert pick(cs, remote_ip="10.0.0.1", remote_port=4444) == "chain1"  # any source IP, then the port
     assert pick(cs, remote_ip="198.18.0.9", remote_port=5555) == "chain0"

@@ -41,13 +41,19 @@ def merged(events):
 
 # ------------------------------------------------------------------------------------------ requests
 
+
 def test_simple_get_maps_host_to_authority_and_keeps_alive():
     evs = RequestParser().feed(b"GET /a?b=1 HTTP/1.1\r\nHost: example.com\r\nX-Y: z\r\n\r\n")
     assert len(evs) == 2
     head, end = evs
     assert isinstance(head, RequestHead) and isinstance(end, EndOfMessage)
-    assert head.headers.items() == [(":method", "GET"), (":path", "/a?b=1"), (":authority", "example.com"),
-                                    (":scheme", "http"), ("x-y", "z")]
+    assert head.headers.items() == [
+        (":method", "GET"),
+        (":path", "/a?b=1"),
+        (":authority", "example.com"),
+        (":scheme", "http"),
+        ("x-y", "z"),
+    ]
     assert head.keep_alive and not head.upgrade and not head.expect_continue and head.http_version == "1.1"
 
 
@@ -60,19 +66,32 @@ def test_keep_alive_rules_for_http10_and_connection_close():
 
 
 def test_pipelined_requests_in_one_feed_come_out_in_order():
-    evs = RequestParser().feed(b"GET /1 HTTP/1.1\r\nHost: a\r\n\r\nPOST /2 HTTP/1.1\r\nHost: a\r\n"
-                               b"Content-Length: 3\r\n\r\nabcGET /3 HTTP/1.1\r\nHost: a\r\n\r\n")
+    evs = RequestParser().feed(
+        b"GET /1 HTTP/1.1\r\nHost: a\r\n\r\nPOST /2 HTTP/1.1\r\nHost: a\r\n"
+        b"Content-Length: 3\r\n\r\nabcGET /3 HTTP/1.1\r\nHost: a\r\n\r\n"
+    )
     kinds = [type(e).__name__ for e in evs]
-    assert kinds == ["RequestHead", "EndOfMessage", "RequestHead", "Data", "EndOfMessage", "RequestHead",
-                     "EndOfMessage"]
+    assert kinds == [
+        "RequestHead",
+        "EndOfMessage",
+        "RequestHead",
+        "Data",
+        "EndOfMessage",
+        "RequestHead",
+        "EndOfMessage",
+    ]
     assert [e.headers.path for e in evs if isinstance(e, RequestHead)] == ["/1", "/2", "/3"]
     assert evs[3].data == b"abc"
 
 
 def test_chunked_request_body_streams_and_trailers_are_dropped():
     p = RequestParser()
-    evs = feed_all(p, b"POST / HTTP/1.1\r\nHost: a\r\nTransfer-Encoding: chunked\r\n\r\n", b"3\r\nabc\r\n",
-                   b"2;ext=1\r\nde\r\n0\r\nX-Trailer: t\r\n\r\n")
+    evs = feed_all(
+        p,
+        b"POST / HTTP/1.1\r\nHost: a\r\nTransfer-Encoding: chunked\r\n\r\n",
+        b"3\r\nabc\r\n",
+        b"2;ext=1\r\nde\r\n0\r\nX-Trailer: t\r\n\r\n",
+    )
     assert isinstance(evs[0], RequestHead)
     assert b"".join(e.data for e in evs if isinstance(e, Data)) == b"abcde"
     assert isinstance(evs[-1], EndOfMessage)
@@ -80,15 +99,19 @@ def test_chunked_request_body_streams_and_trailers_are_dropped():
 
 
 def test_expect_continue_and_absolute_url():
-    head = RequestParser().feed(b"PUT http://svc.local:8080/x?q=1 HTTP/1.1\r\nHost: ignored\r\n"
-                                b"Expect: 100-continue\r\nContent-Length: 1\r\n\r\n")[0]
+    head = RequestParser().feed(
+        b"PUT http://svc.local:8080/x?q=1 HTTP/1.1\r\nHost: ignored\r\n"
+        b"Expect: 100-continue\r\nContent-Length: 1\r\n\r\n"
+    )[0]
     assert head.expect_continue
     assert head.headers.authority == "svc.local:8080" and head.headers.path == "/x?q=1"
 
 
 def test_upgrade_request_then_raw_tunnel_bytes():
     p = RequestParser()
-    evs = p.feed(b"GET /ws HTTP/1.1\r\nHost: a\r\nConnection: Upgrade\r\nUpgrade: websocket\r\n\r\n\x81\x02hi")
+    evs = p.feed(
+        b"GET /ws HTTP/1.1\r\nHost: a\r\nConnection: Upgrade\r\nUpgrade: websocket\r\n\r\n\x81\x02hi"
+    )
     assert isinstance(evs[0], RequestHead) and evs[0].upgrade
     assert isinstance(evs[1], EndOfMessage)
     assert evs[2] == Data(b"\x81\x02hi")
@@ -96,8 +119,10 @@ def test_upgrade_request_then_raw_tunnel_bytes():
 
 
 def test_content_length_with_transfer_encoding_is_smuggling_400():
-    for raw in (b"POST / HTTP/1.1\r\nHost: a\r\nContent-Length: 4\r\nTransfer-Encoding: chunked\r\n\r\n",
-                b"POST / HTTP/1.1\r\nHost: a\r\nTransfer-Encoding: chunked\r\nContent-Length: 4\r\n\r\n"):
+    for raw in (
+        b"POST / HTTP/1.1\r\nHost: a\r\nContent-Length: 4\r\nTransfer-Encoding: chunked\r\n\r\n",
+        b"POST / HTTP/1.1\r\nHost: a\r\nTransfer-Encoding: chunked\r\nContent-Length: 4\r\n\r\n",
+    ):
         p = RequestParser()
         evs = p.feed(raw)
         assert evs[-1] == ProtocolError(400, "http1.content_length_and_chunked_not_allowed")
@@ -105,12 +130,19 @@ def test_content_length_with_transfer_encoding_is_smuggling_400():
 
 
 def test_invalid_characters_and_malformed_request_line_are_400():
-    for raw in (b"GET / HTTP/1.1\r\nX-A: a\x01b\r\n\r\n", b"GET / HTTP/1.1\r\nBad Name: v\r\n\r\n",
-                b"GET / HTTP/1.1\r\nX\x7f: v\r\n\r\n"):
+    for raw in (
+        b"GET / HTTP/1.1\r\nX-A: a\x01b\r\n\r\n",
+        b"GET / HTTP/1.1\r\nBad Name: v\r\n\r\n",
+        b"GET / HTTP/1.1\r\nX\x7f: v\r\n\r\n",
+    ):
         ev = RequestParser().feed(raw)[-1]
         assert ev == ProtocolError(400, "http1.invalid_characters"), raw
-    for raw in (b"GARBAGE\r\n\r\n", b"GET / HTTP/9.9\r\n\r\n", b"GET /\x00 HTTP/1.1\r\n\r\n",
-                b"\x16\x03\x01\x00\xa5\x01\x00"):
+    for raw in (
+        b"GARBAGE\r\n\r\n",
+        b"GET / HTTP/9.9\r\n\r\n",
+        b"GET /\x00 HTTP/1.1\r\n\r\n",
+        b"\x16\x03\x01\x00\xa5\x01\x00",
+    ):
         ev = RequestParser().feed(raw)[-1]
         assert isinstance(ev, ProtocolError) and ev.status == 400, raw
 
@@ -122,7 +154,7 @@ def test_header_size_limits_431_complete_and_partial():
     p = RequestParser()
     evs = []
     for i in range(0, len(big) - 4, 1000):
-        evs.extend(p.feed(big[i:i + 1000]))
+        evs.extend(p.feed(big[i : i + 1000]))
     assert evs and evs[-1].status == 431
     # A head just under the limit is fine.
     ok = b"GET / HTTP/1.1\r\nHost: a\r\nX-Big: " + b"a" * 1000 + b"\r\n\r\n"
@@ -144,6 +176,7 @@ def test_feed_eof_mid_request_reports_disconnect():
 
 # ----------------------------------------------------------------------------------------- responses
 
+
 def test_response_with_content_length_and_keep_alive():
     r = ResponseParser()
     r.expect("GET")
@@ -157,19 +190,33 @@ def test_response_to_head_has_no_body_even_with_content_length():
     r = ResponseParser()
     r.expect("HEAD")
     r.expect("GET")
-    evs = feed_all(r, b"HTTP/1.1 200 OK\r\nContent-Length: 500\r\n\r\nHTTP/1.1 200 OK\r\nContent-Len",
-                   b"gth: 3\r\n\r\nabc")
-    assert [type(e).__name__ for e in evs] == ["ResponseHead", "EndOfMessage", "ResponseHead", "Data",
-                                               "EndOfMessage"]
+    evs = feed_all(
+        r,
+        b"HTTP/1.1 200 OK\r\nContent-Length: 500\r\n\r\nHTTP/1.1 200 OK\r\nContent-Len",
+        b"gth: 3\r\n\r\nabc",
+    )
+    assert [type(e).__name__ for e in evs] == [
+        "ResponseHead",
+        "EndOfMessage",
+        "ResponseHead",
+        "Data",
+        "EndOfMessage",
+    ]
     assert evs[0].headers.get("content-length") == "500" and evs[3].data == b"abc"
 
 
 def test_informational_responses_are_swallowed_and_204_304_have_no_body():
     r = ResponseParser()
-    evs = r.feed(b"HTTP/1.1 100 Continue\r\n\r\nHTTP/1.1 204 No Content\r\n\r\n"
-                 b"HTTP/1.1 304 Not Modified\r\nContent-Length: 10\r\n\r\n")
+    evs = r.feed(
+        b"HTTP/1.1 100 Continue\r\n\r\nHTTP/1.1 204 No Content\r\n\r\n"
+        b"HTTP/1.1 304 Not Modified\r\nContent-Length: 10\r\n\r\n"
+    )
     assert [(type(e).__name__, getattr(e, "status", None)) for e in evs] == [
-        ("ResponseHead", 204), ("EndOfMessage", None), ("ResponseHead", 304), ("EndOfMessage", None)]
+        ("ResponseHead", 204),
+        ("EndOfMessage", None),
+        ("ResponseHead", 304),
+        ("EndOfMessage", None),
+    ]
     evs = ResponseParser(emit_informational=True).feed(b"HTTP/1.1 100 Continue\r\n\r\n")
     assert evs[0].status == 100
 
@@ -209,9 +256,17 @@ def test_bad_response_is_502_protocol_error():
 
 # --------------------------------------------------------------------------------------- serializers
 
+
 def test_serializers_round_trip_through_the_parsers():
-    h = Headers([(":method", "POST"), (":path", "/p"), (":authority", "svc:80"), (":scheme", "http"),
-                 ("content-length", "3")])
+    h = Headers(
+        [
+            (":method", "POST"),
+            (":path", "/p"),
+            (":authority", "svc:80"),
+            (":scheme", "http"),
+            ("content-length", "3"),
+        ]
+    )
     raw = encode_request_head(h) + b"abc"
     evs = RequestParser().feed(raw)
     assert evs[0].headers == h and evs[1] == Data(b"abc")
@@ -256,8 +311,11 @@ def test_arbitrary_bytes_never_raise_out_of_feed(data, cuts):
 
 
 @settings(max_examples=200, deadline=None)
-@given(picks=st.lists(st.sampled_from(range(len(REQUESTS))), min_size=1, max_size=4),
-       cuts=st.lists(st.integers(0, 4000), max_size=10), prefix=st.binary(max_size=64))
+@given(
+    picks=st.lists(st.sampled_from(range(len(REQUESTS))), min_size=1, max_size=4),
+    cuts=st.lists(st.integers(0, 4000), max_size=10),
+    prefix=st.binary(max_size=64),
+)
 def test_valid_requests_split_anywhere_parse_like_unsplit(picks, cuts, prefix):
     stream = b"".join(REQUESTS[i] for i in picks)
     whole = merged(RequestParser().feed(stream))

@@ -6,7 +6,9 @@ from proxy.router import compile_route_configuration
 
 
 def table(cfg: dict):
-    return compile_route_configuration(json_format.ParseDict(cfg, route_pb2.RouteConfiguration()), "route_config")
+    return compile_route_configuration(
+        json_format.ParseDict(cfg, route_pb2.RouteConfiguration()), "route_config"
+    )
 
 
 def req(path="/", authority="example.com", method="GET", scheme="http", **extra):

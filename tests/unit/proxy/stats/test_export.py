@@ -51,7 +51,9 @@ def test_text_is_sorted_name_value_lines_then_histograms(store):
 
 
 def test_text_p50_is_within_the_recorded_range(store):
-    line = next(ln for ln in export.text(store).splitlines() if ln.startswith("cluster.backend.upstream_rq_time"))
+    line = next(
+        ln for ln in export.text(store).splitlines() if ln.startswith("cluster.backend.upstream_rq_time")
+    )
     p50 = float(re.search(r"P50\(nan,([^)]+)\)", line).group(1))
     assert 1 <= p50 <= 5
 
@@ -83,15 +85,40 @@ def test_prometheus_parses_and_extracts_envoy_tags(store):
     got = samples(text)
     assert got[("envoy_cluster_upstream_rq_total", (("envoy_cluster_name", "backend"),))] == ("counter", 5)
     # (the parser reports counter samples with a `_total` suffix)
-    assert got[("envoy_cluster_upstream_rq_xx_total", (("envoy_cluster_name", "backend"),
-                                                       ("envoy_response_code_class", "2")))][1] == 4
-    assert got[("envoy_cluster_upstream_rq_total", (("envoy_cluster_name", "backend"),
-                                                    ("envoy_response_code", "503")))][1] == 1
-    assert 'envoy_cluster_upstream_rq_xx{envoy_response_code_class="2",envoy_cluster_name="backend"} 4\n' in text
-    assert got[("envoy_cluster_upstream_rq_total",
-                (("envoy_cluster_name", "outbound|9080||reviews.default.svc.cluster.local"),))][1] == 2
+    assert (
+        got[
+            (
+                "envoy_cluster_upstream_rq_xx_total",
+                (("envoy_cluster_name", "backend"), ("envoy_response_code_class", "2")),
+            )
+        ][1]
+        == 4
+    )
+    assert (
+        got[
+            (
+                "envoy_cluster_upstream_rq_total",
+                (("envoy_cluster_name", "backend"), ("envoy_response_code", "503")),
+            )
+        ][1]
+        == 1
+    )
+    assert (
+        'envoy_cluster_upstream_rq_xx{envoy_response_code_class="2",envoy_cluster_name="backend"} 4\n' in text
+    )
+    assert (
+        got[
+            (
+                "envoy_cluster_upstream_rq_total",
+                (("envoy_cluster_name", "outbound|9080||reviews.default.svc.cluster.local"),),
+            )
+        ][1]
+        == 2
+    )
     assert got[("envoy_http_downstream_rq_total", (("envoy_http_conn_manager_prefix", "ingress"),))][1] == 5
-    assert got[("envoy_listener_downstream_cx_total", (("envoy_listener_address", "127.0.0.1_15001"),))][1] == 3
+    assert (
+        got[("envoy_listener_downstream_cx_total", (("envoy_listener_address", "127.0.0.1_15001"),))][1] == 3
+    )
     assert got[("envoy_tcp_downstream_cx_total", (("envoy_tcp_prefix", "echo"),))][1] == 1
     assert got[("envoy_cluster_membership_healthy", (("envoy_cluster_name", "backend"),))] == ("gauge", 2)
     assert got[("envoy_server_live", ())] == ("gauge", 1)
@@ -123,4 +150,6 @@ def test_label_values_are_escaped():
 def test_extract_tags_untagged_names_are_kept():
     assert export.extract_tags("server.uptime") == ("server.uptime", ())
     assert export.extract_tags("cluster.backend.upstream_rq_2xx") == (
-        "cluster.upstream_rq_xx", (("envoy.response_code_class", "2"), ("envoy.cluster_name", "backend")))
+        "cluster.upstream_rq_xx",
+        (("envoy.response_code_class", "2"), ("envoy.cluster_name", "backend")),
+    )

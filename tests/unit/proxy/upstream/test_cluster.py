@@ -49,6 +49,7 @@ def test_defaults_follow_envoy():
 
 def test_connect_timeout_defaults_to_5s():
     from envoy.config.cluster.v3 import cluster_pb2
+
     proto = cluster_pb2.Cluster(name="b")
     assert build_cluster(proto, ctx(), "c").pool_settings.connect_timeout == 5.0
 
@@ -69,9 +70,20 @@ def test_priorities_use_lowest_healthy_priority():
 
 
 def test_circuit_breaker_thresholds_and_gauges():
-    c = build(load_assignment=load_assignment(endpoints("10.0.0.1:80")),
-              circuit_breakers={"thresholds": [{"max_connections": 2, "max_pending_requests": 1, "max_requests": 5,
-                                                "max_retries": 1, "track_remaining": True}]})
+    c = build(
+        load_assignment=load_assignment(endpoints("10.0.0.1:80")),
+        circuit_breakers={
+            "thresholds": [
+                {
+                    "max_connections": 2,
+                    "max_pending_requests": 1,
+                    "max_requests": 5,
+                    "max_retries": 1,
+                    "track_remaining": True,
+                }
+            ]
+        },
+    )
     r = c.resources
     assert (r.connections.max, r.pending_requests.max, r.requests.max, r.retries.max) == (2, 1, 5, 1)
     gauges = c.ctx.stats.gauges
@@ -86,11 +98,13 @@ def test_circuit_breaker_thresholds_and_gauges():
 
 
 def test_protocol_options_max_requests_and_idle_timeout():
-    typed = {"envoy.extensions.upstreams.http.v3.HttpProtocolOptions": {
-        "@type": "type.googleapis.com/envoy.extensions.upstreams.http.v3.HttpProtocolOptions",
-        "common_http_protocol_options": {"idle_timeout": "30s", "max_requests_per_connection": 7},
-        "explicit_http_config": {"http_protocol_options": {}},
-    }}
+    typed = {
+        "envoy.extensions.upstreams.http.v3.HttpProtocolOptions": {
+            "@type": "type.googleapis.com/envoy.extensions.upstreams.http.v3.HttpProtocolOptions",
+            "common_http_protocol_options": {"idle_timeout": "30s", "max_requests_per_connection": 7},
+            "explicit_http_config": {"http_protocol_options": {}},
+        }
+    }
     c = build(typed_extension_protocol_options=typed)
     assert c.pool_settings.max_requests_per_connection == 7
     assert c.pool_settings.idle_timeout == 30
@@ -103,20 +117,43 @@ def test_alt_stat_name():
     assert c.stats.scope.prefix == "cluster.other."
 
 
-@pytest.mark.parametrize("fields,path,text", [
-    ({"type": "EDS", "eds_cluster_config": {"eds_config": {"ads": {}}}}, ".eds_cluster_config", "issue 4"),
-    ({"type": "EDS"}, ".type", "xDS"),
-    ({"health_checks": [{"timeout": "1s", "interval": "1s", "http_health_check": {"path": "/"}}]}, ".health_checks", "health"),
-    ({"outlier_detection": {}}, ".outlier_detection", "outlier"),
-    ({"transport_socket": {"name": "envoy.transport_sockets.tls"}}, ".transport_socket", "issue 6"),
-    ({"http2_protocol_options": {}}, ".http2_protocol_options", "HTTP/2"),
-    ({"upstream_bind_config": {"source_address": {"address": "1.2.3.4", "port_value": 0}}}, ".upstream_bind_config", "not supported"),
-    ({"ring_hash_lb_config": {"hash_function": "MURMUR_HASH_2"}}, ".ring_hash_lb_config.hash_function", "not supported"),
-    ({"lb_policy": "CLUSTER_PROVIDED"}, ".lb_policy", "CLUSTER_PROVIDED"),
-    ({"type": "ORIGINAL_DST"}, ".lb_policy", "ORIGINAL_DST"),
-    ({"ring_hash_lb_config": {"minimum_ring_size": 10, "maximum_ring_size": 5}}, ".ring_hash_lb_config", "minimum_ring_size"),
-    ({"maglev_lb_config": {"table_size": 100}}, ".maglev_lb_config.table_size", "prime"),
-])
+@pytest.mark.parametrize(
+    "fields,path,text",
+    [
+        (
+            {"type": "EDS", "eds_cluster_config": {"eds_config": {"ads": {}}}},
+            ".eds_cluster_config",
+            "issue 4",
+        ),
+        ({"type": "EDS"}, ".type", "xDS"),
+        (
+            {"health_checks": [{"timeout": "1s", "interval": "1s", "http_health_check": {"path": "/"}}]},
+            ".health_checks",
+            "health",
+        ),
+        ({"outlier_detection": {}}, ".outlier_detection", "outlier"),
+        ({"transport_socket": {"name": "envoy.transport_sockets.tls"}}, ".transport_socket", "issue 6"),
+        ({"http2_protocol_options": {}}, ".http2_protocol_options", "HTTP/2"),
+        (
+            {"upstream_bind_config": {"source_address": {"address": "1.2.3.4", "port_value": 0}}},
+            ".upstream_bind_config",
+            "not supported",
+        ),
+        (
+            {"ring_hash_lb_config": {"hash_function": "MURMUR_HASH_2"}},
+            ".ring_hash_lb_config.hash_function",
+            "not supported",
+        ),
+        ({"lb_policy": "CLUSTER_PROVIDED"}, ".lb_policy", "CLUSTER_PROVIDED"),
+        ({"type": "ORIGINAL_DST"}, ".lb_policy", "ORIGINAL_DST"),
+        (
+            {"ring_hash_lb_config": {"minimum_ring_size": 10, "maximum_ring_size": 5}},
+            ".ring_hash_lb_config",
+            "minimum_ring_size",
+        ),
+        ({"maglev_lb_config": {"table_size": 100}}, ".maglev_lb_config.table_size", "prime"),
+    ],
+)
 def test_unsupported_or_invalid_config_is_rejected_with_its_path(fields, path, text):
     err = rejects(path, **fields)
     assert text in str(err)
@@ -129,23 +166,33 @@ def test_unsupported_endpoint_fields_are_rejected_with_their_path():
 
 
 def test_static_cluster_needs_ip_addresses():
-    err = rejects(".load_assignment.endpoints[0].lb_endpoints[0].endpoint.address.socket_address.address",
-                  load_assignment=load_assignment(endpoints("localhost:80")))
+    err = rejects(
+        ".load_assignment.endpoints[0].lb_endpoints[0].endpoint.address.socket_address.address",
+        load_assignment=load_assignment(endpoints("localhost:80")),
+    )
     assert "STRICT_DNS" in str(err)
 
 
 def test_unknown_typed_protocol_options_are_rejected():
     from envoy.extensions.upstreams.tcp.v3 import tcp_protocol_options_pb2  # noqa: F401 (lets json parse it)
 
-    typed = {"envoy.extensions.upstreams.tcp.v3.TcpProtocolOptions": {
-        "@type": "type.googleapis.com/envoy.extensions.upstreams.tcp.v3.TcpProtocolOptions"}}
-    rejects(".typed_extension_protocol_options[envoy.extensions.upstreams.tcp.v3.TcpProtocolOptions]",
-            typed_extension_protocol_options=typed)
+    typed = {
+        "envoy.extensions.upstreams.tcp.v3.TcpProtocolOptions": {
+            "@type": "type.googleapis.com/envoy.extensions.upstreams.tcp.v3.TcpProtocolOptions"
+        }
+    }
+    rejects(
+        ".typed_extension_protocol_options[envoy.extensions.upstreams.tcp.v3.TcpProtocolOptions]",
+        typed_extension_protocol_options=typed,
+    )
 
 
 def test_logical_dns_needs_exactly_one_endpoint():
-    rejects(".load_assignment", type="LOGICAL_DNS",
-            load_assignment=load_assignment(endpoints("localhost:80", "localhost:81")))
+    rejects(
+        ".load_assignment",
+        type="LOGICAL_DNS",
+        load_assignment=load_assignment(endpoints("localhost:80", "localhost:81")),
+    )
 
 
 def test_duplicate_cluster_names_are_rejected():
@@ -156,8 +203,11 @@ def test_duplicate_cluster_names_are_rejected():
 
 
 async def test_strict_dns_resolves_localhost():
-    c = build(type="STRICT_DNS", dns_lookup_family="V4_ONLY",
-              load_assignment=load_assignment(endpoints(("localhost:8080", 2))))
+    c = build(
+        type="STRICT_DNS",
+        dns_lookup_family="V4_ONLY",
+        load_assignment=load_assignment(endpoints(("localhost:8080", 2))),
+    )
     assert c.hosts == []
     await c.start()
     try:
@@ -174,8 +224,12 @@ async def test_strict_dns_resolves_localhost():
 
 
 async def test_strict_dns_keeps_last_good_hosts_when_resolution_fails():
-    c = build(type="STRICT_DNS", dns_lookup_family="V4_ONLY", dns_refresh_rate="0.05s",
-              load_assignment=load_assignment(endpoints("localhost:8080")))
+    c = build(
+        type="STRICT_DNS",
+        dns_lookup_family="V4_ONLY",
+        dns_refresh_rate="0.05s",
+        load_assignment=load_assignment(endpoints("localhost:8080")),
+    )
     await c.start()
     try:
         c.specs[0].address = "no-such-host.invalid"
@@ -187,8 +241,12 @@ async def test_strict_dns_keeps_last_good_hosts_when_resolution_fails():
 
 
 async def test_strict_dns_refreshes_periodically():
-    c = build(type="STRICT_DNS", dns_lookup_family="V4_ONLY", dns_refresh_rate="0.05s",
-              load_assignment=load_assignment(endpoints("localhost:8080")))
+    c = build(
+        type="STRICT_DNS",
+        dns_lookup_family="V4_ONLY",
+        dns_refresh_rate="0.05s",
+        load_assignment=load_assignment(endpoints("localhost:8080")),
+    )
     await c.start()
     try:
         for _ in range(100):
@@ -201,8 +259,11 @@ async def test_strict_dns_refreshes_periodically():
 
 
 async def test_logical_dns_single_host():
-    c = build(type="LOGICAL_DNS", dns_lookup_family="V4_ONLY",
-              load_assignment=load_assignment(endpoints("localhost:9000")))
+    c = build(
+        type="LOGICAL_DNS",
+        dns_lookup_family="V4_ONLY",
+        load_assignment=load_assignment(endpoints("localhost:9000")),
+    )
     cm = ClusterManager(c.ctx)
     cm.clusters[c.name] = c
     await cm.start()
@@ -253,7 +314,9 @@ def test_original_dst_rejects_load_assignment():
 
 
 async def test_cluster_manager_add_update_remove():
-    cm = ClusterManager.from_protos([cluster_proto(load_assignment=load_assignment(endpoints("10.0.0.1:80")))], ctx())
+    cm = ClusterManager.from_protos(
+        [cluster_proto(load_assignment=load_assignment(endpoints("10.0.0.1:80")))], ctx()
+    )
     await cm.start()
     first = cm.get("backend")
     assert first.proto.name == "backend" and cm.get("nope") is None

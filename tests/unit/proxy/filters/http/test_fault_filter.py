@@ -42,15 +42,19 @@ async def test_abort_with_100_percent():
 async def test_abort_percentage_follows_random_value():
     hits = []
     for v in range(100):
-        cfg = config({"abort": {"http_status": 418, "percentage": {"numerator": 30}}}, rand=lambda bits, v=v: v)
+        cfg = config(
+            {"abort": {"http_status": 418, "percentage": {"numerator": 30}}}, rand=lambda bits, v=v: v
+        )
         _, _, status = await run(cfg)
         hits.append(status is STOP)
     assert sum(hits) == 30
 
 
 async def test_million_denominator():
-    cfg = config({"abort": {"http_status": 500, "percentage": {"numerator": 1, "denominator": "MILLION"}}},
-                 rand=lambda bits: 1)
+    cfg = config(
+        {"abort": {"http_status": 500, "percentage": {"numerator": 1, "denominator": "MILLION"}}},
+        rand=lambda bits: 1,
+    )
     _, _, status = await run(cfg)
     assert status is CONTINUE
 
@@ -68,8 +72,12 @@ async def test_fixed_delay_then_continue_with_di():
 
 
 async def test_delay_then_abort():
-    cfg = config({"delay": {"fixed_delay": "0.01s", "percentage": {"numerator": 100}},
-                  "abort": {"http_status": 503, "percentage": {"numerator": 100}}})
+    cfg = config(
+        {
+            "delay": {"fixed_delay": "0.01s", "percentage": {"numerator": 100}},
+            "abort": {"http_status": 503, "percentage": {"numerator": 100}},
+        }
+    )
     _, stream, status = await run(cfg)
     assert status is STOP and stream.stream_info.flags_string() == "DI,FI"
 
@@ -82,8 +90,9 @@ async def test_header_abort_and_percentage_header():
     assert status is CONTINUE
     _, _, status = await run(cfg, request(x_envoy_fault_abort_request="99"))
     assert status is CONTINUE  # not a valid HTTP status
-    _, _, status = await run(cfg, request(x_envoy_fault_abort_request="500",
-                                          x_envoy_fault_abort_request_percentage="0"))
+    _, _, status = await run(
+        cfg, request(x_envoy_fault_abort_request="500", x_envoy_fault_abort_request_percentage="0")
+    )
     assert status is CONTINUE
 
 
@@ -96,8 +105,12 @@ async def test_header_delay():
 
 
 async def test_headers_matcher_limits_the_fault():
-    cfg = config({"abort": {"http_status": 503, "percentage": {"numerator": 100}},
-                  "headers": [{"name": "x-chaos", "exact_match": "1"}]})
+    cfg = config(
+        {
+            "abort": {"http_status": 503, "percentage": {"numerator": 100}},
+            "headers": [{"name": "x-chaos", "exact_match": "1"}],
+        }
+    )
     assert (await run(cfg, request()))[2] is CONTINUE
     assert (await run(cfg, request(x_chaos="1")))[2] is STOP
 
@@ -117,11 +130,15 @@ async def test_max_active_faults_overflow():
 
 def test_unsupported_fields_are_rejected_with_path():
     ctx, _ = context()
-    msg = json_format.ParseDict({"abort": {"grpc_status": 14, "percentage": {"numerator": 1}}}, fault_pb2.HTTPFault())
+    msg = json_format.ParseDict(
+        {"abort": {"grpc_status": 14, "percentage": {"numerator": 1}}}, fault_pb2.HTTPFault()
+    )
     with pytest.raises(ConfigError) as e:
         make_fault(msg, ctx, "hcm.http_filters[0].typed_config")
     assert e.value.path == "hcm.http_filters[0].typed_config.abort.grpc_status"
-    msg = json_format.ParseDict({"response_rate_limit": {"fixed_limit": {"limit_kbps": 1}}}, fault_pb2.HTTPFault())
+    msg = json_format.ParseDict(
+        {"response_rate_limit": {"fixed_limit": {"limit_kbps": 1}}}, fault_pb2.HTTPFault()
+    )
     with pytest.raises(ConfigError) as e:
         make_fault(msg, ctx, "p")
     assert e.value.path == "p.response_rate_limit"

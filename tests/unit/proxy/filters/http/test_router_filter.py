@@ -20,8 +20,16 @@ def vhost(routes, **extra):
 
 
 def cluster_route(action=None, match=None, **extra):
-    return vhost([{"name": "r1", "match": match or {"prefix": "/"}, "route": action or {"cluster": "backend"},
-                   **extra}])
+    return vhost(
+        [
+            {
+                "name": "r1",
+                "match": match or {"prefix": "/"},
+                "route": action or {"cluster": "backend"},
+                **extra,
+            }
+        ]
+    )
 
 
 async def run(cfg, headers=None):
@@ -39,8 +47,9 @@ def counter(store, name):
 
 
 async def test_no_route_is_404_nr():
-    stream, store = await run(vhost([{"match": {"prefix": "/api"}, "route": {"cluster": "x"}}]),
-                              headers=request("/other"))
+    stream, store = await run(
+        vhost([{"match": {"prefix": "/api"}, "route": {"cluster": "x"}}]), headers=request("/other")
+    )
     assert stream.local_reply[:4] == (404, b"", "NR", "route_not_found")
     assert stream.stream_info.flags_string() == "NR"
     assert counter(store, "http.ingress.no_route") == 1
@@ -74,7 +83,10 @@ async def test_no_healthy_host_is_503_uh():
 async def test_proxies_and_streams_the_response_with_envoy_headers_and_stats():
     h = request("/x", x_request_id="rid-1", connection="keep-alive", keep_alive="5")
     stream, store, c, _ = await _run_with(
-        {"script": [FakeResponse(200, [("content-type", "text/plain")], [b"a", b"b"])]}, cluster_route(), headers=h)
+        {"script": [FakeResponse(200, [("content-type", "text/plain")], [b"a", b"b"])]},
+        cluster_route(),
+        headers=h,
+    )
     sent, body = c.requests[0]
     assert body is None
     assert sent.get("x-request-id") == "rid-1"
@@ -95,7 +107,9 @@ async def test_connect_failure_is_503_uf_with_envoy_body():
     stream, store, _, _ = await _run_with({"script": [UpstreamConnectError()]}, cluster_route())
     status, body, flag, details, _ = stream.local_reply
     assert (status, flag) == (503, "UF")
-    assert body == b"upstream connect error or disconnect/reset before headers. reset reason: connection failure"
+    assert (
+        body == b"upstream connect error or disconnect/reset before headers. reset reason: connection failure"
+    )
     assert details == "upstream_reset_before_response_started{connection_failure}"
     assert counter(store, "cluster.backend.upstream_rq_503") == 1
 
@@ -103,7 +117,10 @@ async def test_connect_failure_is_503_uf_with_envoy_body():
 async def test_reset_before_headers_is_503_uc():
     stream, _, _, _ = await _run_with({"script": [UpstreamResetError()]}, cluster_route())
     assert stream.local_reply[:3] == (
-        503, b"upstream connect error or disconnect/reset before headers. reset reason: connection termination", "UC")
+        503,
+        b"upstream connect error or disconnect/reset before headers. reset reason: connection termination",
+        "UC",
+    )
 
 
 async def test_overflow_is_503_uo_with_overloaded_header_and_no_retry():
@@ -124,8 +141,16 @@ async def test_route_timeout_is_504_ut():
 
 
 async def test_retry_on_5xx_hides_the_failure_and_counts():
-    cfg = cluster_route({"cluster": "backend", "retry_policy": {
-        "retry_on": "5xx", "num_retries": 2, "retry_back_off": {"base_interval": "0.001s"}}})
+    cfg = cluster_route(
+        {
+            "cluster": "backend",
+            "retry_policy": {
+                "retry_on": "5xx",
+                "num_retries": 2,
+                "retry_back_off": {"base_interval": "0.001s"},
+            },
+        }
+    )
     stream, store, c, _ = await _run_with({"script": [FakeResponse(503), FakeResponse(200)]}, cfg)
     assert stream.response_headers.status == 200
     assert len(c.requests) == 2
@@ -139,9 +164,19 @@ async def test_retry_on_5xx_hides_the_failure_and_counts():
 
 
 async def test_retries_exhausted_pass_the_last_response_with_urx():
-    cfg = cluster_route({"cluster": "backend", "retry_policy": {
-        "retry_on": "5xx", "num_retries": 1, "retry_back_off": {"base_interval": "0.001s"}}})
-    stream, store, c, _ = await _run_with({"script": [FakeResponse(503), FakeResponse(503, body=[b"last"])]}, cfg)
+    cfg = cluster_route(
+        {
+            "cluster": "backend",
+            "retry_policy": {
+                "retry_on": "5xx",
+                "num_retries": 1,
+                "retry_back_off": {"base_interval": "0.001s"},
+            },
+        }
+    )
+    stream, store, c, _ = await _run_with(
+        {"script": [FakeResponse(503), FakeResponse(503, body=[b"last"])]}, cfg
+    )
     assert stream.response_headers.status == 503 and b"".join(stream.data) == b"last"
     assert stream.stream_info.flags_string() == "URX"
     assert counter(store, "cluster.backend.upstream_rq_retry_limit_exceeded") == 1
@@ -155,8 +190,12 @@ async def test_non_retriable_status_is_not_retried():
 
 
 async def test_retry_of_connect_failure_then_success():
-    cfg = cluster_route({"cluster": "backend", "retry_policy": {
-        "retry_on": "connect-failure", "retry_back_off": {"base_interval": "0.001s"}}})
+    cfg = cluster_route(
+        {
+            "cluster": "backend",
+            "retry_policy": {"retry_on": "connect-failure", "retry_back_off": {"base_interval": "0.001s"}},
+        }
+    )
     stream, _, c, _ = await _run_with({"script": [UpstreamConnectError(), FakeResponse(200)]}, cfg)
     assert stream.response_headers.status == 200 and len(c.requests) == 2
 
@@ -169,9 +208,17 @@ async def test_retry_circuit_breaker_overflow_stops_retrying():
 
 
 async def test_per_try_timeout_retries_then_504_ut():
-    cfg = cluster_route({"cluster": "backend", "retry_policy": {
-        "retry_on": "5xx", "num_retries": 1, "per_try_timeout": "0.03s",
-        "retry_back_off": {"base_interval": "0.001s"}}})
+    cfg = cluster_route(
+        {
+            "cluster": "backend",
+            "retry_policy": {
+                "retry_on": "5xx",
+                "num_retries": 1,
+                "per_try_timeout": "0.03s",
+                "retry_back_off": {"base_interval": "0.001s"},
+            },
+        }
+    )
     stream, store, c, _ = await _run_with({"script": ["hang", "hang"]}, cfg)
     assert len(c.requests) == 2
     assert c.requests[0][0].get("x-envoy-expected-rq-timeout-ms") == "30"
@@ -180,11 +227,16 @@ async def test_per_try_timeout_retries_then_504_ut():
 
 
 async def test_request_body_is_buffered_for_retries_and_resent():
-    cfg = cluster_route({"cluster": "backend", "retry_policy": {
-        "retry_on": "5xx", "retry_back_off": {"base_interval": "0.001s"}}})
+    cfg = cluster_route(
+        {
+            "cluster": "backend",
+            "retry_policy": {"retry_on": "5xx", "retry_back_off": {"base_interval": "0.001s"}},
+        }
+    )
     h = request("/", method="POST", content_length="6")
-    stream, _, c, _ = await _run_with({"script": [FakeResponse(503), FakeResponse(200)]}, cfg, headers=h,
-                                      body=[b"abc", b"def"])
+    stream, _, c, _ = await _run_with(
+        {"script": [FakeResponse(503), FakeResponse(200)]}, cfg, headers=h, body=[b"abc", b"def"]
+    )
     assert [b for _, b in c.requests] == [b"abcdef", b"abcdef"]
 
 
@@ -196,11 +248,21 @@ async def test_streamed_chunked_body_drops_transfer_encoding():
 
 
 async def test_rewrites_and_header_mutations():
-    cfg = vhost([{"match": {"prefix": "/api/"}, "route": {"cluster": "backend", "prefix_rewrite": "/",
-                                                           "host_rewrite_literal": "internal.svc"},
-                  "request_headers_to_add": [{"header": {"key": "x-route", "value": "yes"}}],
-                  "response_headers_to_add": [{"header": {"key": "x-resp", "value": "%UPSTREAM_CLUSTER%"}}],
-                  "response_headers_to_remove": ["x-secret"]}])
+    cfg = vhost(
+        [
+            {
+                "match": {"prefix": "/api/"},
+                "route": {
+                    "cluster": "backend",
+                    "prefix_rewrite": "/",
+                    "host_rewrite_literal": "internal.svc",
+                },
+                "request_headers_to_add": [{"header": {"key": "x-route", "value": "yes"}}],
+                "response_headers_to_add": [{"header": {"key": "x-resp", "value": "%UPSTREAM_CLUSTER%"}}],
+                "response_headers_to_remove": ["x-secret"],
+            }
+        ]
+    )
     h = request("/api/users?id=1")
     stream, _, c, _ = await _run_with({"script": [FakeResponse(200, [("x-secret", "s")])]}, cfg, headers=h)
     sent, _ = c.requests[0]
@@ -219,8 +281,13 @@ async def test_auto_host_rewrite_uses_the_hosts_hostname():
 
 
 async def test_weighted_clusters_follow_the_random_value():
-    cfg = cluster_route({"weighted_clusters": {"clusters": [{"name": "backend", "weight": 80},
-                                                            {"name": "other", "weight": 20}]}})
+    cfg = cluster_route(
+        {
+            "weighted_clusters": {
+                "clusters": [{"name": "backend", "weight": 80}, {"name": "other", "weight": 20}]
+            }
+        }
+    )
     seen = []
     for value in (0, 79, 80, 99):
         stream, _, _, _ = await _run_with({}, cfg, rand=lambda bits, v=value: v, extra_clusters=["other"])
@@ -238,9 +305,16 @@ async def test_hash_policy_reaches_the_load_balancer():
 
 
 async def test_direct_response_and_redirect():
-    cfg = vhost([{"match": {"prefix": "/dr"}, "direct_response": {"status": 200, "body": {"inline_string": "hi"}},
-                  "response_headers_to_add": [{"header": {"key": "x-a", "value": "1"}}]},
-                 {"match": {"prefix": "/"}, "redirect": {"https_redirect": True}}])
+    cfg = vhost(
+        [
+            {
+                "match": {"prefix": "/dr"},
+                "direct_response": {"status": 200, "body": {"inline_string": "hi"}},
+                "response_headers_to_add": [{"header": {"key": "x-a", "value": "1"}}],
+            },
+            {"match": {"prefix": "/"}, "redirect": {"https_redirect": True}},
+        ]
+    )
     stream, _, _, _ = await _run_with({}, cfg, headers=request("/dr"))
     assert stream.local_reply == (200, b"hi", None, "direct_response", {"x-a": "1"})
     stream, _, _, _ = await _run_with({}, cfg, headers=request("/p?q=1", authority="a.com"))
@@ -266,16 +340,22 @@ async def test_mirror_sends_a_copy_to_the_shadow_with_suffix():
 async def test_upgrade_response_is_tunnelled():
     duplex = object()
     h = request("/ws", upgrade="websocket", connection="Upgrade")
-    stream, _, c, _ = await _run_with({"script": [FakeResponse(101, [("upgrade", "websocket"),
-                                                                     ("connection", "upgrade")], duplex=duplex)]},
-                                      cluster_route(), headers=h)
+    stream, _, c, _ = await _run_with(
+        {"script": [FakeResponse(101, [("upgrade", "websocket"), ("connection", "upgrade")], duplex=duplex)]},
+        cluster_route(),
+        headers=h,
+    )
     assert c.requests[0][0].get("upgrade") == "websocket"
     assert stream.response_headers.status == 101 and stream.upgraded is duplex
 
 
 async def test_vhost_attempt_count_headers():
-    cfg = cluster_route({"cluster": "backend", "retry_policy": {"retry_on": "5xx",
-                                                                 "retry_back_off": {"base_interval": "0.001s"}}})
+    cfg = cluster_route(
+        {
+            "cluster": "backend",
+            "retry_policy": {"retry_on": "5xx", "retry_back_off": {"base_interval": "0.001s"}},
+        }
+    )
     cfg["virtual_hosts"][0].update(include_request_attempt_count=True, include_attempt_count_in_response=True)
     stream, _, c, _ = await _run_with({"script": [FakeResponse(503), FakeResponse(200)]}, cfg)
     assert [r[0].get("x-envoy-attempt-count") for r in c.requests] == ["1", "2"]
@@ -292,6 +372,7 @@ def test_unsupported_router_field_is_rejected():
 
     from proxy.config.errors import ConfigError
     from proxy.filters.http.router import make_router
+
     ctx, _ = context()
     with pytest.raises(ConfigError) as e:
         make_router(router_pb2.Router(start_child_span=True), ctx, "hcm.http_filters[0].typed_config")
@@ -324,14 +405,16 @@ async def _run_expecting_reset(cfg, response):
 
 
 async def test_timeout_after_response_started_resets_the_stream_with_ut():
-    stream, store = await _run_expecting_reset(cluster_route({"cluster": "backend", "timeout": "0.05s"}),
-                                               _SlowBodyResponse(200))
+    stream, store = await _run_expecting_reset(
+        cluster_route({"cluster": "backend", "timeout": "0.05s"}), _SlowBodyResponse(200)
+    )
     assert stream.stream_info.flags_string() == "UT"
     assert counter(store, "cluster.backend.upstream_rq_timeout") == 1
     assert counter(store, "http.ingress.rq_reset_after_downstream_response_started") == 1
 
 
 async def test_idle_timeout_between_body_chunks_resets_with_si():
-    stream, _ = await _run_expecting_reset(cluster_route({"cluster": "backend", "idle_timeout": "0.03s"}),
-                                           _SlowBodyResponse(200))
+    stream, _ = await _run_expecting_reset(
+        cluster_route({"cluster": "backend", "idle_timeout": "0.03s"}), _SlowBodyResponse(200)
+    )
     assert stream.stream_info.flags_string() == "SI"

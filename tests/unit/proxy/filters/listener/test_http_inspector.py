@@ -51,9 +51,19 @@ def test_filter_sets_application_protocols_and_stats():
 
 
 def test_sockaddr_in_parsing():
-    raw = struct.pack("=H", socket.AF_INET) + struct.pack("!H", 9080) + socket.inet_aton("198.18.0.2") + b"\0" * 8
+    raw = (
+        struct.pack("=H", socket.AF_INET)
+        + struct.pack("!H", 9080)
+        + socket.inet_aton("198.18.0.2")
+        + b"\0" * 8
+    )
     assert parse_sockaddr_in(raw) == ("198.18.0.2", 9080)
-    raw6 = (struct.pack("=H", socket.AF_INET6) + struct.pack("!H", 443) + b"\0" * 4
-            + socket.inet_pton(socket.AF_INET6, "fd00::1") + b"\0" * 4)
+    raw6 = (
+        struct.pack("=H", socket.AF_INET6)
+        + struct.pack("!H", 443)
+        + b"\0" * 4
+        + socket.inet_pton(socket.AF_INET6, "fd00::1")
+        + b"\0" * 4
+    )
     assert parse_sockaddr_in6(raw6) == ("fd00::1", 443)
     assert parse_sockaddr_in(b"\0\0") is None

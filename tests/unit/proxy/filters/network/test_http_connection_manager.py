@@ -137,9 +137,17 @@ async def ok_handler(stream, end_stream):
     async for chunk in stream.request_body():
         body += chunk
     payload = b"echo:" + body
-    await stream.encode_headers(Headers([(":status", "200"), ("content-length", str(len(payload))),
-                                         ("connection", "keep-alive"), ("x-path", stream.request_headers.path)]),
-                                False)
+    await stream.encode_headers(
+        Headers(
+            [
+                (":status", "200"),
+                ("content-length", str(len(payload))),
+                ("connection", "keep-alive"),
+                ("x-path", stream.request_headers.path),
+            ]
+        ),
+        False,
+    )
     await stream.encode_data(payload, True)
 
 
@@ -148,9 +156,14 @@ def make(handler=ok_handler, route_table=None, conn=None, **kw):
     logger = Recorder()
     tf = TerminalFactory(handler)
     filters = kw.pop("filters", [])
-    cfg = HcmConfig(stat_prefix="ing", stats=HcmStats.build(store.scope("http.ing.")),
-                    route_provider=StaticRouteProvider(route_table if route_table is not None else Table()),
-                    filter_factories=[*filters, ("router", tf)], access_loggers=[logger], **kw)
+    cfg = HcmConfig(
+        stat_prefix="ing",
+        stats=HcmStats.build(store.scope("http.ing.")),
+        route_provider=StaticRouteProvider(route_table if route_table is not None else Table()),
+        filter_factories=[*filters, ("router", tf)],
+        access_loggers=[logger],
+        **kw,
+    )
     conn = conn or FakeConn()
     hcm = HttpConnectionManager(cfg, conn)
     conn.filter = hcm
@@ -180,6 +193,7 @@ def stat(store, name):
 
 
 # ------------------------------------------------------------------------------------------ basics
+
 
 async def test_get_is_proxied_with_envoy_headers_stats_and_access_log():
     hcm, conn, store, logger, tf = make()
@@ -213,8 +227,10 @@ async def test_pipelined_requests_are_answered_in_order():
         await ok_handler(stream, end_stream)
 
     hcm, conn, store, logger, _ = make(handler)
-    hcm.on_data(b"GET /slow HTTP/1.1\r\nHost: a\r\n\r\nPOST /b HTTP/1.1\r\nHost: a\r\nContent-Length: 2\r\n\r\n"
-                b"hiGET /c HTTP/1.1\r\nHost: a\r\n\r\n")
+    hcm.on_data(
+        b"GET /slow HTTP/1.1\r\nHost: a\r\n\r\nPOST /b HTTP/1.1\r\nHost: a\r\nContent-Length: 2\r\n\r\n"
+        b"hiGET /c HTTP/1.1\r\nHost: a\r\n\r\n"
+    )
     await settle()
     assert conn.responses() == []  # nothing overtakes the slow first request
     gate.set()
@@ -286,10 +302,16 @@ async def test_head_response_has_no_body_bytes():
 
 # ------------------------------------------------------------------------------------- local replies
 
+
 async def test_send_local_reply_sets_flag_details_and_text_body():
     async def handler(stream, end_stream):
-        await stream.send_local_reply(503, "upstream connect error", flag="UO", details="overflow",
-                                      headers={"x-envoy-overloaded": "true"})
+        await stream.send_local_reply(
+            503,
+            "upstream connect error",
+            flag="UO",
+            details="overflow",
+            headers={"x-envoy-overloaded": "true"},
+        )
 
     hcm, conn, store, logger, _ = make(handler)
     hcm.on_data(b"GET / HTTP/1.1\r\nHost: a\r\n\r\n")
@@ -314,9 +336,13 @@ async def test_no_route_and_no_terminal_answer_is_404_nr():
 
     store = Store()
     logger = Recorder()
-    cfg = HcmConfig(stat_prefix="ing", stats=HcmStats.build(store.scope("http.ing.")),
-                    route_provider=StaticRouteProvider(Table(route=None)), filter_factories=[("p", PF())],
-                    access_loggers=[logger])
+    cfg = HcmConfig(
+        stat_prefix="ing",
+        stats=HcmStats.build(store.scope("http.ing.")),
+        route_provider=StaticRouteProvider(Table(route=None)),
+        filter_factories=[("p", PF())],
+        access_loggers=[logger],
+    )
     conn = FakeConn()
     hcm = HttpConnectionManager(cfg, conn)
     conn.filter = hcm
@@ -354,13 +380,20 @@ async def test_encoder_filters_run_in_reverse_order():
 
 # ----------------------------------------------------------------------------------- codec and closes
 
-@pytest.mark.parametrize("raw,status,details", [
-    (b"BAD LINE\r\n\r\n", 400, "http1.codec_error"),
-    (b"GET / HTTP/1.1\r\nHost: a\r\nX: a\x01\r\n\r\n", 400, "http1.invalid_characters"),
-    (b"POST / HTTP/1.1\r\nHost: a\r\nContent-Length: 3\r\nTransfer-Encoding: chunked\r\n\r\n", 400,
-     "http1.content_length_and_chunked_not_allowed"),
-    (b"GET / HTTP/1.1\r\nHost: a\r\nX: " + b"a" * 70000 + b"\r\n\r\n", 431, "http1.headers_too_large"),
-])
+
+@pytest.mark.parametrize(
+    "raw,status,details",
+    [
+        (b"BAD LINE\r\n\r\n", 400, "http1.codec_error"),
+        (b"GET / HTTP/1.1\r\nHost: a\r\nX: a\x01\r\n\r\n", 400, "http1.invalid_characters"),
+        (
+            b"POST / HTTP/1.1\r\nHost: a\r\nContent-Length: 3\r\nTransfer-Encoding: chunked\r\n\r\n",
+            400,
+            "http1.content_length_and_chunked_not_allowed",
+        ),
+        (b"GET / HTTP/1.1\r\nHost: a\r\nX: " + b"a" * 70000 + b"\r\n\r\n", 431, "http1.headers_too_large"),
+    ],
+)
 async def test_codec_errors_answer_and_close_with_dpe(raw, status, details):
     hcm, conn, store, logger, _ = make()
     hcm.on_data(raw)
@@ -368,7 +401,11 @@ async def test_codec_errors_answer_and_close_with_dpe(raw, status, details):
     [(head, body)] = conn.responses()
     assert head.status == status and head.headers.get("connection") == "close"
     info = logger.infos[0]
-    assert info.response_code == status and "DPE" in info.response_flags and info.response_code_details == details
+    assert (
+        info.response_code == status
+        and "DPE" in info.response_flags
+        and info.response_code_details == details
+    )
     assert stat(store, "http.ing.downstream_cx_protocol_error") == 1
     await settle()
     assert stat(store, "http.ing.downstream_cx_active") == 0
@@ -449,6 +486,7 @@ async def test_drain_makes_the_next_response_close():
 
 # ------------------------------------------------------------------------------------------ timeouts
 
+
 async def test_request_headers_timeout_is_408():
     hcm, conn, store, logger, _ = make(request_headers_timeout=0.05)
     hcm.on_data(b"GET / HTTP/1.1\r\nHo")
@@ -479,7 +517,7 @@ async def test_request_timeout_is_408():
     hcm, conn, store, logger, _ = make(handler, request_timeout=0.05)
     hcm.on_data(b"POST / HTTP/1.1\r\nHost: a\r\nContent-Length: 10\r\n\r\nab")
     await settle(lambda: logger.infos)
-    assert conn.responses()[0] [0].status == 408
+    assert conn.responses()[0][0].status == 408
     assert conn.responses()[0][1] == b"request timeout"
     assert stat(store, "http.ing.downstream_rq_timeout") == 1
 
@@ -492,10 +530,13 @@ async def test_connection_idle_timeout_closes():
 
 # ---------------------------------------------------------------------------------------- addresses
 
+
 async def test_use_remote_address_appends_xff_and_sanitizes_external_requests():
     hcm, conn, store, logger, _ = make(use_remote_address=True, conn=FakeConn(remote=("203.0.113.9", 1)))
-    hcm.on_data(b"GET / HTTP/1.1\r\nHost: a\r\nX-Forwarded-For: 1.1.1.1\r\nX-Envoy-Retry-On: 5xx\r\n"
-                b"X-Request-Id: client-chosen\r\n\r\n")
+    hcm.on_data(
+        b"GET / HTTP/1.1\r\nHost: a\r\nX-Forwarded-For: 1.1.1.1\r\nX-Envoy-Retry-On: 5xx\r\n"
+        b"X-Request-Id: client-chosen\r\n\r\n"
+    )
     await settle(lambda: logger.infos)
     h = logger.infos[0].request_headers
     assert h.get("x-forwarded-for") == "1.1.1.1, 203.0.113.9"
@@ -526,6 +567,7 @@ async def test_server_name_is_configurable():
 
 
 # ------------------------------------------------------------------------------------------- upgrade
+
 
 class FakeDuplex:
     def __init__(self) -> None:
@@ -561,7 +603,9 @@ async def test_upgrade_tunnels_bytes_both_ways():
     hcm.on_data(b"ping")
     await settle(lambda: bytes(conn.out).endswith(b"pong"))
     head = bytes(conn.out).split(b"\r\n\r\n")[0]
-    assert head.startswith(b"HTTP/1.1 101") and b"connection: upgrade" in head and b"upgrade: websocket" in head
+    assert (
+        head.startswith(b"HTTP/1.1 101") and b"connection: upgrade" in head and b"upgrade: websocket" in head
+    )
     hcm.on_eof()
     await settle(lambda: logger.infos)
     assert duplex.closed and conn.closed and logger.infos[0].response_code == 101

@@ -13,10 +13,15 @@ from proxy.config.registry import load_builtin_extensions
 from proxy.filters.network.http_connection_manager import build_config
 from proxy.stats.store import Store
 
-ROUTER = {"name": "envoy.filters.http.router",
-          "typed_config": {"@type": "type.googleapis.com/envoy.extensions.filters.http.router.v3.Router"}}
-ROUTES = {"virtual_hosts": [{"name": "vh", "domains": ["*"], "routes": [
-    {"match": {"prefix": "/"}, "route": {"cluster": "c"}}]}]}
+ROUTER = {
+    "name": "envoy.filters.http.router",
+    "typed_config": {"@type": "type.googleapis.com/envoy.extensions.filters.http.router.v3.Router"},
+}
+ROUTES = {
+    "virtual_hosts": [
+        {"name": "vh", "domains": ["*"], "routes": [{"match": {"prefix": "/"}, "route": {"cluster": "c"}}]}
+    ]
+}
 
 
 def build(**fields):
@@ -36,27 +41,48 @@ def test_envoy_defaults():
 
 
 def test_configured_values():
-    cfg = build(max_request_headers_kb=8, request_timeout="2s", request_headers_timeout="0.5s",
-                stream_idle_timeout="0s", server_name="isthmus", use_remote_address=True,
-                common_http_protocol_options={"idle_timeout": "10s"},
-                upgrade_configs=[{"upgrade_type": "WebSocket"}, {"upgrade_type": "h2c", "enabled": False}])
+    cfg = build(
+        max_request_headers_kb=8,
+        request_timeout="2s",
+        request_headers_timeout="0.5s",
+        stream_idle_timeout="0s",
+        server_name="isthmus",
+        use_remote_address=True,
+        common_http_protocol_options={"idle_timeout": "10s"},
+        upgrade_configs=[{"upgrade_type": "WebSocket"}, {"upgrade_type": "h2c", "enabled": False}],
+    )
     assert cfg.max_header_bytes == 8192 and cfg.request_timeout == 2.0 and cfg.request_headers_timeout == 0.5
     assert cfg.stream_idle_timeout is None  # 0 disables, as in Envoy
     assert cfg.idle_timeout == 10.0 and cfg.server_name == "isthmus" and cfg.use_remote_address
     assert cfg.upgrade_types == frozenset({"websocket"})
 
 
-@pytest.mark.parametrize("fields,path", [
-    ({"normalize_path": True}, "hcm.normalize_path"),
-    ({"common_http_protocol_options": {"max_stream_duration": "1s"}},
-     "hcm.common_http_protocol_options.max_stream_duration"),
-    ({"codec_type": "HTTP2"}, "hcm.codec_type"),
-    ({"proxy_100_continue": True}, "hcm.proxy_100_continue"),
-    ({"http_filters": [{"name": "envoy.filters.http.fault", "typed_config": {
-        "@type": "type.googleapis.com/envoy.extensions.filters.http.fault.v3.HTTPFault"}}]},
-     "hcm.http_filters[0]"),
-    ({"http_filters": [ROUTER, ROUTER]}, "hcm.http_filters[0]"),
-])
+@pytest.mark.parametrize(
+    "fields,path",
+    [
+        ({"normalize_path": True}, "hcm.normalize_path"),
+        (
+            {"common_http_protocol_options": {"max_stream_duration": "1s"}},
+            "hcm.common_http_protocol_options.max_stream_duration",
+        ),
+        ({"codec_type": "HTTP2"}, "hcm.codec_type"),
+        ({"proxy_100_continue": True}, "hcm.proxy_100_continue"),
+        (
+            {
+                "http_filters": [
+                    {
+                        "name": "envoy.filters.http.fault",
+                        "typed_config": {
+                            "@type": "type.googleapis.com/envoy.extensions.filters.http.fault.v3.HTTPFault"
+                        },
+                    }
+                ]
+            },
+            "hcm.http_filters[0]",
+        ),
+        ({"http_filters": [ROUTER, ROUTER]}, "hcm.http_filters[0]"),
+    ],
+)
 def test_unsupported_or_invalid_fields_are_rejected_by_path(fields, path):
     with pytest.raises(ConfigError) as e:
         build(**fields)
@@ -66,7 +92,13 @@ def test_unsupported_or_invalid_fields_are_rejected_by_path(fields, path):
 def test_rds_is_rejected_until_xds_supplies_it():
     with pytest.raises(ConfigError) as e:
         load_builtin_extensions()
-        msg = json_format.ParseDict({"stat_prefix": "x", "rds": {"route_config_name": "r", "config_source": {"ads": {}}},
-                                     "http_filters": [ROUTER]}, hcm_pb2.HttpConnectionManager())
+        msg = json_format.ParseDict(
+            {
+                "stat_prefix": "x",
+                "rds": {"route_config_name": "r", "config_source": {"ads": {}}},
+                "http_filters": [ROUTER],
+            },
+            hcm_pb2.HttpConnectionManager(),
+        )
         build_config(msg, FactoryContext(stats=Store()), "hcm")
     assert e.value.path == "hcm.rds" and "xDS" in e.value.message

@@ -52,6 +52,7 @@ async def echo_server():
         w.write_eof()
         await w.drain()
         w.close()
+
     srv = await asyncio.start_server(handle, "127.0.0.1", 0)
     return srv, srv.sockets[0].getsockname()[1]
 
@@ -59,11 +60,28 @@ async def echo_server():
 async def proxy_to(cm, **tcp_extra):
 
     port = free_port()
-    proto = json_format.ParseDict({
-        "name": "tcp", "address": {"socket_address": {"address": "127.0.0.1", "port_value": port}},
-        "filter_chains": [{"filters": [{"name": "envoy.filters.network.tcp_proxy", "typed_config": {
-            "@type": TCP, "stat_prefix": "echo", "cluster": "echo", **tcp_extra}}]}],
-    }, listener_pb2.Listener())
+    proto = json_format.ParseDict(
+        {
+            "name": "tcp",
+            "address": {"socket_address": {"address": "127.0.0.1", "port_value": port}},
+            "filter_chains": [
+                {
+                    "filters": [
+                        {
+                            "name": "envoy.filters.network.tcp_proxy",
+                            "typed_config": {
+                                "@type": TCP,
+                                "stat_prefix": "echo",
+                                "cluster": "echo",
+                                **tcp_extra,
+                            },
+                        }
+                    ]
+                }
+            ],
+        },
+        listener_pb2.Listener(),
+    )
     stats = Store()
     lm = ListenerManager([proto], FactoryContext(stats=stats, cluster_manager=cm))
     lm.bind_all()
@@ -93,6 +111,7 @@ def test_echo_and_half_close_through_the_proxy():
         assert stats.gauges[f"listener.127.0.0.1_{port}.downstream_cx_active"].value == 0
         lm.stop_accepting()
         srv.close()
+
     run(main())
 
 
@@ -129,6 +148,7 @@ def test_large_transfer_with_a_slow_reader_keeps_buffers_bounded():
         w.close()
         lm.stop_accepting()
         srv.close()
+
     run(main())
 
 
@@ -143,6 +163,7 @@ def test_connect_failure_closes_downstream_and_counts():
         w.close()
         assert cluster.stats.store.counters["cluster.echo.upstream_cx_connect_fail"].value == 1
         lm.stop_accepting()
+
     run(main())
 
 
@@ -154,6 +175,7 @@ def test_unknown_cluster_closes_and_counts_no_route():
         w.close()
         assert stats.counters["tcp.echo.downstream_cx_no_route"].value == 1
         lm.stop_accepting()
+
     run(main())
 
 
@@ -169,6 +191,7 @@ def test_idle_timeout_closes_both_sides():
         w.close()
         lm.stop_accepting()
         srv.close()
+
     run(main())
 
 
@@ -179,6 +202,7 @@ async def tagged_echo(tag: bytes):
             w.write(data)
             await w.drain()
         w.close()
+
     srv = await asyncio.start_server(handle, "127.0.0.1", 0)
     return srv, srv.sockets[0].getsockname()[1]
 
@@ -195,22 +219,49 @@ def test_listener_filters_pick_the_chain_and_peeked_bytes_are_replayed():
         port = free_port()
 
         def chain(match, cluster):
-            return {"filter_chain_match": match, "filters": [{"name": "envoy.filters.network.tcp_proxy",
-                    "typed_config": {"@type": TCP, "stat_prefix": cluster, "cluster": cluster}}]}
+            return {
+                "filter_chain_match": match,
+                "filters": [
+                    {
+                        "name": "envoy.filters.network.tcp_proxy",
+                        "typed_config": {"@type": TCP, "stat_prefix": cluster, "cluster": cluster},
+                    }
+                ],
+            }
 
-        proto = json_format.ParseDict({
-            "name": "sni", "address": {"socket_address": {"address": "127.0.0.1", "port_value": port}},
-            "listener_filters": [
-                {"name": "envoy.filters.listener.tls_inspector", "typed_config": {
-                    "@type": "type.googleapis.com/envoy.extensions.filters.listener.tls_inspector.v3.TlsInspector"}},
-                {"name": "envoy.filters.listener.http_inspector", "typed_config": {
-                    "@type": "type.googleapis.com/envoy.extensions.filters.listener.http_inspector.v3.HttpInspector"}},
-            ],
-            "filter_chains": [chain({"server_names": ["*.example.com"], "transport_protocol": "tls"}, "a"),
-                              chain({"application_protocols": ["http/1.1"]}, "b")],
-            "default_filter_chain": {"filters": [{"name": "envoy.filters.network.tcp_proxy", "typed_config": {
-                "@type": TCP, "stat_prefix": "c", "cluster": "c"}}]},
-        }, listener_pb2.Listener())
+        proto = json_format.ParseDict(
+            {
+                "name": "sni",
+                "address": {"socket_address": {"address": "127.0.0.1", "port_value": port}},
+                "listener_filters": [
+                    {
+                        "name": "envoy.filters.listener.tls_inspector",
+                        "typed_config": {
+                            "@type": "type.googleapis.com/envoy.extensions.filters.listener.tls_inspector.v3.TlsInspector"
+                        },
+                    },
+                    {
+                        "name": "envoy.filters.listener.http_inspector",
+                        "typed_config": {
+                            "@type": "type.googleapis.com/envoy.extensions.filters.listener.http_inspector.v3.HttpInspector"
+                        },
+                    },
+                ],
+                "filter_chains": [
+                    chain({"server_names": ["*.example.com"], "transport_protocol": "tls"}, "a"),
+                    chain({"application_protocols": ["http/1.1"]}, "b"),
+                ],
+                "default_filter_chain": {
+                    "filters": [
+                        {
+                            "name": "envoy.filters.network.tcp_proxy",
+                            "typed_config": {"@type": TCP, "stat_prefix": "c", "cluster": "c"},
+                        }
+                    ]
+                },
+            },
+            listener_pb2.Listener(),
+        )
         cm = FakeCM(a=FakeCluster("a", pa), b=FakeCluster("b", pb), c=FakeCluster("c", pc))
         lm = ListenerManager([proto], FactoryContext(stats=Store(), cluster_manager=cm))
         lm.bind_all()
@@ -220,7 +271,7 @@ def test_listener_filters_pick_the_chain_and_peeked_bytes_are_replayed():
             r, w = await asyncio.open_connection("127.0.0.1", port)
             if chunked:  # the hello arrives in small pieces while the inspector waits
                 for i in range(0, len(payload), 7):
-                    w.write(payload[i:i + 7])
+                    w.write(payload[i : i + 7])
                     await w.drain()
             else:
                 w.write(payload)
@@ -239,4 +290,5 @@ def test_listener_filters_pick_the_chain_and_peeked_bytes_are_replayed():
         lm.stop_accepting()
         for s in (srv_a, srv_b, srv_c):
             s.close()
+
     run(main())
