@@ -64,9 +64,14 @@ class Gauge:
 
 
 class Histogram:
-    """Bucketed histogram; quantiles are interpolated within the bucket that holds them."""
+    """A histogram with Envoy's bucket bounds for export and fine log-linear bins for quantiles.
 
-    __slots__ = ("name", "bounds", "counts", "count", "sum")
+    Like Envoy's circllhist, every value also lands in a bin two significant digits wide
+    (1.0-1.1, 10-11, 250-260, ...), so quantiles are accurate to about 5% whatever the range,
+    while memory stays bounded by the number of distinct bins actually seen.
+    """
+
+    __slots__ = ("name", "bounds", "counts", "count", "sum", "bins")
 
     def __init__(self, name: str, bounds: tuple[float, ...] = DEFAULT_BUCKETS) -> None:
         self.name = name
@@ -74,11 +79,14 @@ class Histogram:
         self.counts = [0] * (len(bounds) + 1)  # last slot: above the largest bound
         self.count = 0
         self.sum = 0.0
+        self.bins: dict[float, int] = {}
 
     def record(self, value: float) -> None:
         self.counts[bisect.bisect_left(self.bounds, value)] += 1
         self.count += 1
         self.sum += value
+        key = _bin_floor(value)
+        self.bins[key] = self.bins.get(key, 0) + 1
 
     def cumulative_buckets(self) -> list[tuple[float, int]]:
         """[(upper_bound, cumulative count)], ending with (+inf, count)."""
@@ -90,20 +98,46 @@ class Histogram:
         return out
 
     def quantile(self, q: float) -> float:
-        """Estimated q-quantile (0..1); NaN when empty."""
+        """Estimated q-quantile (0..1), interpolated within its fine bin; NaN when empty."""
         if self.count == 0:
             return math.nan
         target = q * self.count
         running = 0
-        lower = 0.0
-        for i, c in enumerate(self.counts):
-            upper = self.bounds[i] if i < len(self.bounds) else self.bounds[-1] * 2
-            if c and running + c >= target:
-                frac = (target - running) / c
-                return lower + (upper - lower) * frac
+        keys = sorted(self.bins)
+        for key in keys:
+            c = self.bins[key]
+            if running + c >= target:
+                return key + _bin_width(key) * ((target - running) / c)
             running += c
-            lower = upper
-        return lower
+        last = keys[-1]
+        return last + _bin_width(last)
+
+
+def _bin_exponent(value: float) -> tuple[int, int]:
+    """(mantissa 10..99, exponent) with value in [m * 10**e, (m + 1) * 10**e)."""
+    e = math.floor(math.log10(value)) - 1
+    # The tiny nudge absorbs binary rounding (0.57 * 100 == 56.99999...).
+    m = math.floor(value * 10.0**-e * (1 + 1e-12))
+    if m >= 100:
+        m, e = m // 10, e + 1
+    elif m < 10:
+        m, e = math.floor(value * 10.0 ** -(e - 1) * (1 + 1e-12)), e - 1
+    return m, e
+
+
+def _bin_floor(value: float) -> float:
+    """Lower edge of the two-significant-digit bin holding `value` (0 for values <= 0)."""
+    if value <= 0:
+        return 0.0
+    m, e = _bin_exponent(value)
+    return m / 10**-e if e < 0 else float(m * 10**e)
+
+
+def _bin_width(floor: float) -> float:
+    if floor <= 0:
+        return 0.0
+    _, e = _bin_exponent(floor)
+    return 1 / 10**-e if e < 0 else float(10**e)
 
 
 class Store:

@@ -8,7 +8,6 @@ Request headers steer its behaviour:
 * ``x-test-delay-ms: 500``      wait before answering
 * ``x-test-fail-every: 2``      answer 503 to every 2nd request this server sees (1st ok, 2nd fails, ...)
 * ``x-test-body-size: 1024``    answer with a body of this many bytes instead of JSON
-* ``x-test-reset: 1``           close the connection without answering
 """
 
 from __future__ import annotations
@@ -45,8 +44,6 @@ def make_app(name: str):
             body_len += len(msg.get("body", b""))
             if not msg.get("more_body"):
                 break
-        if "x-test-reset" in headers:
-            raise RuntimeError("x-test-reset asked for a reset")  # uvicorn closes the connection
         delay = int(headers.get("x-test-delay-ms", "0"))
         if delay:
             await asyncio.sleep(delay / 1000)
