@@ -1,11 +1,15 @@
-"""The `isthmus` command. Subcommands arrive with the issues that build them; today: `up`."""
+"""The `isthmus` command: `up` lives here; the other subcommands are modules of `isthmus.commands`."""
 
 from __future__ import annotations
 
 import argparse
 import asyncio
+import importlib
 import os
+import pkgutil
 import sys
+
+import isthmus.commands
 
 from isthmus import log
 from isthmus.launcher.topology import APP_PORT, DEFAULT_ADDRESS_BASE, bookinfo, local_addressing
@@ -58,6 +62,8 @@ def build_parser() -> argparse.ArgumentParser:
         f"(env {log.ENV_VAR}, default info)",
     )
     up.set_defaults(run=cmd_up, parser=up)
+    for module in sorted(m.name for m in pkgutil.iter_modules(isthmus.commands.__path__)):
+        importlib.import_module(f"isthmus.commands.{module}").register(commands)
     return parser
 
 
@@ -88,7 +94,7 @@ def main(argv: list[str] | None = None) -> int:
     if unknown:  # report it with the subcommand's usage, which is the one that helps
         args.parser.error(f"unrecognized arguments: {' '.join(unknown)}")
     try:
-        log.setup("isthmus", args.log_level)
+        log.setup("isthmus", getattr(args, "log_level", None))
     except ValueError as e:  # a bad ISTHMUS_LOG_LEVEL
         parser.error(str(e))
     return args.run(args, args.parser)
