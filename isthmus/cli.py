@@ -10,7 +10,6 @@ import pkgutil
 import sys
 
 import isthmus.commands
-
 from isthmus import log
 from isthmus.launcher.topology import APP_PORT, DEFAULT_ADDRESS_BASE, bookinfo, local_addressing
 
