@@ -19,7 +19,8 @@ lint: setup
 	$(VENV)/bin/ruff check .
 	$(VENV)/bin/ruff format --check .
 
-bench: setup
+bench:
+	@ISTHMUS_BENCH=1 scripts/setup.sh
 	$(PY) -m bench $(if $(QUICK),--quick,)
 
 protos: setup
