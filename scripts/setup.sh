@@ -7,7 +7,7 @@ cd "$(dirname "$0")/.."
 # Debian packages the mesh and its tests use. Each is installed only when missing.
 DEB_PACKAGES=(redis-server iptables iproute2 chromium openssl procps)
 # `make bench` also needs the load generators and the proxies we compare against.
-[ "${ISTHMUS_BENCH:-}" = 1 ] && DEB_PACKAGES+=(wrk nghttp2-client nginx-light haproxy)
+[ "${ISTHMUS_BENCH:-}" = 1 ] && DEB_PACKAGES+=(wrk nghttp2-client nginx haproxy)
 missing=()
 for pkg in "${DEB_PACKAGES[@]}"; do
   dpkg-query -W -f='${Status}' "$pkg" 2>/dev/null | grep -q "install ok installed" || missing+=("$pkg")
