@@ -1,0 +1,1 @@
+"""citadel's CA core: keys, certificates, CSR checks, tokens. No gRPC, no sockets."""
