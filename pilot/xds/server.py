@@ -1,0 +1,459 @@
+"""The ADS server (``envoy.service.discovery.v3.AggregatedDiscoveryService`` on grpc.aio) and the push
+pipeline: events -> debounce -> one PushContext per merged event -> affected proxies -> push queue ->
+``push_concurrency`` workers, one push in flight per proxy.
+
+Contracts read here (other modules own them):
+* config store: ``snapshot() -> ConfigSnapshot``, ``subscribe(callback(changed_keys, snapshot))``
+* registry: ``snapshot() -> RegistrySnapshot``, ``subscribe(callback(snapshot, endpoints_only))``,
+  ``register(proxy)``, ``unregister(proxy, grace)``
+Callbacks may come from any thread; they are handed to the event loop.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import itertools
+import logging
+import time
+from collections.abc import Callable
+
+import grpc
+from envoy.service.discovery.v3 import ads_pb2_grpc, discovery_pb2
+from google.protobuf import json_format
+
+from isthmus.log import event
+from pilot.model.proxy import NodeIdError, Proxy, parse_node
+from pilot.model.push_context import MeshConfig, PushContext
+from pilot.model.service import RegistrySnapshot
+from pilot.xds import protocol, resources
+from pilot.xds.affected import EDS_ONLY, FULL, push_scope
+from pilot.xds.connection import Connection
+from pilot.xds.debounce import Debouncer, PushRequest, config_push, endpoint_push, service_push
+from pilot.xds.generators import Generators, UnsupportedType
+from pilot.xds.metrics import XdsMetrics
+from pilot.xds.pushqueue import PushQueue
+from pilot.xds.status import WatchState
+
+log = logging.getLogger("pilot.xds")
+
+
+def endpoint_fingerprints(snapshot: RegistrySnapshot) -> dict[str, frozenset]:
+    """host -> what EDS would carry for it (labels count: Endpoint's equality ignores them)."""
+    out: dict[str, set] = {}
+    for e in snapshot.endpoints:
+        out.setdefault(e.service, set()).add(
+            (
+                e.service_port,
+                e.address,
+                e.port,
+                tuple(sorted(e.labels.items())),
+                e.locality,
+                e.weight,
+                e.tls_mode,
+                e.service_account,
+            )
+        )
+    return {host: frozenset(v) for host, v in out.items()}
+
+
+def registry_diff(old: RegistrySnapshot, new: RegistrySnapshot) -> tuple[set[str], set[str]]:
+    """(services added/changed/removed, hosts whose endpoints changed)."""
+    old_services = {s.hostname: s for s in old.services}
+    new_services = {s.hostname: s for s in new.services}
+    services = {
+        h for h in old_services.keys() | new_services.keys() if old_services.get(h) != new_services.get(h)
+    }
+    old_eps, new_eps = endpoint_fingerprints(old), endpoint_fingerprints(new)
+    hosts = {h for h in old_eps.keys() | new_eps.keys() if old_eps.get(h) != new_eps.get(h)}
+    return services, hosts
+
+
+class DiscoveryServer(ads_pb2_grpc.AggregatedDiscoveryServiceServicer):
+    def __init__(
+        self,
+        store,
+        registry,
+        mesh: MeshConfig | None = None,
+        generators: Generators | None = None,
+        metrics: XdsMetrics | None = None,
+        debounce_after: float = 0.1,
+        debounce_max: float = 1.0,
+        push_concurrency: int = 100,
+        unregister_grace: float = 10.0,
+        clock: Callable[[], float] = time.monotonic,
+    ) -> None:
+        if push_concurrency < 1:
+            raise ValueError("push_concurrency must be at least 1")
+        self.store, self.registry = store, registry
+        self.mesh = mesh or MeshConfig()
+        self.generators = generators or Generators()
+        self.metrics = metrics or XdsMetrics()
+        self.debouncer = Debouncer(debounce_after, debounce_max)
+        self.push_concurrency = push_concurrency
+        self.unregister_grace = unregister_grace
+        self.clock = clock
+        self.connections: dict[str, Connection] = {}
+        self.queue: PushQueue[str] = PushQueue()
+        self._versions = itertools.count(1)
+        self._conn_ids = itertools.count(1)
+        self._loop: asyncio.AbstractEventLoop | None = None
+        self._events = asyncio.Event()
+        self._tasks: list[asyncio.Task] = []
+        self._registry_seen = registry.snapshot()
+        self.push_context = self._build_push_context()
+        self.rounds = 0
+
+    # -- push contexts ------------------------------------------------------------------------------
+    def _build_push_context(self) -> PushContext:
+        return PushContext(
+            config=self.store.snapshot(),
+            registry=self.registry.snapshot(),
+            mesh=self.mesh,
+            version=f"{time.strftime('%Y-%m-%dT%H:%M:%SZ', time.gmtime())}/{next(self._versions)}",
+        )
+
+    # -- lifecycle ----------------------------------------------------------------------------------
+    async def start(self) -> None:
+        self._loop = asyncio.get_running_loop()
+        self.store.subscribe(self._on_config_change)
+        self.registry.subscribe(self._on_registry_change)
+        self._tasks.append(asyncio.create_task(self._debounce_loop(), name="xds-debounce"))
+        for i in range(self.push_concurrency):
+            self._tasks.append(asyncio.create_task(self._push_worker(), name=f"xds-push-{i}"))
+
+    async def stop(self) -> None:
+        self.queue.close()
+        for task in self._tasks:
+            task.cancel()
+        await asyncio.gather(*self._tasks, return_exceptions=True)
+        self._tasks.clear()
+        for conn in list(self.connections.values()):
+            conn.outbox.put_nowait(None)
+
+    # -- events in (any thread) ---------------------------------------------------------------------
+    def _on_config_change(self, changed_keys, snapshot=None) -> None:
+        self._submit(lambda now: config_push(changed_keys or (), now), "config")
+
+    def _on_registry_change(self, snapshot=None, endpoints_only: bool = False) -> None:
+        def make(now: float) -> PushRequest | None:
+            new = snapshot if snapshot is not None else self.registry.snapshot()
+            services, hosts = registry_diff(self._registry_seen, new)
+            self._registry_seen = new
+            if services:
+                return service_push(services, now).merge(endpoint_push(hosts, now))
+            if hosts:
+                return endpoint_push(hosts, now)
+            return None
+
+        self._submit(make, "endpoints" if endpoints_only else "services")
+
+    def _submit(self, make: Callable[[float], PushRequest | None], reason: str) -> None:
+        loop = self._loop
+        if loop is None:
+            return  # not started: the first push context reads everything anyway
+
+        def on_loop() -> None:
+            request = make(self.clock())
+            if request is None:
+                return
+            self.metrics.triggers.labels(reason).inc()
+            self.debouncer.add(request, self.clock())
+            self._events.set()
+
+        try:
+            if _running_loop() is loop:
+                on_loop()
+            else:
+                loop.call_soon_threadsafe(on_loop)
+        except RuntimeError:  # loop closed during shutdown
+            pass
+
+    # -- debounce and push rounds -------------------------------------------------------------------
+    async def _debounce_loop(self) -> None:
+        while True:
+            deadline = self.debouncer.deadline()
+            self._events.clear()
+            if deadline is None:
+                await self._events.wait()
+                continue
+            delay = deadline - self.clock()
+            if delay > 0:
+                try:
+                    await asyncio.wait_for(self._events.wait(), delay)
+                except TimeoutError:
+                    pass
+                continue
+            request = self.debouncer.take()
+            if request is not None:
+                self.metrics.merged.inc(request.count)
+                self.push_round(request)
+
+    def push_round(self, request: PushRequest) -> None:
+        """One merged event: one new immutable PushContext, shared by the whole round, and a queue
+        entry for every affected proxy (EDS-only where only its endpoints changed)."""
+        self.push_context = self._build_push_context()
+        self.rounds += 1
+        push = self.push_context
+        affected = 0
+        for conn_id, conn in list(self.connections.items()):
+            names, wildcard = conn.watched_eds()
+            scope = push_scope(conn.proxy, push, request, names, wildcard)
+            if scope is None:
+                continue
+            affected += 1
+            if scope == EDS_ONLY and request.full:
+                request_for_conn = PushRequest(
+                    full=False,
+                    config_keys=frozenset(),
+                    eds_hosts=request.eds_hosts,
+                    reasons=request.reasons,
+                    start=request.start,
+                    count=request.count,
+                )
+            else:
+                request_for_conn = request
+            self.queue.enqueue(conn_id, request_for_conn)
+        event(
+            log,
+            logging.INFO,
+            "xds.push_round",
+            version=push.version,
+            full=request.full,
+            reasons=",".join(sorted(request.reasons)),
+            merged=request.count,
+            affected=affected,
+            connected=len(self.connections),
+        )
+
+    async def _push_worker(self) -> None:
+        while True:
+            item = await self.queue.get()
+            if item is None:
+                return
+            conn_id, request = item
+            try:
+                conn = self.connections.get(conn_id)
+                if conn is not None:
+                    await self.push_connection(conn, request)
+            except Exception:  # a bad push must not stop the worker
+                log.exception("xds.push_failed", extra={"fields": {"conn": conn_id}})
+            finally:
+                self.queue.mark_done(conn_id)
+
+    async def push_connection(self, conn: Connection, request: PushRequest) -> None:
+        push = self.push_context
+        types = [t for t in resources.PUSH_ORDER if t in conn.watches]
+        if not request.full:
+            types = [t for t in types if t == resources.ENDPOINT]
+        async with conn.lock:
+            sent = False
+            for type_url in types:
+                sent |= self._respond(conn, conn.watches[type_url], push, always=False)
+        if sent:
+            conn.pushes += 1
+            if request.start:
+                self.metrics.convergence.observe(max(0.0, self.clock() - request.start))
+
+    def _respond(self, conn: Connection, watch: WatchState, push: PushContext, always: bool) -> bool:
+        short = resources.short_name(watch.type_url)
+        started = time.perf_counter()
+        try:
+            if conn.delta:
+                response = conn.delta_response(watch, push, self.generators, self.clock(), always)
+            else:
+                response = conn.sotw_response(watch, push, self.generators, self.clock())
+        except UnsupportedType as e:
+            watch.error = str(e)
+            event(log, logging.WARNING, "xds.unsupported_type", proxy=conn.proxy.id, type=watch.type_url)
+            return False
+        except Exception as e:
+            self.metrics.generate_errors.inc()
+            watch.error = f"pilot could not build {short}: {e}"
+            log.exception("xds.generate_failed", extra={"fields": {"proxy": conn.proxy.id, "type": short}})
+            return False
+        self.metrics.push_time.labels(short.lower()).observe(time.perf_counter() - started)
+        if response is None:
+            return False
+        self.metrics.pushes.labels(short.lower()).inc()
+        conn.outbox.put_nowait(response)
+        return True
+
+    # -- streams ------------------------------------------------------------------------------------
+    async def StreamAggregatedResources(self, request_iterator, context):  # noqa: N802 (gRPC's name)
+        async for response in self._serve_stream(request_iterator, context, delta=False):
+            yield response
+
+    async def DeltaAggregatedResources(self, request_iterator, context):  # noqa: N802
+        async for response in self._serve_stream(request_iterator, context, delta=True):
+            yield response
+
+    async def _serve_stream(self, request_iterator, context, delta: bool):
+        requests = request_iterator.__aiter__()
+        first = await _first_request(requests)
+        if first is None:
+            return
+        if not first.HasField("node") or not first.node.id:
+            await context.abort(
+                grpc.StatusCode.INVALID_ARGUMENT, "the first request must carry a Node with an id"
+            )
+            return
+        try:
+            proxy = parse_node(first.node.id, json_format.MessageToDict(first.node.metadata))
+        except NodeIdError as e:
+            await context.abort(grpc.StatusCode.INVALID_ARGUMENT, str(e))
+            return
+        conn = Connection(f"{proxy.id}-{next(self._conn_ids)}", proxy, delta, peer=context.peer() or "")
+        self._connect(conn)
+        reader = asyncio.create_task(self._read_requests(conn, first, requests))
+        try:
+            while True:
+                response = await conn.outbox.get()
+                if response is None:
+                    break
+                yield response
+        finally:
+            reader.cancel()
+            await asyncio.gather(reader, return_exceptions=True)
+            self._disconnect(conn)
+
+    def _connect(self, conn: Connection) -> None:
+        self.connections[conn.conn_id] = conn
+        self.metrics.connected.set(len(self.connections))
+        event(
+            log,
+            logging.INFO,
+            "xds.connected",
+            proxy=conn.proxy.id,
+            conn=conn.conn_id,
+            type=conn.proxy.type,
+            delta=conn.delta,
+            peer=conn.peer,
+        )
+        try:
+            self.registry.register(conn.proxy)
+        except Exception as e:  # a workload the registry cannot take still gets its config
+            event(log, logging.WARNING, "xds.register_failed", proxy=conn.proxy.id, error=str(e))
+
+    def _disconnect(self, conn: Connection) -> None:
+        if self.connections.pop(conn.conn_id, None) is None:
+            return
+        self.queue.remove(conn.conn_id)
+        self.metrics.connected.set(len(self.connections))
+        event(log, logging.INFO, "xds.disconnected", proxy=conn.proxy.id, conn=conn.conn_id)
+        if not any(c.proxy.id == conn.proxy.id for c in self.connections.values()):
+            try:
+                self.registry.unregister(conn.proxy, self.unregister_grace)
+            except Exception as e:
+                event(log, logging.WARNING, "xds.unregister_failed", proxy=conn.proxy.id, error=str(e))
+
+    async def _read_requests(self, conn: Connection, first, request_iterator) -> None:
+        try:
+            await self.handle_request(conn, first)
+            async for request in request_iterator:
+                await self.handle_request(conn, request)
+        except (asyncio.CancelledError, grpc.aio.AioRpcError):
+            pass
+        except Exception:
+            log.exception("xds.stream_failed", extra={"fields": {"proxy": conn.proxy.id}})
+        finally:
+            conn.outbox.put_nowait(None)
+
+    async def handle_request(self, conn: Connection, request) -> None:
+        if conn.delta:
+            await self._handle_delta(conn, request)
+        else:
+            await self._handle_sotw(conn, request)
+
+    async def _handle_sotw(self, conn: Connection, request: discovery_pb2.DiscoveryRequest) -> None:
+        type_url = request.type_url
+        error = request.error_detail.message if request.HasField("error_detail") else ""
+        async with conn.lock:
+            watch = conn.watches.get(type_url)
+            decision = protocol.sotw(
+                watch, type_url, list(request.resource_names), request.response_nonce, error
+            )
+            if decision.kind == protocol.STALE_NONCE:
+                event(log, logging.DEBUG, "xds.stale_nonce", proxy=conn.proxy.id, type=type_url)
+                return
+            if watch is None:
+                watch = WatchState(type_url)
+                conn.watches[type_url] = watch
+            if decision.kind == protocol.NACK:
+                self._record_nack(conn, watch, request.response_nonce, error)
+                return
+            if decision.kind in (protocol.ACK, protocol.RESUBSCRIBE):
+                watch.record_ack(request.response_nonce)
+            watch.names = decision.names
+            watch.wildcard = protocol.is_wildcard(type_url, decision.names, "*" in request.resource_names)
+            if decision.respond:
+                self._respond(conn, watch, self.push_context, always=True)
+
+    async def _handle_delta(self, conn: Connection, request: discovery_pb2.DeltaDiscoveryRequest) -> None:
+        type_url = request.type_url
+        error = request.error_detail.message if request.HasField("error_detail") else ""
+        async with conn.lock:
+            watch = conn.watches.get(type_url)
+            decision = protocol.delta(
+                watch,
+                type_url,
+                list(request.resource_names_subscribe),
+                list(request.resource_names_unsubscribe),
+                request.response_nonce,
+                error,
+            )
+            if watch is None:
+                watch = WatchState(type_url)
+                watch.resource_versions = dict(request.initial_resource_versions)
+                conn.watches[type_url] = watch
+            if decision.kind == protocol.NACK:
+                self._record_nack(conn, watch, request.response_nonce, error)
+            elif decision.kind in (protocol.ACK, protocol.RESUBSCRIBE) and request.response_nonce:
+                watch.record_ack(request.response_nonce)
+            for name in request.resource_names_unsubscribe:
+                watch.resource_versions.pop(name, None)
+            watch.names, watch.wildcard = decision.names, decision.wildcard
+            if decision.respond:
+                self._respond(conn, watch, self.push_context, always=decision.kind == protocol.NEW)
+
+    def _record_nack(self, conn: Connection, watch: WatchState, nonce: str, error: str) -> None:
+        watch.record_nack(nonce, error)
+        short = resources.short_name(watch.type_url)
+        self.metrics.rejects.labels(short.lower()).inc()
+        event(
+            log,
+            logging.WARNING,
+            "xds.nack",
+            proxy=conn.proxy.id,
+            type=short,
+            version=watch.version_sent,
+            error=error,
+        )
+
+    # -- views --------------------------------------------------------------------------------------
+    def find(self, proxy_id: str) -> Connection | None:
+        """The newest connection of a proxy id (or of a connection id)."""
+        if proxy_id in self.connections:
+            return self.connections[proxy_id]
+        found = [c for c in self.connections.values() if c.proxy.id == proxy_id]
+        return found[-1] if found else None
+
+
+async def _first_request(requests):
+    try:
+        return await requests.__anext__()
+    except (StopAsyncIteration, grpc.aio.AioRpcError):
+        return None
+
+
+def _running_loop():
+    try:
+        return asyncio.get_running_loop()
+    except RuntimeError:
+        return None
+
+
+def proxy_summary(proxy: Proxy) -> dict:
+    return {"id": proxy.id, "type": proxy.type, "namespace": proxy.namespace, "ips": proxy.ip_addresses}
+
+
+__all__ = ["DiscoveryServer", "FULL", "EDS_ONLY", "registry_diff"]
