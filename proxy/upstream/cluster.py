@@ -8,6 +8,7 @@ immutable load balancer; pools of removed hosts are drained.
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import logging
 import random
 from typing import Any
@@ -76,10 +77,14 @@ class EndpointSpec:
 
 
 def parse_endpoints(cluster: cluster_pb2.Cluster, path: str) -> list[EndpointSpec]:
+    return parse_assignment(cluster.load_assignment, f"{path}.load_assignment")
+
+
+def parse_assignment(la, path: str) -> list[EndpointSpec]:
+    """The endpoints of a ClusterLoadAssignment (inline ``load_assignment`` or from EDS)."""
     specs = []
-    la = cluster.load_assignment
     for i, lle in enumerate(la.endpoints):
-        lpath = f"{path}.load_assignment.endpoints[{i}]"
+        lpath = f"{path}.endpoints[{i}]"
         locality_weight = lle.load_balancing_weight.value if lle.HasField("load_balancing_weight") else 0
         if lle.HasField("load_balancing_weight") and locality_weight < 1:
             raise ConfigError(f"{lpath}.load_balancing_weight", "must be at least 1")
@@ -193,6 +198,10 @@ class Cluster:
         self._tasks: set[asyncio.Task] = set()
         self.closed = False
         self.ready = False
+        # Set by the CDS handler for clusters that came from xDS (admin config dump).
+        self.dynamic = False
+        self.version_info = ""
+        self.last_updated = 0.0
 
     # -- membership --------------------------------------------------------------------------
     @property
@@ -479,6 +488,110 @@ class OriginalDstCluster(Cluster):
             self.cleanup()
 
 
+EDS_CONFIG_SOURCE_SPEC = {"ads": True, "initial_fetch_timeout": True, "resource_api_version": True}
+CLA_SPEC = {
+    "cluster_name": True,
+    "endpoints": True,  # checked field by field below (same spec as an inline load_assignment)
+    "policy": {"overprovisioning_factor": True},
+}
+DEFAULT_INITIAL_FETCH_TIMEOUT = 15.0
+
+
+class EdsCluster(Cluster):
+    """Membership from EDS (``ClusterLoadAssignment`` named ``eds_cluster_config.service_name``, or the
+    cluster's name). The cluster warms until its first assignment arrives (the EDS handler calls
+    ``update_endpoints``); hosts whose address is unchanged are kept across updates, with their
+    pools and per-host stats."""
+
+    type_name = "EDS"
+
+    def __init__(self, proto, ctx, path) -> None:
+        super().__init__(proto, ctx, path)
+        if proto.HasField("load_assignment"):
+            raise ConfigError(
+                f"{path}.load_assignment",
+                "an EDS cluster gets its endpoints from EDS; load_assignment must not be set",
+            )
+        ecc = proto.eds_cluster_config
+        source = ecc.eds_config
+        spath = f"{path}.eds_cluster_config.eds_config"
+        from proxy.config.supported import reject_unsupported
+
+        reject_unsupported(source, EDS_CONFIG_SOURCE_SPEC, spath)
+        if not source.HasField("ads"):
+            raise ConfigError(
+                spath, "only ADS config sources ('ads: {}') are supported by Isthmus for EDS clusters"
+            )
+        if source.resource_api_version not in (0, 2):  # AUTO (means V3 today) or V3
+            raise ConfigError(f"{spath}.resource_api_version", "only V3 is supported")
+        self.service_name = ecc.service_name or proto.name
+        self.initial_fetch_timeout = (
+            _seconds(source.initial_fetch_timeout)
+            if source.HasField("initial_fetch_timeout")
+            else DEFAULT_INITIAL_FETCH_TIMEOUT
+        )
+        self.base_lb_config = self.lb_config
+        self.assignment = None  # the ClusterLoadAssignment in force (None while warming)
+        self.assignment_version = ""
+        self.assignment_updated = 0.0
+        self._by_address: dict[tuple[str, int], Host] = {}
+
+    async def start(self) -> None:
+        """Readiness comes from EDS (``update_endpoints``) or the warming timeout, not from here."""
+
+    def prepare_endpoints(self, cla, path: str = "") -> tuple[list[EndpointSpec], LbConfig]:
+        """Validate an assignment for this cluster (pure): raises ConfigError naming the field."""
+        from proxy.config.supported import reject_unsupported
+
+        path = path or f"ClusterLoadAssignment '{cla.cluster_name}'"
+        reject_unsupported(cla, CLA_SPEC, path)
+        from proxy.upstream.config import _ENDPOINTS
+
+        for i, lle in enumerate(cla.endpoints):
+            reject_unsupported(lle, _ENDPOINTS, f"{path}.endpoints[{i}]")
+        specs = parse_assignment(cla, path)
+        for spec in specs:
+            if not dns.is_ip(spec.address):
+                raise ConfigError(
+                    f"{spec.path}.endpoint.address.socket_address.address",
+                    f"malformed IP address: {spec.address} (EDS endpoints must be IP addresses)",
+                )
+        lb_config = self.base_lb_config
+        if cla.policy.HasField("overprovisioning_factor"):
+            factor = cla.policy.overprovisioning_factor.value
+            if factor < 1:
+                raise ConfigError(f"{path}.policy.overprovisioning_factor", "must be at least 1")
+            lb_config = dataclasses.replace(lb_config, overprovisioning_factor=factor)
+        return specs, lb_config
+
+    def update_endpoints(self, cla, prepared=None, version: str = "", now: float = 0.0) -> None:
+        """Swap in the assignment's hosts, keeping Host objects (pools, stats) of unchanged addresses."""
+        specs, lb_config = prepared if prepared is not None else self.prepare_endpoints(cla)
+        old = self._by_address
+        by_address: dict[tuple[str, int], Host] = {}
+        pairs = []
+        for spec in specs:
+            addr = (spec.address, spec.port)
+            host = old.get(addr)
+            if host is None or addr in by_address:
+                host = _make_host(spec, addr, self.name)
+            else:
+                host.weight = max(1, spec.weight)
+                host.priority = spec.priority
+                host.locality = spec.locality
+                host.metadata = spec.metadata
+                host.health_flags = set(spec.health_flags)
+            by_address.setdefault(addr, host)
+            pairs.append((host, spec))
+        self._by_address = by_address
+        self.lb_config = lb_config
+        self.assignment = cla
+        self.assignment_version = version
+        self.assignment_updated = now
+        self.set_host_sets(group_host_sets(pairs))
+        self.ready = True
+
+
 def _parse_host_port(value: str) -> tuple[str, int] | None:
     value = value.strip()
     try:
@@ -499,6 +612,7 @@ _CLUSTER_CLASSES = {
     "STRICT_DNS": StrictDnsCluster,
     "LOGICAL_DNS": LogicalDnsCluster,
     "ORIGINAL_DST": OriginalDstCluster,
+    "EDS": EdsCluster,
 }
 
 
@@ -508,9 +622,9 @@ def build_cluster(proto: cluster_pb2.Cluster, ctx, path: str) -> Cluster:
     if not proto.name:
         raise ConfigError(f"{path}.name", "a cluster needs a name")
     type_name = _TYPE_BY_VALUE.get(proto.type, str(proto.type))
-    if type_name == "EDS":
+    if type_name != "EDS" and proto.HasField("eds_cluster_config"):
         raise ConfigError(
-            f"{path}.type", "EDS clusters need xDS (an ADS config source), which arrives with issue 4"
+            f"{path}.eds_cluster_config", f"only EDS clusters take it (this one is {type_name})"
         )
     cls = _CLUSTER_CLASSES.get(type_name)
     if cls is None:
@@ -609,4 +723,4 @@ def _pool_settings(proto: cluster_pb2.Cluster, path: str) -> PoolSettings:
     )
 
 
-__all__ = ["Cluster", "build_cluster", "LbContext", "PoolOverflow", "UpstreamConnectError"]
+__all__ = ["Cluster", "EdsCluster", "build_cluster", "LbContext", "PoolOverflow", "UpstreamConnectError"]

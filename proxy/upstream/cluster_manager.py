@@ -16,8 +16,13 @@ class ClusterManager:
     def __init__(self, ctx) -> None:
         self.ctx = ctx
         self.clusters: dict[str, Cluster] = {}  # name -> Cluster (each keeps its .proto)
+        # CDS clusters built and started but waiting for their endpoints (EDS) before they replace
+        # the active cluster of that name; requests never see them.
+        self.warming: dict[str, Cluster] = {}
+        self.static_names: set[str] = set()  # from the bootstrap: CDS cannot change or remove them
         self._draining: set[Cluster] = set()
         self.started = False
+        self.stats = ctx.stats.scope("cluster_manager.") if getattr(ctx, "stats", None) else None
 
     @classmethod
     def from_protos(
@@ -30,6 +35,8 @@ class ClusterManager:
             if proto.name in cm.clusters:
                 raise ConfigError(f"{here}.name", f"cluster manager: duplicate cluster '{proto.name}' found")
             cm.clusters[proto.name] = build_cluster(proto, ctx, here)
+        cm.static_names = set(cm.clusters)
+        cm._update_gauges()
         return cm
 
     def get(self, name: str) -> Cluster | None:
@@ -49,18 +56,50 @@ class ClusterManager:
         cluster = build_cluster(proto, self.ctx, path)
         if self.started:
             await cluster.start()
-        self.clusters[proto.name] = cluster
-        if old is not None:
-            self._retire(old)
+        self.activate(cluster)
         return cluster
 
+    def activate(self, cluster: Cluster) -> Cluster | None:
+        """Swap a built (and started or warmed) cluster in by one reference; the cluster it replaces
+        drains (requests in flight keep the cluster they chose). Returns the replaced cluster."""
+        name = cluster.name
+        if self.warming.get(name) is cluster:
+            del self.warming[name]
+        old = self.clusters.get(name)
+        self.clusters[name] = cluster
+        if self.stats is not None:
+            self.stats.counter("cluster_added" if old is None else "cluster_modified").inc()
+        if old is not None and old is not cluster:
+            self._retire(old)
+        self._update_gauges()
+        return old
+
+    def set_warming(self, cluster: Cluster) -> None:
+        """Hold a cluster until it is warm; a cluster already warming under that name is dropped."""
+        old = self.warming.get(cluster.name)
+        self.warming[cluster.name] = cluster
+        if old is not None and old is not cluster:
+            self._retire(old)
+        self._update_gauges()
+
     def remove(self, name: str) -> bool:
-        """Remove a cluster: new requests no longer find it; its pools drain."""
+        """Remove a cluster (and one warming under that name): new requests no longer find it; its
+        pools drain."""
+        warming = self.warming.pop(name, None)
+        if warming is not None:
+            self._retire(warming)
         old = self.clusters.pop(name, None)
-        if old is None:
-            return False
-        self._retire(old)
-        return True
+        if old is not None:
+            self._retire(old)
+            if self.stats is not None:
+                self.stats.counter("cluster_removed").inc()
+        self._update_gauges()
+        return old is not None or warming is not None
+
+    def _update_gauges(self) -> None:
+        if self.stats is not None:
+            self.stats.gauge("active_clusters").set(len(self.clusters))
+            self.stats.gauge("warming_clusters").set(len(self.warming))
 
     def _retire(self, cluster: Cluster) -> None:
         cluster.drain()
@@ -69,7 +108,7 @@ class ClusterManager:
         self._draining.add(cluster)
 
     async def close(self) -> None:
-        for cluster in list(self.clusters.values()) + list(self._draining):
+        for cluster in list(self.clusters.values()) + list(self.warming.values()) + list(self._draining):
             await cluster.close()
         self._draining.clear()
 

@@ -69,6 +69,7 @@ CLUSTER_SPEC = {
     },
     "common_lb_config": {"healthy_panic_threshold": True, "locality_weighted_lb_config": True},
     "metadata": True,
+    "eds_cluster_config": {"eds_config": True, "service_name": True},  # eds_config checked by EdsCluster
 }
 
 # Clear messages for the fields users most often bring.
@@ -77,8 +78,8 @@ _EXPLAINED = {
     "outlier_detection": "outlier detection is not implemented by Isthmus yet",
     "transport_socket": "upstream TLS (transport_socket) arrives with issue 6 (mTLS)",
     "transport_socket_matches": "upstream TLS (transport_socket_matches) arrives with issue 6 (mTLS)",
-    "eds_cluster_config": "EDS clusters need xDS, which arrives with issue 4",
-    "cluster_type": "custom cluster types are not supported; use type STATIC, STRICT_DNS, LOGICAL_DNS or ORIGINAL_DST",
+    "cluster_type": "custom cluster types are not supported; use type STATIC, STRICT_DNS, LOGICAL_DNS, "
+    "ORIGINAL_DST or EDS",
     "http2_protocol_options": "upstream HTTP/2 is not supported by Isthmus yet",
     "load_balancing_policy": "load_balancing_policy is not supported; use lb_policy",
     "lb_subset_config": "subset load balancing is not supported by Isthmus yet",

@@ -121,11 +121,12 @@ def test_alt_stat_name():
     "fields,path,text",
     [
         (
-            {"type": "EDS", "eds_cluster_config": {"eds_config": {"ads": {}}}},
-            ".eds_cluster_config",
-            "issue 4",
+            {"type": "EDS", "eds_cluster_config": {"eds_config": {"path_config_source": {"path": "/x"}}}},
+            ".eds_cluster_config.eds_config.path_config_source",
+            "not supported",
         ),
-        ({"type": "EDS"}, ".type", "xDS"),
+        ({"type": "EDS"}, ".eds_cluster_config.eds_config", "ADS"),
+        ({"eds_cluster_config": {"service_name": "x"}}, ".eds_cluster_config", "only EDS clusters"),
         (
             {"health_checks": [{"timeout": "1s", "interval": "1s", "http_health_check": {"path": "/"}}]},
             ".health_checks",
