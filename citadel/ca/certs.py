@@ -56,10 +56,10 @@ def self_signed_root(private_key, organization: str, now: dt.datetime) -> x509.C
     )
 
 
-def _leaf_builder(public_key, issuer_cert, not_before, not_after) -> x509.CertificateBuilder:
+def _leaf_builder(public_key, issuer_cert, not_before, not_after, subject=None) -> x509.CertificateBuilder:
     return (
         x509.CertificateBuilder()
-        .subject_name(x509.Name([]))
+        .subject_name(subject or x509.Name([]))
         .issuer_name(issuer_cert.subject)
         .public_key(public_key)
         .serial_number(x509.random_serial_number())
@@ -91,10 +91,8 @@ def server_cert(public_key, dns_names, ip_addresses, issuer_cert, issuer_key, no
     sans: list[x509.GeneralName] = [x509.DNSName(name) for name in dns_names]
     sans += [x509.IPAddress(ipaddress.ip_address(ip)) for ip in ip_addresses]
     subject = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, (list(dns_names) or ["citadel"])[0])])
-    builder = (
-        _leaf_builder(public_key, issuer_cert, not_before, not_after)
-        .subject_name(subject)
-        .add_extension(x509.SubjectAlternativeName(sans), critical=False)
+    builder = _leaf_builder(public_key, issuer_cert, not_before, not_after, subject).add_extension(
+        x509.SubjectAlternativeName(sans), critical=False
     )
     return builder.sign(issuer_key, keys.signature_hash(issuer_key))
 
