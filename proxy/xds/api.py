@@ -13,12 +13,12 @@ the new subscription (SotW: a DiscoveryRequest with the full name list; Delta: s
 lists). Envoy's order is kept: CDS before EDS, LDS before RDS; a cluster warms until its endpoints
 arrive and a listener until its routes arrive, bounded by ``initial_fetch_timeout``.
 
-Who counts what (so that no stat is counted twice): the client counts ``control_plane.*``
-(``connected_state``, ``rate_limit_enforced``, ``pending_requests``) only. Each handler counts its own
-type's update stats under Envoy's names, whether a batch is applied or rejected:
-``listener_manager.lds.*`` and ``cluster_manager.cds.*`` (``update_attempt``, ``update_success``,
-``update_rejected``), ``http.<stat_prefix>.rds.<route_config_name>.*`` and, for EDS,
-``cluster.<name>.update_attempt/update_success/update_rejected/update_empty``.
+Who counts what (so that no stat is counted twice): the client counts ``control_plane.*`` and the
+wildcard types' batch stats under the handler's ``stats_scope`` (default ``listener_manager.lds.`` and
+``cluster_manager.cds.``: ``update_attempt``, ``update_success``, ``update_rejected``, ``version``,
+``init_fetch_timeout``). RDS and EDS stats are per resource, so their handlers count them:
+``http.<stat_prefix>.rds.<route_config_name>.*`` and ``cluster.<name>.update_attempt/update_success/
+update_rejected/update_empty``.
 
 Initialisation: handlers expose ``initialized`` (an ``asyncio.Event``-like ``wait()``able set once the
 first batch was applied and its resources warmed, or ``on_fetch_timeout`` passed); the server goes LIVE
