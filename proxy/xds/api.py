@@ -23,6 +23,28 @@ update_rejected/update_empty``.
 Initialisation: handlers expose ``initialized`` (an ``asyncio.Event``-like ``wait()``able set once the
 first batch was applied and its resources warmed, or ``on_fetch_timeout`` passed); the server goes LIVE
 once CDS and LDS are initialized, as Envoy does.
+
+Client side (``proxy/xds/client.py``, ``proxy/xds/config.py``), added by the client's author:
+
+* Construction: ``XdsClient(node, ads_config, stats)`` with ``ads_config =
+  proxy.xds.config.ads_config_from_bootstrap(bootstrap)`` (None without ``dynamic_resources``; raises
+  ``ConfigError`` naming the field for anything unsupported). ``ads_config.lds``/``.cds`` say whether
+  ``lds_config``/``cds_config`` are ``ads: {}``; ``proxy.xds.config.config_source_timeout(source,
+  path)`` checks an HCM ``rds.config_source`` or an ``eds_cluster_config.eds_config`` the same way.
+  ``register`` every handler before ``start()``.
+* ``set_interest`` is called on the event loop (typically from inside ``on_update``); it never blocks.
+* Handler calls are serialised per type URL (one batch fully applied before the next of that type);
+  different types run concurrently, so a CDS handler may await its clusters' endpoints.
+* ``on_update`` raising anything NACKs the batch: ``UpdateRejected`` (one line per resource),
+  ``ConfigError`` (its field path), any other exception (logged as a bug, still NACKed).
+  error_detail is ``google.rpc.Status(code=INVALID_ARGUMENT, message="<LDS|CDS|RDS|EDS> update
+  rejected:\n<name>: <problem>\n...")``.
+* Optional handler attributes: ``initial_fetch_timeout`` (seconds, 0 = none; default: the bootstrap's
+  ``lds_config``/``cds_config`` value, else 15 s) and ``on_decode_error(exc)``, called when a response
+  cannot even be decoded (the client NACKs it without calling ``on_update``), so the handler can count
+  ``update_rejected``. ``on_fetch_timeout`` fires once per type when nothing arrived in time, and again
+  if ``set_interest`` later adds names and no response follows in time: keep it idempotent.
+* Delta ``ResourceUpdate.removed`` may name resources the handler never had; ignore those.
 """
 
 from __future__ import annotations

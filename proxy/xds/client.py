@@ -15,7 +15,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import hashlib
 import logging
 
 import grpc
@@ -33,26 +32,13 @@ from proxy.xds.resources import SHORT_NAMES
 
 log = logging.getLogger(__name__)
 
-# Envoy's stat scopes for the wildcard subscriptions; RDS and EDS stats are per resource
-# (http.<stat_prefix>.rds.<name>., cluster.<name>.) and only a handler knows them.
-DEFAULT_STATS_SCOPES = {
-    api.LISTENER: "listener_manager.lds.",
-    api.CLUSTER: "cluster_manager.cds.",
-}
-
 
 class _TypeWorker:
-    def __init__(self, handler: api.TypeHandler, stats: Scope | None) -> None:
+    def __init__(self, handler: api.TypeHandler) -> None:
         self.handler = handler
         self.queue: asyncio.Queue[tuple[int, Received]] = asyncio.Queue()
-        self.stats = stats
         self.task: asyncio.Task | None = None
         self.fetch_timer: asyncio.TimerHandle | None = None
-        self.received_any = False
-
-    def count(self, name: str) -> None:
-        if self.stats is not None:
-            self.stats.counter(name).inc()
 
 
 class XdsClient:
@@ -70,7 +56,10 @@ class XdsClient:
         proto_cls = DeltaProtocol if config.delta else SotwProtocol
         self.protocol = proto_cls(node, config.set_node_on_first_message_only)
         self.connected = False
+        # The client counts control_plane.* only; update stats are the handlers' (see api.py).
         self._connected_gauge = self.stats.gauge("control_plane.connected_state")
+        self.stats.gauge("control_plane.pending_requests")  # no rate limiting: always 0
+        self.stats.counter("control_plane.rate_limit_enforced")
         self._workers: dict[str, _TypeWorker] = {}
         self._outbox: asyncio.Queue | None = None
         self._generation = 0
@@ -82,9 +71,7 @@ class XdsClient:
     def register(self, handler: api.TypeHandler) -> None:
         type_url = handler.type_url
         self.protocol.add_type(type_url, bool(handler.wildcard))
-        scope_name = getattr(handler, "stats_scope", None) or DEFAULT_STATS_SCOPES.get(type_url)
-        scope = self.stats.scope(scope_name) if scope_name else None
-        self._workers[type_url] = _TypeWorker(handler, scope)
+        self._workers[type_url] = _TypeWorker(handler)
         if self._started:
             self._start_worker(type_url)
 
@@ -146,7 +133,6 @@ class XdsClient:
     def _fetch_timed_out(self, type_url: str) -> None:
         worker = self._workers[type_url]
         worker.fetch_timer = None
-        worker.count("init_fetch_timeout")
         event(log, logging.WARNING, "xds.initial_fetch_timeout", type=SHORT_NAMES.get(type_url, type_url))
         try:
             worker.handler.on_fetch_timeout()
@@ -160,12 +146,16 @@ class XdsClient:
                 worker.fetch_timer.cancel()
                 worker.fetch_timer = None
             if rx.decode_error is not None:
-                worker.count("update_attempt")
-                worker.count("update_rejected")
+                # Never reaches on_update; the optional hook lets the handler count update_rejected.
+                hook = getattr(worker.handler, "on_decode_error", None)
+                if hook is not None:
+                    try:
+                        hook(rx.decode_error)
+                    except Exception:
+                        log.exception("on_decode_error failed for %s", type_url)
                 req = self.protocol.nack(rx, error_detail(type_url, rx.decode_error))
                 self._log_nack(rx, rx.decode_error)
             else:
-                worker.count("update_attempt")
                 try:
                     await worker.handler.on_update(rx.update)
                 except asyncio.CancelledError:
@@ -173,13 +163,9 @@ class XdsClient:
                 except Exception as e:  # noqa: BLE001 - every rejection is NACKed, bugs included
                     if not isinstance(e, api.UpdateRejected | ValueError):
                         log.exception("handler for %s failed", type_url)
-                    worker.count("update_rejected")
                     req = self.protocol.nack(rx, error_detail(type_url, e))
                     self._log_nack(rx, e)
                 else:
-                    worker.count("update_success")
-                    if worker.stats is not None:
-                        worker.stats.gauge("version").set(_version_hash(rx.version_info))
                     req = self.protocol.ack(rx)
             if req is not None and generation == self._generation:
                 self._send(req)
@@ -220,8 +206,6 @@ class XdsClient:
             self._set_connected(False)
             self.protocol.stream_lost()
             self._outbox = None
-            for w in self._workers.values():
-                w.count("update_failure")
             delay = self.backoff.next_delay()
             event(
                 log,
@@ -261,9 +245,4 @@ class XdsClient:
                     # A type nobody asked for: NACK it so the server knows.
                     self._send(self.protocol.nack(rx, error_detail(rx.type_url, rx.decode_error)))
                     continue
-                worker.received_any = True
                 worker.queue.put_nowait((generation, rx))
-
-
-def _version_hash(version_info: str) -> int:
-    return int.from_bytes(hashlib.sha256(version_info.encode()).digest()[:7], "big")
