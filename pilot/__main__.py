@@ -1,18 +1,25 @@
-"""`python -m pilot`: parse flags, then serve. Scaffold: only the HTTP /ready and /metrics endpoint runs."""
+"""`python -m pilot`: parse flags, then run pilot (``pilot.server.app``) until SIGINT/SIGTERM."""
 
 import argparse
-import logging
+import asyncio
+import signal
 import sys
 
 from isthmus import flags, log
-from pilot.server import health
+from pilot.server.app import Pilot, Settings
+
+
+def positive_int(text: str) -> int:
+    if not text.isdigit() or int(text) < 1:
+        raise argparse.ArgumentTypeError(f"expected a positive integer, got {text!r}")
+    return int(text)
 
 
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(
         prog="python -m pilot",
-        description="pilot: reads Istio configuration (YAML) and serves Envoy xDS v3 to the proxies. "
-        "SCAFFOLD: only the HTTP /ready and /metrics endpoint is implemented so far.",
+        description="pilot: reads Istio configuration (YAML) and serves Envoy xDS v3 (SotW and Delta ADS) "
+        "to the proxies and to gRPC xDS clients.",
     )
     p.add_argument("--config-dir", metavar="DIR", help="directory of Istio YAML to load and watch")
     p.add_argument("--domain", default="cluster.local", help="DNS domain suffix (default cluster.local)")
@@ -36,6 +43,34 @@ def build_parser() -> argparse.ArgumentParser:
         help="HTTP address: apply API, debug, /metrics, /ready (default 127.0.0.1:15014)",
     )
     p.add_argument(
+        "--debounce-after",
+        type=flags.duration,
+        default=0.1,
+        metavar="DURATION",
+        help="quiet period after a change before pushing, e.g. 100ms (default 100ms; Istio's PILOT_DEBOUNCE_AFTER)",
+    )
+    p.add_argument(
+        "--debounce-max",
+        type=flags.duration,
+        default=1.0,
+        metavar="DURATION",
+        help="longest a change waits for the quiet period (default 1s; Istio's PILOT_DEBOUNCE_MAX)",
+    )
+    p.add_argument(
+        "--push-concurrency",
+        type=positive_int,
+        default=100,
+        metavar="N",
+        help="proxies pushed at the same time (default 100; Istio's PILOT_PUSH_THROTTLE)",
+    )
+    p.add_argument(
+        "--unregister-grace",
+        type=flags.duration,
+        default=10.0,
+        metavar="DURATION",
+        help="how long a disconnected proxy's workload stays registered (default 10s)",
+    )
+    p.add_argument(
         "--log-level",
         choices=log.LEVEL_NAMES,
         metavar="LEVEL",
@@ -45,16 +80,31 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv=None) -> int:
-    args = build_parser().parse_args(argv)
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    if args.debounce_max < args.debounce_after:
+        parser.error("--debounce-max must not be shorter than --debounce-after")
     log.setup("pilot", args.log_level)
-    log.event(
-        logging.getLogger("pilot"),
-        logging.WARNING,
-        "scaffold.not_implemented",
-        detail="xDS server, config loading",
-        grpc_addr=f"{args.grpc_addr[0]}:{args.grpc_addr[1]}",
+    settings = Settings(
+        grpc_addr=args.grpc_addr,
+        http_addr=args.http_addr,
+        config_dir=args.config_dir,
+        domain=args.domain,
+        root_namespace=args.root_namespace,
+        debounce_after=args.debounce_after,
+        debounce_max=args.debounce_max,
+        push_concurrency=args.push_concurrency,
+        unregister_grace=args.unregister_grace,
     )
-    return health.serve(args.http_addr)
+    return asyncio.run(_run(settings))
+
+
+async def _run(settings: Settings) -> int:
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        loop.add_signal_handler(sig, stop.set)
+    return await Pilot(settings).run(stop)
 
 
 if __name__ == "__main__":
