@@ -22,6 +22,10 @@ def _trust_domain(text: str) -> str:
         raise argparse.ArgumentTypeError(str(e)) from None
 
 
+def _optional_host_port(text: str):
+    return None if text == "off" else flags.host_port(text)
+
+
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(
         prog="python -m citadel",
@@ -78,6 +82,14 @@ def build_parser() -> argparse.ArgumentParser:
         help="CA gRPC address, TLS (default 127.0.0.1:8060)",
     )
     p.add_argument(
+        "--grpc-mtls-addr",
+        type=_optional_host_port,
+        default="127.0.0.1:8062",
+        metavar="HOST:PORT",
+        help="CA gRPC address for renewals over mutual TLS: the caller's current certificate is its "
+        "credential, and one is required ('off' disables; default 127.0.0.1:8062)",
+    )
+    p.add_argument(
         "--http-addr",
         type=flags.host_port,
         default="127.0.0.1:8061",
@@ -120,6 +132,7 @@ def main(argv=None) -> int:
             default_ttl=args.default_ttl,
             key_type=args.key_type,
             grpc_addr=args.grpc_addr,
+            grpc_mtls_addr=args.grpc_mtls_addr,
             http_addr=args.http_addr,
             server_dns=args.server_dns,
             server_ips=args.server_ips,

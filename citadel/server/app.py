@@ -34,6 +34,9 @@ class CitadelConfig:
     default_ttl: float = DEFAULT_TTL
     key_type: str = "ec-p256"
     grpc_addr: tuple[str, int] = ("127.0.0.1", 8060)
+    # gRPC Python cannot ask for an optional client certificate on one port (it either requires one or
+    # never requests one), so renewal over mTLS has its own port where a client certificate is required.
+    grpc_mtls_addr: tuple[str, int] | None = ("127.0.0.1", 8062)
     http_addr: tuple[str, int] = ("127.0.0.1", 8061)
     server_dns: tuple[str, ...] = ("localhost",)
     server_ips: tuple[str, ...] = ("127.0.0.1",)
@@ -84,8 +87,9 @@ def run(config: CitadelConfig) -> int:
     metrics = CitadelMetrics(REGISTRY)
     metrics.root_cert_expiry.set(ca.root.not_valid_after_utc.timestamp())
     key_pem, chain_pem = ca.server_credentials(config.server_dns, config.server_ips)
-    credentials = grpc.ssl_server_credentials(
-        [(key_pem, chain_pem)], root_certificates=ca.root_pem.encode(), require_client_auth=False
+    tls = grpc.ssl_server_credentials([(key_pem, chain_pem)])
+    mtls = grpc.ssl_server_credentials(
+        [(key_pem, chain_pem)], root_certificates=ca.root_pem.encode(), require_client_auth=True
     )
     server = grpc.server(futures.ThreadPoolExecutor(max_workers=config.workers))
     ca_pb2_grpc.add_IstioCertificateServiceServicer_to_server(
@@ -94,9 +98,14 @@ def run(config: CitadelConfig) -> int:
     grpc_target = f"{config.grpc_addr[0]}:{config.grpc_addr[1]}"
     ready = threading.Event()
     try:
-        port = server.add_secure_port(grpc_target, credentials)
+        port = server.add_secure_port(grpc_target, tls)
         if port == 0:
             raise OSError(f"cannot listen on {grpc_target}")
+        if config.grpc_mtls_addr:
+            mtls_target = f"{config.grpc_mtls_addr[0]}:{config.grpc_mtls_addr[1]}"
+            mtls_port = server.add_secure_port(mtls_target, mtls)
+            if mtls_port == 0:
+                raise OSError(f"cannot listen on {mtls_target}")
         http = http_endpoint.start(config.http_addr, REGISTRY, ready.is_set, lambda: ca.root_pem)
     except (OSError, RuntimeError) as e:
         event(log, logging.ERROR, "server.listen_failed", error=str(e))
