@@ -376,9 +376,15 @@ class Listener:
 
         self.server: asyncio.AbstractServer | None = None
         self.sock: socket.socket | None = None
+        self.acceptor: Acceptor | None = None  # what the listening socket hands connections to
         self.connections: set[DownstreamConnection] = set()
         self.draining = False
         self.manager: ListenerManager | None = None
+        # Set for listeners from LDS (admin config dump); rds_names: the RDS route configs it uses.
+        self.dynamic = False
+        self.version_info = ""
+        self.last_updated = 0.0
+        self.rds_names: set[str] = set()
 
     def _build_chain(self, fc: listener_components_pb2.FilterChain, path: str, index: int) -> FilterChain:
         reject_unsupported(fc, FILTER_CHAIN_SPEC, path)
@@ -426,13 +432,29 @@ class Listener:
             self.port = sock.getsockname()[1]
 
     async def start(self) -> None:
-        if self.sock is None:
+        if self.sock is None or self.server is not None:
             return
         loop = asyncio.get_running_loop()
-        self.server = await loop.create_server(
-            lambda: DownstreamConnection(self), sock=self.sock, backlog=self.backlog
-        )
+        self.acceptor = Acceptor(self)
+        self.server = await loop.create_server(self.acceptor, sock=self.sock, backlog=self.backlog)
         event(log, logging.INFO, "listener.started", listener=self.name, address=self.address_str)
+
+    def same_socket_as(self, other: Listener) -> bool:
+        """Whether this listener can take over `other`'s listening socket (same address and options)."""
+        return (
+            other.sock is not None
+            and self.bind_to_port
+            and (self.host, self.port, self.backlog) == (other.host, other.port, other.backlog)
+        )
+
+    def take_socket_from(self, old: Listener) -> None:
+        """Envoy's listener update on an unchanged address: the listening socket (and its accept
+        queue) passes to this listener, so no connection is refused; `old` keeps its connections."""
+        self.sock, self.server, self.acceptor = old.sock, old.server, old.acceptor
+        old.sock = old.server = old.acceptor = None
+        if self.acceptor is not None:
+            self.acceptor.listener = self
+        event(log, logging.INFO, "listener.socket_handed_over", listener=self.name, address=self.address_str)
 
     def stop_accepting(self) -> None:
         if self.server is not None:
@@ -441,24 +463,49 @@ class Listener:
         elif self.sock is not None:
             self.sock.close()
         self.sock = None
+        self.acceptor = None
 
-    def start_drain(self) -> None:
+    def start_drain(self, graceful: bool = False) -> None:
         """Ask every connection's filter to finish politely (HTTP: ``Connection: close``). The
         listener keeps accepting until ``stop_accepting()`` (Envoy's graceful drain); connections
-        accepted meanwhile are told at once."""
+        accepted meanwhile are told at once. `graceful` (a listener replaced or removed by LDS): idle
+        HTTP/1.1 keep-alive connections are not closed now (a request may be on its way); each gets
+        ``Connection: close`` on its next response, and what is left closes when the drain ends."""
         if self.draining:
             return
         self.draining = True
         for conn in list(self.connections):
-            conn.drain_started()
+            conn.drain_started(graceful)
+
+
+class Acceptor:
+    """The protocol factory of a listening socket. Its target listener changes when an updated
+    listener takes the socket over; connections already accepted keep the listener they got."""
+
+    __slots__ = ("listener",)
+
+    def __init__(self, listener: Listener) -> None:
+        self.listener = listener
+
+    def __call__(self) -> DownstreamConnection:
+        return DownstreamConnection(self.listener)
 
 
 class ListenerManager:
-    """All listeners of the proxy, built from ``static_resources.listeners``."""
+    """All listeners of the proxy: ``static_resources.listeners`` plus those from LDS.
+
+    LDS updates go through ``build`` (validate and compile; no side effects), ``bind`` (claim a new
+    address), then ``activate`` (swap in; the listener it replaces drains) or ``remove``. Listeners
+    waiting for their routes sit in ``warming``; replaced or removed ones in ``draining_listeners``
+    for ``drain_time`` seconds, after which their remaining connections are closed."""
 
     def __init__(self, protos, ctx: FactoryContext, path: str = "static_resources.listeners") -> None:
         self.ctx = ctx
         self.listeners: list[Listener] = []
+        self.warming: dict[str, Listener] = {}
+        self.draining_listeners: list[Listener] = []
+        self.drain_time = 600.0
+        self._drain_timers: dict[int, asyncio.TimerHandle] = {}
         names: dict[str, int] = {}
         addrs: dict[tuple[str, int], int] = {}
         for i, proto in enumerate(protos):
@@ -479,10 +526,122 @@ class ListenerManager:
             addrs[key] = i
             listener.manager = self
             self.listeners.append(listener)
+        self.static_names = {listener.name for listener in self.listeners}
         self.stats = ctx.stats.scope("listener_manager.")
-        self.stats.gauge("total_listeners_active").set(len(self.listeners))
         self.stats.counter("listener_added").inc(len(self.listeners))
         self.draining = False
+        self._update_gauges()
+
+    # ---- dynamic listeners (LDS) ---------------------------------------------------------------
+
+    def build(self, proto: listener_pb2.Listener, path: str) -> Listener:
+        """Validate and compile a listener (ConfigError naming the field); binds nothing."""
+        listener = Listener(proto, self.ctx, path)
+        listener.manager = self
+        return listener
+
+    def address_owner(self, listener: Listener, ignore: set[str] = frozenset()) -> Listener | None:
+        """Another listener (active or warming) on the same address, except those named in `ignore`."""
+        if listener.port == 0 or not listener.bind_to_port:
+            return None
+        for other in list(self.listeners) + list(self.warming.values()):
+            if other.name == listener.name or other.name in ignore or not other.bind_to_port:
+                continue
+            if (other.host, other.port) == (listener.host, listener.port):
+                return other
+        return None
+
+    def needs_socket(self, listener: Listener) -> bool:
+        """Whether activating `listener` needs a new socket (not taking over its predecessor's)."""
+        if not listener.bind_to_port or listener.sock is not None:
+            return False
+        old = self.get(listener.name)
+        return old is None or not listener.same_socket_as(old)
+
+    def set_warming(self, listener: Listener) -> None:
+        old = self.warming.get(listener.name)
+        self.warming[listener.name] = listener
+        if old is not None and old is not listener:
+            old.stop_accepting()
+        self._update_gauges()
+
+    async def activate(self, listener: Listener) -> Listener | None:
+        """Put `listener` in service under its name. A listener it replaces hands over its socket when
+        the address is unchanged (nothing refused) and drains. Returns the replaced listener."""
+        name = listener.name
+        superseded = self.warming.pop(name, None)
+        if superseded is not None and superseded is not listener:
+            superseded.stop_accepting()
+        old = self.get(name)
+        if old is not None and listener.sock is None and listener.same_socket_as(old):
+            listener.take_socket_from(old)
+        elif listener.sock is None and listener.bind_to_port:
+            listener.bind()
+        await listener.start()
+        if self.draining:
+            listener.start_drain()
+        if old is not None:
+            self.listeners[self.listeners.index(old)] = listener
+            self.stats.counter("listener_modified").inc()
+            self._drain(old)
+        else:
+            self.listeners.append(listener)
+            self.stats.counter("listener_added").inc()
+        self.stats.counter("listener_create_success").inc()
+        self._update_gauges()
+        return old
+
+    def remove(self, name: str) -> bool:
+        """Remove a listener (and one warming under that name): it stops accepting and drains."""
+        warming = self.warming.pop(name, None)
+        if warming is not None:
+            warming.stop_accepting()
+        old = self.get(name)
+        if old is not None:
+            self.listeners.remove(old)
+            self.stats.counter("listener_removed").inc()
+            self._drain(old)
+        self._update_gauges()
+        return old is not None or warming is not None
+
+    def _drain(self, old: Listener) -> None:
+        old.stop_accepting()  # a no-op when its socket was handed over
+        old.start_drain(graceful=True)
+        if not old.connections:
+            return
+        self.draining_listeners.append(old)
+        try:
+            loop = asyncio.get_running_loop()
+        except RuntimeError:
+            return
+        self._drain_timers[id(old)] = loop.call_later(self.drain_time, self._drain_done, old)
+        for conn in list(old.connections):
+            conn.closed_future.add_done_callback(lambda _f, old=old: self._maybe_drained(old))
+        self._update_gauges()
+
+    def _maybe_drained(self, old: Listener) -> None:
+        if not old.connections and old in self.draining_listeners:
+            self.draining_listeners.remove(old)
+            timer = self._drain_timers.pop(id(old), None)
+            if timer is not None:
+                timer.cancel()
+            self._update_gauges()
+
+    def _drain_done(self, old: Listener) -> None:
+        """drain_time passed: close what is left (idle HTTP first, politely), then abort the rest."""
+        self._drain_timers.pop(id(old), None)
+        for conn in list(old.connections):
+            conn.drain_started()
+        loop = asyncio.get_running_loop()
+        loop.call_later(1.0, lambda: [c.abort() for c in list(old.connections)])
+        if old in self.draining_listeners:
+            self.draining_listeners.remove(old)
+        self._update_gauges()
+
+    def _update_gauges(self) -> None:
+        self.stats.gauge("total_listeners_active").set(len(self.listeners))
+        self.stats.gauge("total_listeners_warming").set(len(self.warming))
+        self.stats.gauge("total_listeners_draining").set(len(self.draining_listeners))
 
     def __iter__(self):
         return iter(self.listeners)
@@ -530,11 +689,11 @@ class ListenerManager:
             listener.start_drain()
 
     def stop_accepting(self) -> None:
-        for listener in self.listeners:
+        for listener in list(self.listeners) + list(self.warming.values()):
             listener.stop_accepting()
 
     def connections(self) -> list[DownstreamConnection]:
-        return [c for listener in self.listeners for c in listener.connections]
+        return [c for listener in self.listeners + self.draining_listeners for c in listener.connections]
 
     async def wait_connections_closed(self, timeout: float) -> bool:
         deadline = time.monotonic() + timeout
@@ -822,13 +981,20 @@ class DownstreamConnection(asyncio.Protocol):
         if self._eof and not self._closed and self.filter is f:
             f.on_eof()
 
-    def drain_started(self) -> None:
+    def drain_started(self, graceful: bool = False) -> None:
         f = self.filter
-        if f is not None:
-            try:
-                f.on_drain_started()
-            except Exception:
-                log.exception("network filter on_drain_started failed")
+        if f is None:
+            return
+        if graceful and hasattr(f, "draining"):
+            # An HTTP filter only marks itself draining: ``Connection: close`` goes on the next
+            # response and the connection closes after it, but an idle keep-alive connection is not
+            # closed under a request that may already be on its way (Envoy does the same).
+            f.draining = True
+            return
+        try:
+            f.on_drain_started()
+        except Exception:
+            log.exception("network filter on_drain_started failed")
 
     # ---- what network filters call -------------------------------------------------------------
 

@@ -63,8 +63,9 @@ class ClusterManager:
         """Swap a built (and started or warmed) cluster in by one reference; the cluster it replaces
         drains (requests in flight keep the cluster they chose). Returns the replaced cluster."""
         name = cluster.name
-        if self.warming.get(name) is cluster:
-            del self.warming[name]
+        superseded = self.warming.pop(name, None)
+        if superseded is not None and superseded is not cluster:
+            self._retire(superseded)
         old = self.clusters.get(name)
         self.clusters[name] = cluster
         if self.stats is not None:

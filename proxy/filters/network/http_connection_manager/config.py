@@ -191,13 +191,15 @@ def build_config(msg: hcm_pb2.HttpConnectionManager, ctx: FactoryContext, path: 
 
         provider = StaticRouteProvider(compile_route_configuration(msg.route_config, f"{path}.route_config"))
     elif which == "rds":
+        # Set by the server when the bootstrap has dynamic_resources (proxy.xds.handlers.RdsHandler):
+        # factory(rds, path, stat_prefix) -> a provider the RDS handler updates.
         factory = ctx.extra.get("rds_provider_factory")
         if factory is None:
             raise ConfigError(
                 f"{path}.rds",
-                "dynamic RDS comes with xDS support (not available yet); use an inline route_config",
+                "rds needs xDS (dynamic_resources.ads_config in the bootstrap); or use an inline route_config",
             )
-        provider = factory(msg.rds, f"{path}.rds")
+        provider = factory(msg.rds, f"{path}.rds", msg.stat_prefix)
     else:
         raise ConfigError(path, "either route_config or rds is required")
 
