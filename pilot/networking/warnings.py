@@ -1,0 +1,28 @@
+"""Translation warnings: what the configuration asks for that the Isthmus proxy cannot do yet.
+
+Such fields are never emitted (the proxy would NACK the whole batch); each warning names
+``kind/namespace/name`` and the field path. Computed once per push (pure)."""
+
+from __future__ import annotations
+
+from pilot.model.push_context import PushContext
+from pilot.networking.gateway import gateway_warnings
+from pilot.networking.httproute import route_warnings
+from pilot.networking.traffic_policy import policy_warnings
+
+WARNINGS_KEY = "networking.warnings"
+
+
+def translation_warnings(push: PushContext) -> list[str]:
+    cached = push.indexes.get(WARNINGS_KEY)
+    if cached is not None:
+        return cached
+    out: list[str] = []
+    for dr in push.config.list("DestinationRule"):
+        out += policy_warnings(f"DestinationRule/{dr.namespace}/{dr.name}", dr.spec)
+    for vs in push.config.list("VirtualService"):
+        out += route_warnings(vs)
+    for gw in push.config.list("Gateway"):
+        out += gateway_warnings(gw)
+    push.indexes[WARNINGS_KEY] = out
+    return out
