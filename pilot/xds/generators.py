@@ -14,7 +14,7 @@ from pilot.model.push_context import PushContext
 from pilot.xds import resources
 
 # generate(type_url, proxy, push, names) -> list[Message]; names None = everything (wildcard)
-GenerateFn = Callable[[str, Proxy, PushContext, "list[str] | None"], list[Message]]
+GenerateFn = Callable[[str, Proxy, PushContext, "set[str] | None"], list[Message]]
 
 SUPPORTED = (resources.CLUSTER, resources.ENDPOINT, resources.LISTENER, resources.ROUTE)
 
@@ -44,7 +44,7 @@ class Generators:
     ) -> list[Message]:
         if type_url not in self.types:
             raise UnsupportedType(f"pilot serves no {type_url} (supported: {', '.join(sorted(self.types))})")
-        out = list(self._generate(type_url, proxy, push, names))
+        out = list(self._generate(type_url, proxy, push, set(names) if names is not None else None))
         if names is not None:  # answer only what was asked for (SotW RDS/EDS, named subscriptions)
             wanted = set(names)
             out = [m for m in out if resources.resource_name(m) in wanted]
