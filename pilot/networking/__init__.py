@@ -34,6 +34,7 @@ class UnknownTypeError(ValueError):
 
 
 def generate(type_url: str, proxy: Proxy, push: PushContext, names: set[str] | None = None) -> list[Message]:
+    names = set(names) if names is not None else None
     builder = BUILDERS.get(type_url)
     if builder is None:
         raise UnknownTypeError(f"pilot does not generate {type_url}")

@@ -16,6 +16,7 @@ from proxy.router.matchers import (
     parse_query,
     strip_query,
 )
+from proxy.router.per_filter import compile_per_filter_config
 
 # --- what we implement, field by field (everything else is a ConfigError at its path) ----------
 
@@ -59,6 +60,7 @@ ROUTE_SPEC = {
     "direct_response": True,
     "metadata": True,
     "decorator": True,
+    "typed_per_filter_config": True,  # compiled by proxy.router.per_filter
     **HEADER_MUTATION_FIELDS,
 }
 VHOST_SPEC = {
@@ -186,6 +188,8 @@ class Route:
     # Weighted-cluster mutations are the most specific level: applied first by default, last when
     # the route configuration sets most_specific_header_mutations_wins.
     most_specific_wins: bool = False
+    # typed_per_filter_config, compiled by each filter's per-route parser (filter name -> object).
+    per_filter_config: dict = field(default_factory=dict)
 
     def rewrite_path(self, full_path: str) -> str | None:
         """The :path after prefix_rewrite/regex_rewrite, or None when the route does not rewrite."""
@@ -434,6 +438,9 @@ def compile_route_configuration(rc, path: str = "route_config") -> RouteTable:
                 raise ConfigError(f"{rpath}.match", "a route needs a match")
             matcher = RouteMatcher(rmsg.match, f"{rpath}.match")
             route = Route(rmsg.name, vh, matcher, most_specific_wins=most_specific_wins)
+            route.per_filter_config = compile_per_filter_config(
+                rmsg.typed_per_filter_config, f"{rpath}.typed_per_filter_config"
+            )
             kind = rmsg.WhichOneof("action")
             if kind == "route":
                 route.action = _compile_action(rmsg.route, f"{rpath}.route", vh_retry, vh_mirrors, matcher)

@@ -5,6 +5,10 @@ Order per request, as Envoy: the request must match ``headers`` (and ``upstream_
 an abort. Header-controlled faults read ``x-envoy-fault-delay-request`` (milliseconds) and
 ``x-envoy-fault-abort-request`` (HTTP status), with optional ``...-percentage`` headers that can only
 lower the configured percentage.
+
+Per-route configuration (Istio puts every VirtualService fault there): a route's
+``typed_per_filter_config["envoy.filters.http.fault"]`` (an ``HTTPFault``) replaces the filter's
+configuration for requests on that route, as Envoy's ``FaultFilter`` does; stats stay the filter's.
 """
 
 from __future__ import annotations
@@ -20,6 +24,7 @@ from proxy.config.registry import HTTP_FILTERS
 from proxy.config.supported import reject_unsupported
 from proxy.filters.http.base import CONTINUE, STOP, FilterStatus, HttpFilter
 from proxy.router.matchers import HeaderMatcher
+from proxy.router.per_filter import register_per_route
 from proxy.router.percent import Fraction
 
 DELAY_HEADER = "x-envoy-fault-delay-request"
@@ -55,7 +60,7 @@ class FaultStats:
 
 
 class FaultConfig:
-    def __init__(self, msg: fault_pb2.HTTPFault, ctx: FactoryContext, path: str, rand=None) -> None:
+    def __init__(self, msg: fault_pb2.HTTPFault, ctx: FactoryContext | None, path: str, rand=None) -> None:
         reject_unsupported(msg, FAULT_SPEC, path)
         self.ctx = ctx
         self.rand = rand or random.getrandbits
@@ -172,28 +177,36 @@ def _header_fraction(configured: Fraction, raw: str | None) -> Fraction:
 
 
 class FaultFilter(HttpFilter):
-    __slots__ = ("config", "counted", "stats")
+    __slots__ = ("config", "counted", "stats", "active_in")
 
     def __init__(self, config: FaultConfig) -> None:
         self.config = config
         self.counted = False
         self.stats: FaultStats | None = None
+        self.active_in: FaultConfig | None = None  # the config whose active count this request holds
 
-    def _enter(self, stats: FaultStats) -> None:
+    def _enter(self, stats: FaultStats, cfg: FaultConfig) -> None:
         if not self.counted:
             self.counted = True
-            self.config.active += 1
+            self.active_in = cfg
+            cfg.active += 1
             stats.active_faults.inc()
             self.stats = stats
 
     def _leave(self) -> None:
         if self.counted:
             self.counted = False
-            self.config.active -= 1
+            self.active_in.active -= 1
             self.stats.active_faults.dec()
 
+    def _effective(self, stream) -> FaultConfig:
+        route = stream.route
+        per_route = getattr(route, "per_filter_config", None) if route is not None else None
+        override = per_route.get(FAULT_FILTER_NAME) if per_route else None
+        return override if override is not None else self.config
+
     async def on_request_headers(self, stream, end_stream: bool) -> FilterStatus:
-        cfg = self.config
+        cfg = self._effective(stream)
         if cfg.delay_fraction is None and cfg.abort_fraction is None:
             return CONTINUE
         if not cfg.applies(stream):
@@ -203,12 +216,12 @@ class FaultFilter(HttpFilter):
         abort = cfg.abort_for(headers)
         if delay is None and abort is None:
             return CONTINUE
-        stats = cfg.stats(stream)
+        stats = self.config.stats(stream)
         if cfg.max_active_faults is not None and cfg.active >= cfg.max_active_faults:
             stats.faults_overflow.inc()
             return CONTINUE
         si = stream.stream_info
-        self._enter(stats)
+        self._enter(stats, cfg)
         try:
             if delay is not None:
                 stats.delays_injected.inc()
@@ -240,6 +253,16 @@ class FaultFilterFactory:
         return FaultFilter(self.config)
 
 
-@HTTP_FILTERS.register("envoy.filters.http.fault", fault_pb2.HTTPFault)
+FAULT_FILTER_NAME = "envoy.filters.http.fault"
+
+
+@HTTP_FILTERS.register(FAULT_FILTER_NAME, fault_pb2.HTTPFault)
 def make_fault(config: fault_pb2.HTTPFault, ctx: FactoryContext, path: str) -> FaultFilterFactory:
     return FaultFilterFactory(FaultConfig(config, ctx, path))
+
+
+def _per_route(msg: fault_pb2.HTTPFault, path: str) -> FaultConfig:
+    return FaultConfig(msg, None, path)
+
+
+register_per_route(FAULT_FILTER_NAME, fault_pb2.HTTPFault, _per_route)
