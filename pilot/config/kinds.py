@@ -247,7 +247,7 @@ HTTP_ROUTE = Obj(
         "headers": F(HEADERS),
     },
     one_of=(("route", "redirect"), ("rewrite", "redirect")),
-    need_one_of=(("route", "redirect"),),
+    need_one_of=(("route", "redirect", "directResponse", "delegate"),),
 )
 ROUTE_DESTINATION = Obj({"destination": F(DESTINATION, required=True), "weight": F(Int(0))})
 TLS_MATCH = Obj(
