@@ -4,7 +4,7 @@ VENV := .venv
 PY := $(VENV)/bin/python
 PYTEST_ARGS ?=
 
-.PHONY: setup demo test lint bench protos clean
+.PHONY: setup demo test lint bench bench-citadel protos clean
 
 setup:
 	@scripts/setup.sh
@@ -22,6 +22,9 @@ lint: setup
 bench:
 	@ISTHMUS_BENCH=1 scripts/setup.sh
 	$(PY) -m bench $(if $(QUICK),--quick,)
+
+bench-citadel: setup
+	$(PY) -m bench --only bench_citadel $(if $(QUICK),--quick,)
 
 protos: setup
 	scripts/gen-protos.sh
