@@ -24,6 +24,8 @@ from proxy.config.errors import ConfigError
 from proxy.core.listener import ListenerManager
 from proxy.options import Options
 from proxy.stats.store import Store
+from proxy.xds.config import ads_config_from_bootstrap
+from proxy.xds.handlers import XdsHandlers
 
 log = logging.getLogger("proxy.server")
 
@@ -98,10 +100,32 @@ class Server:
         self.ctx = FactoryContext(stats=self.stats, server=self)
         self.cluster_manager = _make_cluster_manager(bootstrap.static_resources.clusters, self.ctx)
         self.ctx.cluster_manager = self.cluster_manager
-        self.listener_manager = ListenerManager(bootstrap.static_resources.listeners, self.ctx)
+        self.ads_config = ads_config_from_bootstrap(bootstrap)
+        self.xds: XdsHandlers | None = None
+        self.xds_client = None
+        if self.ads_config is not None:
+            self.xds = XdsHandlers(self.cluster_manager, lambda: self.listener_manager, self.stats)
+            self.ctx.extra["rds_provider_factory"] = self.xds.rds.provider_factory
+            with self.xds.rds.collect() as static_route_names:
+                self.listener_manager = ListenerManager(bootstrap.static_resources.listeners, self.ctx)
+            for listener in self.listener_manager:
+                listener.rds_names = set(static_route_names)
+        else:
+            self._reject_eds_without_ads(bootstrap)
+            self.listener_manager = ListenerManager(bootstrap.static_resources.listeners, self.ctx)
+        self.listener_manager.drain_time = float(self.options.drain_time_s)
         self.admin = None
         self._stopped: asyncio.Event | None = None
         self._shutdown_task: asyncio.Task | None = None
+
+    @staticmethod
+    def _reject_eds_without_ads(bootstrap) -> None:
+        for i, c in enumerate(bootstrap.static_resources.clusters):
+            if c.type == c.EDS:
+                raise ConfigError(
+                    f"static_resources.clusters[{i}].type",
+                    "an EDS cluster needs dynamic_resources.ads_config (its endpoints come over ADS)",
+                )
 
     # ---- state -------------------------------------------------------------------------------
 
@@ -139,8 +163,24 @@ class Server:
             if asyncio.iscoroutine(res):
                 await res
         await self.listener_manager.start()
+        if self.xds is not None:
+            await self._start_xds()
         self._set_state(ServerState.LIVE)
         event(log, logging.INFO, "server.live", listeners=len(self.listener_manager.listeners))
+
+    async def _start_xds(self) -> None:
+        """Connect to the control plane and wait, as Envoy does, for the initial CDS and LDS fetch
+        (clusters and listeners warmed) or their initial_fetch_timeout; then the server goes LIVE.
+        Losing the control plane later changes nothing here: the last good config keeps serving."""
+        from proxy.xds.client import XdsClient
+
+        assert self.xds is not None and self.ads_config is not None
+        self.xds_client = XdsClient(self.bootstrap.node, self.ads_config, self.stats)
+        self.xds.attach(self.xds_client, lds=self.ads_config.lds, cds=self.ads_config.cds)
+        self.xds.refresh_interest()
+        await self.xds_client.start()
+        event(log, logging.INFO, "xds.started", target=self.ads_config.target, delta=self.ads_config.delta)
+        await self.xds.wait_initialized()
 
     async def _start_admin(self) -> None:
         if not self.bootstrap.HasField("admin") or not self.bootstrap.admin.HasField("address"):
@@ -186,6 +226,8 @@ class Server:
                     log, logging.INFO, "server.drain_timeout", open=len(self.listener_manager.connections())
                 )
         self.listener_manager.abort_all()
+        if self.xds_client is not None:
+            await self.xds_client.stop()
         stop = getattr(self.cluster_manager, "close", None) or getattr(self.cluster_manager, "stop", None)
         if stop is not None:
             res = stop()

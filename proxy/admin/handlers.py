@@ -118,7 +118,9 @@ def _version() -> str:
 
 def config_dump_handler(server, q) -> Response:
     try:
-        body = config_dump.config_dump_json(server, q.get("resource") or None, q.get("mask"))
+        body = config_dump.config_dump_json(
+            server, q.get("resource") or None, q.get("mask"), "include_eds" in q
+        )
     except config_dump.ConfigDumpError as e:
         return Response(e.status, str(e) + "\n")
     return Response(200, body, JSON)

@@ -46,6 +46,7 @@ BOOTSTRAP_SPEC = {
         "user_agent_version": True,
     },
     "static_resources": {"listeners": True, "clusters": True},
+    "dynamic_resources": True,  # checked by proxy.xds.config.ads_config_from_bootstrap
     "admin": {
         "address": {"socket_address": {"address": True, "port_value": True, "protocol": True}},
         "access_log": True,
@@ -147,12 +148,13 @@ def parse_bootstrap_dict(data: dict) -> bootstrap_pb2.Bootstrap:
 
 
 def check_supported(bootstrap: bootstrap_pb2.Bootstrap) -> None:
-    if bootstrap.HasField("dynamic_resources"):
-        raise ConfigError(
-            "dynamic_resources",
-            "dynamic configuration (xDS: ADS, LDS, CDS) is not supported yet; it comes with issue 4",
-        )
     reject_unsupported(bootstrap, BOOTSTRAP_SPEC, "")
+    if bootstrap.HasField("dynamic_resources"):
+        # ADS only (SotW or Delta gRPC to a static cluster), lds_config/cds_config as `ads: {}`;
+        # REST, path-based and non-ADS config sources are reported by field path.
+        from proxy.xds.config import ads_config_from_bootstrap
+
+        ads_config_from_bootstrap(bootstrap)
 
 
 def load_bootstrap(

@@ -93,9 +93,13 @@ class XdsHandlers:
     def handlers(self) -> list:
         return [self.cds, self.eds, self.lds, self.rds]
 
-    def attach(self, client: api.XdsClientApi) -> None:
+    def attach(self, client: api.XdsClientApi, lds: bool = True, cds: bool = True) -> None:
+        """Register the handlers with the client (LDS/CDS only when the bootstrap asks for them)."""
         self.client = client
         for h in self.handlers():
+            if (h is self.lds and not lds) or (h is self.cds and not cds):
+                h.initialized.set()
+                continue
             client.register(h)
         for type_url, names in self._interest.items():
             client.set_interest(type_url, set(names))

@@ -161,11 +161,15 @@ def test_unsupported_fields_are_rejected_with_their_path(tmp_path, data, path):
     assert e.value.path == path
 
 
-def test_dynamic_resources_point_to_issue_4(tmp_path):
+def test_dynamic_resources_other_than_ads_are_rejected_by_path(tmp_path):
     with pytest.raises(ConfigError) as e:
-        load_bootstrap(write(tmp_path, {"dynamic_resources": {"ads_config": {"api_type": "GRPC"}}}))
-    assert e.value.path == "dynamic_resources"
-    assert "issue 4" in e.value.message
+        load_bootstrap(write(tmp_path, {"dynamic_resources": {"ads_config": {"api_type": "REST"}}}))
+    assert e.value.path == "dynamic_resources.ads_config.api_type"
+    with pytest.raises(ConfigError) as e:
+        load_bootstrap(
+            write(tmp_path, {"dynamic_resources": {"lds_config": {"path_config_source": {"path": "/x"}}}})
+        )
+    assert e.value.path == "dynamic_resources.ads_config"
 
 
 def test_unreadable_file_and_bad_yaml(tmp_path):
