@@ -386,6 +386,7 @@ class XdsServer:
             return str(self._versions.get(type_url, 0))
 
     def _push(self, type_url: str) -> None:
+        """Push to every subscribed stream; returns once the responses are queued and recorded."""
         loop = self._loop
         if self._thread is None or loop is None:
             return
@@ -395,7 +396,19 @@ class XdsServer:
                 for stream in list(self._streams):
                     stream.push(type_url)
 
-        loop.call_soon_threadsafe(push_all)
+        if threading.current_thread() is self._thread:
+            push_all()
+            return
+        done = threading.Event()
+
+        def run() -> None:
+            try:
+                push_all()
+            finally:
+                done.set()
+
+        loop.call_soon_threadsafe(run)
+        done.wait(10)
 
     # -- recording ---------------------------------------------------------------------------------
     def _record(self, where: list[Recorded], rec: Recorded) -> None:
