@@ -2,6 +2,8 @@
 
 * An endpoint-only change (``full=False``) touches a proxy that watches an EDS cluster of a changed
   host (cluster names ``outbound|port|subset|host``), or that watches all EDS (wildcard).
+* ServiceEntry and WorkloadEntry changes arrive as registry events (services changed: full push to
+  proxies that can see those hosts; endpoints only: EDS), not as config changes.
 * ``config_keys is None`` (unknown scope: start-up, mesh-wide change) touches everyone.
 * A changed service in the registry touches a proxy that can see its host.
 * A changed config touches a proxy when:

@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import datetime as dt
 
-from envoy.admin.v3 import config_dump_pb2
+from envoy.admin.v3 import config_dump_pb2, config_dump_shared_pb2
 from google.protobuf import json_format
 
 from pilot.model.proxy import GRPC
@@ -82,20 +82,20 @@ def config_dump(conn: Connection, push: PushContext, generators: Generators) -> 
             return None
         return sorted(watch.names)
 
-    clusters = config_dump_pb2.ClustersConfigDump(version_info=version)
+    clusters = config_dump_shared_pb2.ClustersConfigDump(version_info=version)
     for c in generators.generate(resources.CLUSTER, conn.proxy, push, None):
         item = clusters.dynamic_active_clusters.add(version_info=version)
         item.cluster.Pack(c)
-    listeners = config_dump_pb2.ListenersConfigDump(version_info=version)
+    listeners = config_dump_shared_pb2.ListenersConfigDump(version_info=version)
     for listener in generators.generate(resources.LISTENER, conn.proxy, push, None):
         item = listeners.dynamic_listeners.add(name=listener.name)
         item.active_state.version_info = version
         item.active_state.listener.Pack(listener)
-    routes = config_dump_pb2.RoutesConfigDump()
+    routes = config_dump_shared_pb2.RoutesConfigDump()
     for route in generators.generate(resources.ROUTE, conn.proxy, push, names(resources.ROUTE)):
         item = routes.dynamic_route_configs.add(version_info=version)
         item.route_config.Pack(route)
-    endpoints = config_dump_pb2.EndpointsConfigDump()
+    endpoints = config_dump_shared_pb2.EndpointsConfigDump()
     for cla in generators.generate(resources.ENDPOINT, conn.proxy, push, names(resources.ENDPOINT)):
         item = endpoints.dynamic_endpoint_configs.add(version_info=version)
         item.endpoint_config.Pack(cla)

@@ -36,6 +36,8 @@ from pilot.xds.status import WatchState
 
 log = logging.getLogger("pilot.xds")
 
+REGISTRY_KINDS = frozenset({"ServiceEntry", "WorkloadEntry"})
+
 
 def endpoint_fingerprints(snapshot: RegistrySnapshot) -> dict[str, frozenset]:
     """host -> what EDS would carry for it (labels count: Endpoint's equality ignores them)."""
@@ -132,7 +134,11 @@ class DiscoveryServer(ads_pb2_grpc.AggregatedDiscoveryServiceServicer):
 
     # -- events in (any thread) ---------------------------------------------------------------------
     def _on_config_change(self, changed_keys, snapshot=None) -> None:
-        self._submit(lambda now: config_push(changed_keys or (), now), "config")
+        # ServiceEntry and WorkloadEntry reach the proxies through the registry, whose event says
+        # whether services or only endpoints changed (then it is an EDS-only push), as in Istio.
+        keys = [k for k in changed_keys or () if k.kind not in REGISTRY_KINDS]
+        if keys:
+            self._submit(lambda now: config_push(keys, now), "config")
 
     def _on_registry_change(self, snapshot=None, endpoints_only: bool = False) -> None:
         def make(now: float) -> PushRequest | None:
