@@ -333,6 +333,15 @@ def translate_http(ctx: RouteContext, vs: Config) -> list[dict[str, Any]]:
         }
         for m in applicable:
             route = {"match": translate_match(m or {}), **body}
+            regex = ((m or {}).get("uri") or {}).get("regex")
+            if regex is not None and "prefix_rewrite" in route.get("route", {}):
+                # Envoy refuses prefix_rewrite on a regex match; Istio rewrites the whole matched path.
+                action = dict(route["route"])
+                action["regex_rewrite"] = {
+                    "pattern": {"regex": str(regex)},
+                    "substitution": action.pop("prefix_rewrite"),
+                }
+                route["route"] = action
             name = (m or {}).get("name") or http.get("name")
             if name:
                 route = {"name": str(name), **route}
