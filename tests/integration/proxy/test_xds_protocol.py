@@ -357,3 +357,41 @@ def test_server_process_reports_a_bad_resources_file(procs, tmp_path):
     proc = procs.python("-m", "tests.support.xds_server", "--port", str(free_port()), "--resources", str(bad))
     assert proc.wait(30) != 0
     assert "lb_policy" in procs.output(proc) or "NOPE" in procs.output(proc)
+
+
+@pytest.mark.parametrize("delta", [False, True], ids=["sotw", "delta"])
+async def test_resync_after_restart_sends_what_the_client_has_and_acks_the_new_config(make_client, delta):
+    first = XdsServer().start()
+    port = first.port
+    try:
+        first.set_resources(api.CLUSTER, [cluster("reviews"), cluster("ratings")])
+        cds = Handler(api.CLUSTER, wildcard=True)
+        client = make_client(first.address, delta, cds)
+        client.backoff = JitteredBackoff(base=0.1, maximum=0.5)
+        await client.start()
+        await first.await_request(is_ack(api.CLUSTER))
+        known = {n: v for n, (v, _) in first._resources[api.CLUSTER].items()}
+    finally:
+        first.stop()
+
+    second = XdsServer(port=port)
+    second.set_resources(api.CLUSTER, [cluster("ratings")])
+    second.set_resources(api.CLUSTER, [cluster("ratings"), cluster("details")])  # version "2"
+    second.start()
+    try:
+        hello = await second.await_request(lambda r: r.type_url == api.CLUSTER, timeout=15)
+        if delta:
+            assert dict(hello.message.initial_resource_versions) == known
+            assert list(hello.message.resource_names_subscribe) == ["*"]
+        else:
+            assert hello.version_info == "1" and hello.response_nonce == ""
+        await cds.wait_until(lambda: set(cds.state) == {"ratings", "details"})
+        sent = last_response(second, api.CLUSTER).message
+        ack = await second.await_request(is_ack(api.CLUSTER, sent.nonce))
+        if delta:
+            assert sorted(r.name for r in sent.resources) == ["details"]  # ratings was unchanged
+            assert list(sent.removed_resources) == ["reviews"]
+        else:
+            assert ack.version_info == "2"
+    finally:
+        second.stop()
