@@ -111,9 +111,16 @@ def _read_documents(names: list[str]) -> tuple[list[dict], list[str]]:
     return docs, errors
 
 
+def _quiet_httpx() -> None:
+    import logging
+
+    logging.getLogger("httpx").setLevel(logging.WARNING)  # no per-request info lines on the user's terminal
+
+
 def _post(pilot: str, path: str, payload: dict, namespace: str | None):
     import httpx
 
+    _quiet_httpx()
     params = {"namespace": namespace} if namespace else {}
     return httpx.post(pilot.rstrip("/") + path, json=payload, params=params, timeout=30.0)
 
@@ -177,6 +184,7 @@ def cmd_get(args, parser) -> int:
         parser.error(f"unknown kind {args.kind!r}")
     if args.name and args.all_namespaces:
         parser.error("NAME and --all-namespaces do not go together")
+    _quiet_httpx()
     base = f"{args.pilot.rstrip('/')}/apis/{kind.group}/{kind.preferred_version}"
     if args.all_namespaces:
         url = f"{base}/{kind.plural}"
