@@ -26,6 +26,9 @@ bench:
 bench-citadel: setup
 	$(PY) -m bench --only bench_citadel $(if $(QUICK),--quick,)
 
+bench-pilot: setup
+	$(PY) -m bench --only bench_pilot $(if $(QUICK),--quick,)
+
 protos: setup
 	scripts/gen-protos.sh
 
