@@ -13,10 +13,10 @@ the new subscription (SotW: a DiscoveryRequest with the full name list; Delta: s
 lists). Envoy's order is kept: CDS before EDS, LDS before RDS; a cluster warms until its endpoints
 arrive and a listener until its routes arrive, bounded by ``initial_fetch_timeout``.
 
-Who counts what (so that no stat is counted twice): the client counts ``control_plane.*`` and the
-wildcard types' batch stats under the handler's ``stats_scope`` (default ``listener_manager.lds.`` and
-``cluster_manager.cds.``: ``update_attempt``, ``update_success``, ``update_rejected``, ``version``,
-``init_fetch_timeout``). RDS and EDS stats are per resource, so their handlers count them:
+Who counts what (so that no stat is counted twice): the client counts ``control_plane.*`` only. Each
+handler counts its type's update stats under Envoy's names, whether a batch is applied or rejected
+(including ``on_decode_error``): ``listener_manager.lds.*`` and ``cluster_manager.cds.*``
+(``update_attempt``, ``update_success``, ``update_rejected``, ``init_fetch_timeout``), and per resource
 ``http.<stat_prefix>.rds.<route_config_name>.*`` and ``cluster.<name>.update_attempt/update_success/
 update_rejected/update_empty``.
 

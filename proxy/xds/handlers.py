@@ -129,6 +129,29 @@ class XdsHandlers:
 _tasks: set[asyncio.Task] = set()
 
 
+class _BatchStats:
+    """``listener_manager.lds.*`` / ``cluster_manager.cds.*``: every batch, applied or rejected."""
+
+    def __init__(self, scope) -> None:
+        self.attempt = scope.counter("update_attempt")
+        self.success = scope.counter("update_success")
+        self.rejected = scope.counter("update_rejected")
+        self.fetch_timeout = scope.counter("init_fetch_timeout")
+
+    async def run(self, apply, update) -> None:
+        self.attempt.inc()
+        try:
+            await apply(update)
+        except BaseException:
+            self.rejected.inc()
+            raise
+        self.success.inc()
+
+    def decode_error(self) -> None:
+        self.attempt.inc()
+        self.rejected.inc()
+
+
 # --------------------------------------------------------------------------------------------------
 # RDS
 # --------------------------------------------------------------------------------------------------
@@ -371,12 +394,19 @@ class CdsHandler:
         self.initialized = _Initialized()
         self._first_applied = False
         self._timers: dict[str, asyncio.TimerHandle] = {}
+        self.batch_stats = _BatchStats(owner.stats.scope("cluster_manager.cds."))
 
     def _dynamic_names(self) -> set[str]:
         cm = self.owner.cm
         return {n for n, c in cm.clusters.items() if getattr(c, "dynamic", False)} | set(cm.warming)
 
     async def on_update(self, update: api.ResourceUpdate) -> None:
+        await self.batch_stats.run(self._apply, update)
+
+    def on_decode_error(self, exc) -> None:
+        self.batch_stats.decode_error()
+
+    async def _apply(self, update: api.ResourceUpdate) -> None:
         from proxy.upstream.cluster import EdsCluster, build_cluster
 
         cm = self.owner.cm
@@ -462,6 +492,7 @@ class CdsHandler:
             self.initialized.set()
 
     def on_fetch_timeout(self) -> None:
+        self.batch_stats.fetch_timeout.inc()
         self.initialized.set()
 
 
@@ -482,6 +513,7 @@ class LdsHandler:
         self._first_applied = False
         self._timers: dict[str, asyncio.TimerHandle] = {}
         self._lock = asyncio.Lock()
+        self.batch_stats = _BatchStats(owner.stats.scope("listener_manager.lds."))
 
     def _dynamic_names(self) -> set[str]:
         lm = self.owner.lm
@@ -553,7 +585,10 @@ class LdsHandler:
 
     async def on_update(self, update: api.ResourceUpdate) -> None:
         async with self._lock:
-            await self._apply(update)
+            await self.batch_stats.run(self._apply, update)
+
+    def on_decode_error(self, exc) -> None:
+        self.batch_stats.decode_error()
 
     async def _apply(self, update: api.ResourceUpdate) -> None:
         lm = self.owner.lm
@@ -658,4 +693,5 @@ class LdsHandler:
             self.initialized.set()
 
     def on_fetch_timeout(self) -> None:
+        self.batch_stats.fetch_timeout.inc()
         self.initialized.set()

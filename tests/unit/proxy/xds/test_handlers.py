@@ -466,3 +466,24 @@ def test_listener_warming_ends_at_its_rds_initial_fetch_timeout():
         assert env.lm.get("a") is not None
 
     run(t)
+
+
+def test_lds_and_cds_batches_are_counted_under_envoys_names():
+    async def t(env: Env):
+        await env.push(env.handlers.cds, "1", {"a": cluster("a")})
+        bad = cluster("b")
+        bad.lb_policy = 99
+        with pytest.raises(api.UpdateRejected):
+            await env.push(env.handlers.cds, "2", {"b": bad})
+        env.handlers.lds.on_decode_error(ValueError("undecodable"))
+        c = env.stats.counter
+        assert [
+            c(f"cluster_manager.cds.{n}").value
+            for n in ("update_attempt", "update_success", "update_rejected")
+        ] == [2, 1, 1]
+        assert [
+            c(f"listener_manager.lds.{n}").value
+            for n in ("update_attempt", "update_success", "update_rejected")
+        ] == [1, 0, 1]
+
+    run(t)
