@@ -17,6 +17,7 @@ from proxy.router.matchers import (
     strip_query,
 )
 from proxy.router.per_filter import compile_per_filter_config
+from proxy.router.rate_limits import RateLimitEntry, compile_rate_limits
 
 # --- what we implement, field by field (everything else is a ConfigError at its path) ----------
 
@@ -44,6 +45,8 @@ ROUTE_ACTION_SPEC = {
     "retry_policy": True,
     "request_mirror_policies": True,
     "hash_policy": True,
+    "rate_limits": True,  # compiled by proxy.router.rate_limits
+    "include_vh_rate_limits": True,
 }
 HEADER_MUTATION_FIELDS = {
     "request_headers_to_add": True,
@@ -72,6 +75,7 @@ VHOST_SPEC = {
     "include_request_attempt_count": True,
     "include_attempt_count_in_response": True,
     "metadata": True,
+    "rate_limits": True,  # compiled by proxy.router.rate_limits
     **HEADER_MUTATION_FIELDS,
 }
 ROUTE_CONFIG_SPEC = {
@@ -169,6 +173,7 @@ class VirtualHost:
     routes: list[Route] = field(default_factory=list)
     include_request_attempt_count: bool = False
     include_attempt_count_in_response: bool = False
+    rate_limits: tuple[RateLimitEntry, ...] = ()
 
 
 @dataclass(eq=False)
@@ -190,6 +195,9 @@ class Route:
     most_specific_wins: bool = False
     # typed_per_filter_config, compiled by each filter's per-route parser (filter name -> object).
     per_filter_config: dict = field(default_factory=dict)
+    # The route action's rate_limits; include_vh_rate_limits adds the virtual host's (Envoy).
+    rate_limits: tuple[RateLimitEntry, ...] = ()
+    include_vh_rate_limits: bool = False
 
     def rewrite_path(self, full_path: str) -> str | None:
         """The :path after prefix_rewrite/regex_rewrite, or None when the route does not rewrite."""
@@ -399,6 +407,7 @@ def compile_route_configuration(rc, path: str = "route_config") -> RouteTable:
             tuple(d.lower() for d in vmsg.domains),
             include_request_attempt_count=vmsg.include_request_attempt_count,
             include_attempt_count_in_response=vmsg.include_attempt_count_in_response,
+            rate_limits=compile_rate_limits(vmsg.rate_limits, f"{vpath}.rate_limits"),
         )
         for di, domain in enumerate(vh.domains):
             dpath = f"{vpath}.domains[{di}]"
@@ -444,6 +453,8 @@ def compile_route_configuration(rc, path: str = "route_config") -> RouteTable:
             kind = rmsg.WhichOneof("action")
             if kind == "route":
                 route.action = _compile_action(rmsg.route, f"{rpath}.route", vh_retry, vh_mirrors, matcher)
+                route.rate_limits = compile_rate_limits(rmsg.route.rate_limits, f"{rpath}.route.rate_limits")
+                route.include_vh_rate_limits = rmsg.route.include_vh_rate_limits.value
             elif kind == "redirect":
                 route.redirect = A.compile_redirect(rmsg.redirect, f"{rpath}.redirect")
                 if route.redirect.prefix_rewrite is not None and matcher.kind == REGEX:
