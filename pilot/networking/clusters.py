@@ -139,8 +139,9 @@ def special_clusters() -> list[dict[str, Any]]:
 
 
 def grpc_cluster_dict(c: dict[str, Any]) -> dict[str, Any]:
-    """gRPC's xDS client supports ROUND_ROBIN, RING_HASH and LEAST_REQUEST on EDS/LOGICAL_DNS clusters;
-    circuit breaker max_requests only; it ignores metadata."""
+    """gRPC's xDS client takes ROUND_ROBIN and RING_HASH through ``lb_policy`` (grpcio NACKs
+    LEAST_REQUEST there: "LB policy is not supported"), so Istio's LEAST_REQUEST default becomes
+    ROUND_ROBIN; Envoy-only fields (circuit breakers, metadata, connect timeout) are left out."""
     out = {
         k: v
         for k, v in c.items()
@@ -150,7 +151,7 @@ def grpc_cluster_dict(c: dict[str, Any]) -> dict[str, Any]:
         out["type"] = "EDS"
         out["eds_cluster_config"] = {"eds_config": protos.ADS, "service_name": c["name"]}
     out["eds_cluster_config"] = {"eds_config": dict(protos.ADS), "service_name": c["name"]}
-    if out.get("lb_policy") not in ("ROUND_ROBIN", "RING_HASH", "LEAST_REQUEST"):
+    if out.get("lb_policy") not in ("ROUND_ROBIN", "RING_HASH"):
         out["lb_policy"] = "ROUND_ROBIN"
     return out
 

@@ -2,7 +2,7 @@
 
 Endpoints are grouped by locality (``region/zone/subzone``); every locality carries a
 ``load_balancing_weight`` (the sum of its endpoints' weights), because gRPC's xDS client ignores a
-locality without one. A subset's endpoints are those whose labels contain the subset's labels.
+locality without one, and a ``locality`` message (possibly empty), without which gRPC rejects it. A subset's endpoints are those whose labels contain the subset's labels.
 An unknown cluster name gets no resource (as Istio); a known one without endpoints gets an empty
 assignment, so the proxy learns that it has none.
 """
@@ -49,8 +49,8 @@ def assignment_dict(name: str, endpoints: list[Endpoint]) -> dict[str, Any]:
             ],
             "load_balancing_weight": sum(max(1, e.weight) for e in eps),
         }
-        if _locality(loc):
-            group["locality"] = _locality(loc)
+        # Always present, even empty: gRPC's xDS client rejects a LocalityLbEndpoints without one.
+        group["locality"] = _locality(loc)
         groups.append(group)
     return {"cluster_name": name, "endpoints": groups}
 
