@@ -85,12 +85,15 @@ ACCESS_LOGGERS = Registry("access logger")
 BUILTIN_EXTENSION_MODULES = [
     "proxy.filters.http.router",
     "proxy.filters.http.fault",
+    "proxy.filters.http.ext_authz",
+    "proxy.filters.http.ratelimit",
     "proxy.filters.network.http_connection_manager",
     "proxy.filters.network.tcp_proxy",
     "proxy.filters.listener.original_dst",
     "proxy.filters.listener.tls_inspector",
     "proxy.filters.listener.http_inspector",
     "proxy.accesslog.loggers",
+    "proxy.accesslog.grpc",
 ]
 
 

@@ -8,6 +8,7 @@ Parsing is pure; the channel cache is the only I/O and never blocks the loop.
 
 from __future__ import annotations
 
+import asyncio
 import logging
 from dataclasses import dataclass
 
@@ -77,6 +78,16 @@ class GrpcClusterClient:
         self.cluster_manager = cluster_manager
         self.config = config
         self._channels: dict[str, grpc.aio.Channel] = {}
+        self._stubs: dict[tuple[int, type], object] = {}
+
+    def stub(self, stub_cls: type):
+        """A stub of ``stub_cls`` on the channel of the host chosen for this call (cached per channel)."""
+        ch = self.channel()
+        key = (id(ch), stub_cls)
+        s = self._stubs.get(key)
+        if s is None:
+            s = self._stubs[key] = stub_cls(ch)
+        return s
 
     def channel(self) -> grpc.aio.Channel:
         cm = self.cluster_manager
@@ -105,14 +116,15 @@ class GrpcClusterClient:
     def _drop(self, target: str) -> None:
         ch = self._channels.pop(target, None)
         if ch is not None:
+            for key in [k for k in self._stubs if k[0] == id(ch)]:
+                del self._stubs[key]
             try:
-                import asyncio
-
                 asyncio.get_running_loop().create_task(ch.close())
             except RuntimeError:
                 pass
 
     async def close(self) -> None:
         channels, self._channels = list(self._channels.values()), {}
+        self._stubs.clear()
         for ch in channels:
             await ch.close()

@@ -1,0 +1,388 @@
+"""``envoy.access_loggers.http_grpc`` and ``envoy.access_loggers.tcp_grpc``: access logs streamed to
+an access log service (mixer) over ``envoy.service.accesslog.v3.AccessLogService/StreamAccessLogs``.
+
+Off the request path, as Envoy's gRPC access loggers:
+
+* ``log(stream_info)`` converts the request into an ``HTTPAccessLogEntry`` (``TCPAccessLogEntry``) and
+  appends it to the logger's buffer: O(1), no network, no awaiting. Past the bound (64 times
+  ``buffer_size_bytes``, at least 1 MiB) entries are dropped and counted
+  (``access_logs.grpc_access_log.logs_dropped``).
+* A background task sends the buffer as one ``StreamAccessLogsMessage`` every
+  ``buffer_flush_interval`` (default 1 s), or at once when it holds ``buffer_size_bytes`` (default
+  16 KiB), over ONE long-lived stream; the first message carries ``identifier{node, log_name}``.
+  Sent entries are counted (``logs_written``). A broken stream is re-opened with back-off; the batch
+  that failed stays at the head of the buffer.
+* Each entry carries Istio's labels for both sides in
+  ``common_properties.metadata.filter_metadata["isthmus"]`` (docs/mixer.md).
+
+Loggers with the same service, log name and kind share one buffer and stream (Envoy shares by config),
+so a listener update does not open a second stream.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import collections
+import logging
+import random
+
+import grpc
+from envoy.extensions.access_loggers.grpc.v3 import als_pb2
+from envoy.service.accesslog.v3 import als_pb2 as service_pb2
+from envoy.service.accesslog.v3 import als_pb2_grpc
+from google.protobuf import json_format
+
+from proxy.accesslog.grpc_entries import (
+    EMPTY_WORKLOAD,
+    METADATA_NAMESPACE,
+    PEER_METADATA_HEADER,
+    PeerMetadataDecoder,
+    destination_service,
+    http_entry,
+    istio_metadata,
+    tcp_entry,
+    workload_from_node_metadata,
+)
+from proxy.config.context import FactoryContext
+from proxy.config.errors import ConfigError
+from proxy.config.registry import ACCESS_LOGGERS
+from proxy.config.supported import reject_unsupported
+from proxy.grpc.service import GrpcClusterClient, NoHostError, check_cluster_exists, parse_grpc_service
+
+log = logging.getLogger("proxy.accesslog.grpc")
+
+DEFAULT_FLUSH_INTERVAL = 1.0
+DEFAULT_BUFFER_SIZE = 16 * 1024
+MIN_PENDING_BOUND = 1024 * 1024
+BACKOFF_BASE = 0.25
+BACKOFF_MAX = 10.0
+
+COMMON_SPEC = {
+    "log_name": True,
+    "grpc_service": True,  # parse_grpc_service
+    "transport_api_version": True,
+    "buffer_flush_interval": True,
+    "buffer_size_bytes": True,
+}
+HTTP_SPEC = {
+    "common_config": COMMON_SPEC,
+    "additional_request_headers_to_log": True,
+    "additional_response_headers_to_log": True,
+}
+TCP_SPEC = {"common_config": COMMON_SPEC}
+
+HTTP, TCP = "http", "tcp"
+
+
+class AlsStats:
+    __slots__ = ("logs_written", "logs_dropped")
+
+    def __init__(self, store) -> None:
+        scope = store.scope("access_logs.grpc_access_log.")
+        self.logs_written = scope.counter("logs_written")
+        self.logs_dropped = scope.counter("logs_dropped")
+
+
+class GrpcLogSink:
+    """One buffer and one StreamAccessLogs stream. ``add(entry)`` never waits."""
+
+    def __init__(
+        self,
+        kind: str,
+        log_name: str,
+        client,
+        node,
+        stats: AlsStats,
+        flush_interval: float = DEFAULT_FLUSH_INTERVAL,
+        buffer_size: int = DEFAULT_BUFFER_SIZE,
+        metadata=None,
+    ) -> None:
+        self.kind = kind
+        self.log_name = log_name
+        self.client = client
+        self.node = node
+        self.stats = stats
+        self.flush_interval = flush_interval
+        self.buffer_size = buffer_size
+        self.max_pending = max(MIN_PENDING_BOUND, 64 * buffer_size)
+        self.metadata = metadata
+        self._pending: collections.deque = collections.deque()  # (entry, size)
+        self._pending_bytes = 0
+        self._wakeup: asyncio.Event | None = None
+        self._task: asyncio.Task | None = None
+        self._call = None
+        self.failures = 0
+
+    # ---- request path
+
+    def add(self, entry) -> None:
+        size = entry.ByteSize()
+        if self._pending_bytes + size > self.max_pending:
+            self.stats.logs_dropped.inc()
+            return
+        self._pending.append((entry, size))
+        self._pending_bytes += size
+        if self._task is None:
+            self._start()
+        if self._pending_bytes >= self.buffer_size and self._wakeup is not None:
+            self._wakeup.set()
+
+    def _start(self) -> None:
+        try:
+            loop = asyncio.get_running_loop()
+        except RuntimeError:
+            return  # no loop (tools): entries wait until one runs
+        self._wakeup = asyncio.Event()
+        self._task = loop.create_task(self._run(), name=f"als:{self.log_name}")
+
+    # ---- background
+
+    def _take_batch(self) -> list:
+        batch, size = [], 0
+        pending = self._pending
+        while pending and (not batch or size + pending[0][1] <= self.buffer_size * 4):
+            entry, n = pending.popleft()
+            batch.append((entry, n))
+            size += n
+        self._pending_bytes -= size
+        return batch
+
+    def _put_back(self, batch: list) -> None:
+        for item in reversed(batch):
+            self._pending.appendleft(item)
+            self._pending_bytes += item[1]
+
+    def _message(self, batch: list, first: bool):
+        msg = service_pb2.StreamAccessLogsMessage()
+        if first:
+            msg.identifier.log_name = self.log_name
+            if self.node is not None:
+                msg.identifier.node.CopyFrom(self.node)
+        entries = msg.http_logs.log_entry if self.kind == HTTP else msg.tcp_logs.log_entry
+        entries.extend(e for e, _ in batch)
+        return msg
+
+    async def _run(self) -> None:
+        while True:
+            try:
+                await asyncio.wait_for(self._wakeup.wait(), self.flush_interval)
+            except TimeoutError:
+                pass
+            self._wakeup.clear()
+            while self._pending:
+                if not await self.flush_once():
+                    await asyncio.sleep(self._backoff())
+                    break
+
+    def _backoff(self) -> float:
+        delay = min(BACKOFF_MAX, BACKOFF_BASE * (2 ** min(self.failures - 1, 10)))
+        return delay * (0.5 + random.random() / 2)
+
+    async def flush_once(self) -> bool:
+        """Send one batch; False (batch kept) when the stream failed."""
+        batch = self._take_batch()
+        if not batch:
+            return True
+        first = self._call is None
+        try:
+            if first:
+                stub = self.client.stub(als_pb2_grpc.AccessLogServiceStub)
+                self._call = stub.StreamAccessLogs(metadata=self.metadata)
+            await self._call.write(self._message(batch, first))
+        except asyncio.CancelledError:
+            self._put_back(batch)
+            raise
+        except (grpc.aio.AioRpcError, NoHostError, asyncio.InvalidStateError, grpc.aio.UsageError) as e:
+            self._fail(batch, e)
+            return False
+        except Exception as e:  # a closed channel and friends: reconnect all the same
+            self._fail(batch, e)
+            return False
+        self.failures = 0
+        self.stats.logs_written.inc(len(batch))
+        return True
+
+    def _fail(self, batch: list, err: BaseException) -> None:
+        self.failures += 1
+        if self.failures == 1:
+            log.warning(
+                "access log service %s: stream failed (%s); retrying with back-off", self.log_name, err
+            )
+        call, self._call = self._call, None
+        if call is not None:
+            call.cancel()
+        self._put_back(batch)
+        # A batch put back may push the buffer past its bound while the service is down: shed the
+        # oldest entries beyond it, counted.
+        while self._pending_bytes > self.max_pending and self._pending:
+            _, n = self._pending.popleft()
+            self._pending_bytes -= n
+            self.stats.logs_dropped.inc()
+
+    async def close(self) -> None:
+        if self._task is not None:
+            self._task.cancel()
+            try:
+                await self._task
+            except (asyncio.CancelledError, Exception):
+                pass
+            self._task = None
+        if self._call is not None:
+            try:
+                await self._call.done_writing()
+            except Exception:
+                pass
+            self._call = None
+
+
+_SINKS: dict[tuple, GrpcLogSink] = {}
+
+
+class GrpcAccessLogger:
+    """``log(stream_info)`` for the HCM and tcp_proxy (the AccessLogger contract)."""
+
+    __slots__ = (
+        "name",
+        "filter",
+        "sink",
+        "kind",
+        "req_headers",
+        "resp_headers",
+        "ctx",
+        "_local",
+        "_inbound",
+        "_peers",
+    )
+
+    def __init__(self, name: str, kind: str, sink: GrpcLogSink, ctx, req_headers=(), resp_headers=()) -> None:
+        self.name = name
+        self.kind = kind
+        self.sink = sink
+        self.filter = None
+        self.ctx = ctx
+        self.req_headers = tuple(req_headers)
+        self.resp_headers = tuple(resp_headers)
+        self._local: dict[str, str] | None = None
+        self._inbound: bool | None = None
+        self._peers = PeerMetadataDecoder()
+
+    def _facts(self) -> tuple[dict[str, str], bool]:
+        if self._local is None:
+            self._local = local_workload(self.ctx)
+        if self._inbound is None:
+            self._inbound = listener_is_inbound(self.ctx)
+        return self._local, self._inbound
+
+    def log(self, si) -> None:
+        try:
+            if self.filter is not None and not self.filter(si):
+                return
+            local, inbound = self._facts()
+            if self.kind == HTTP:
+                entry = http_entry(si, self.req_headers, self.resp_headers)
+                headers = si.request_headers if inbound else si.response_headers
+                peer = self._peers.decode(headers.get(PEER_METADATA_HEADER) if headers is not None else None)
+            else:
+                entry = tcp_entry(si)
+                peer = EMPTY_WORKLOAD
+            md = istio_metadata(si, local, inbound, peer, destination_service(si))
+            entry.common_properties.metadata.filter_metadata[METADATA_NAMESPACE].CopyFrom(md)
+            self.sink.add(entry)
+        except Exception:  # a logging bug must never fail a request
+            log.exception("gRPC access log %s failed", self.name)
+
+
+def _node(ctx):
+    bootstrap = getattr(getattr(ctx, "server", None), "bootstrap", None)
+    return bootstrap.node if bootstrap is not None else None
+
+
+def local_workload(ctx) -> dict[str, str]:
+    node = _node(ctx)
+    if node is None or not node.HasField("metadata"):
+        return dict(EMPTY_WORKLOAD)
+    return workload_from_node_metadata(json_format.MessageToDict(node.metadata))
+
+
+def listener_is_inbound(ctx) -> bool:
+    """The listener's traffic_direction (INBOUND = 1); else Istio's naming (virtualInbound, inbound|…)."""
+    name = getattr(ctx, "listener_name", "") or ""
+    manager = getattr(getattr(ctx, "server", None), "listener_manager", None)
+    if manager is not None:
+        try:
+            for listener in manager:
+                if listener.name == name:
+                    direction = listener.proto.traffic_direction
+                    if direction:
+                        return direction == 1
+                    break
+        except Exception:
+            pass
+    return "inbound" in name.lower()
+
+
+def _build(kind: str, common, ctx: FactoryContext, path: str, spec_path: str) -> GrpcLogSink:
+    cpath = f"{path}.common_config"
+    if not common.log_name:
+        raise ConfigError(f"{cpath}.log_name", "a gRPC access log needs a log_name")
+    if common.transport_api_version not in (0, 2):
+        raise ConfigError(f"{cpath}.transport_api_version", "only transport_api_version V3 is supported")
+    if not common.HasField("grpc_service"):
+        raise ConfigError(f"{cpath}.grpc_service", "a gRPC access log needs a grpc_service")
+    service = parse_grpc_service(common.grpc_service, f"{cpath}.grpc_service")
+    check_cluster_exists(ctx.cluster_manager, service.cluster_name, f"{cpath}.grpc_service")
+    interval = DEFAULT_FLUSH_INTERVAL
+    if common.HasField("buffer_flush_interval"):
+        d = common.buffer_flush_interval
+        interval = d.seconds + d.nanos / 1e9
+        if interval <= 0:
+            raise ConfigError(f"{cpath}.buffer_flush_interval", "must be greater than 0")
+    size = common.buffer_size_bytes.value if common.HasField("buffer_size_bytes") else DEFAULT_BUFFER_SIZE
+    key = (id(ctx.stats), kind, common.log_name, service, interval, size)
+    sink = _SINKS.get(key)
+    if sink is None:
+        sink = _SINKS[key] = GrpcLogSink(
+            kind,
+            common.log_name,
+            GrpcClusterClient(ctx.cluster_manager, service),
+            _node(ctx),
+            AlsStats(ctx.stats),
+            interval,
+            size,
+            service.initial_metadata or None,
+        )
+    return sink
+
+
+def _header_names(names, path: str) -> tuple[str, ...]:
+    out = []
+    for i, n in enumerate(names):
+        if not n:
+            raise ConfigError(f"{path}[{i}]", "a header name must not be empty")
+        out.append(n.lower())
+    return tuple(out)
+
+
+@ACCESS_LOGGERS.register("envoy.access_loggers.http_grpc", als_pb2.HttpGrpcAccessLogConfig)
+def make_http_grpc(
+    config: als_pb2.HttpGrpcAccessLogConfig, ctx: FactoryContext, path: str
+) -> GrpcAccessLogger:
+    reject_unsupported(config, HTTP_SPEC, path)
+    sink = _build(HTTP, config.common_config, ctx, path, "")
+    return GrpcAccessLogger(
+        "envoy.access_loggers.http_grpc",
+        HTTP,
+        sink,
+        ctx,
+        _header_names(config.additional_request_headers_to_log, f"{path}.additional_request_headers_to_log"),
+        _header_names(
+            config.additional_response_headers_to_log, f"{path}.additional_response_headers_to_log"
+        ),
+    )
+
+
+@ACCESS_LOGGERS.register("envoy.access_loggers.tcp_grpc", als_pb2.TcpGrpcAccessLogConfig)
+def make_tcp_grpc(config: als_pb2.TcpGrpcAccessLogConfig, ctx: FactoryContext, path: str) -> GrpcAccessLogger:
+    reject_unsupported(config, TCP_SPEC, path)
+    sink = _build(TCP, config.common_config, ctx, path, "")
+    return GrpcAccessLogger("envoy.access_loggers.tcp_grpc", TCP, sink, ctx)

@@ -1,0 +1,211 @@
+"""``envoy.filters.http.ext_authz``: ask an authorization service (mixer) before proxying.
+
+Per request, as Envoy's ext_authz filter: build the ``CheckRequest`` attributes, call
+``envoy.service.auth.v3.Authorization/Check`` on the ``grpc_service`` cluster (timeout 200 ms by
+default), then:
+
+* OK: add/set/remove the returned request headers, remember ``response_headers_to_add`` for the
+  response, continue (``http.<prefix>.ext_authz.ok``);
+* denied: answer with the returned status (default 403), headers and body, flag ``UAEX``
+  (``...denied``);
+* error or timeout (``...error``): with ``failure_mode_allow`` the request passes
+  (``...failure_mode_allowed``, and ``x-envoy-auth-failure-mode-allowed: true`` upstream when
+  ``failure_mode_allow_header_add``); otherwise ``status_on_error`` (default 403) with ``UAEX``.
+
+The check cache (``cache.py``) reuses a result while the validity in the response's
+``dynamic_metadata`` holds (docs/mixer.md); hits and misses are ``...ext_authz.cache_hit/cache_miss``.
+Per route, ``ExtAuthzPerRoute`` can disable the check or add ``context_extensions``.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+
+import grpc
+from envoy.extensions.filters.http.ext_authz.v3 import ext_authz_pb2
+from envoy.service.auth.v3 import external_auth_pb2_grpc
+
+from proxy.config.context import FactoryContext
+from proxy.config.errors import ConfigError
+from proxy.config.registry import HTTP_FILTERS
+from proxy.config.supported import reject_unsupported
+from proxy.filters.http.base import CONTINUE, STOP, FilterStatus, HttpFilter
+from proxy.filters.http.ext_authz.attributes import build_check_request, flatten
+from proxy.filters.http.ext_authz.cache import CheckCache
+from proxy.filters.http.ext_authz.decision import ERROR, OK, Decision, decision_from_response
+from proxy.grpc.service import GrpcClusterClient, NoHostError, check_cluster_exists, parse_grpc_service
+from proxy.router.per_filter import register_per_route
+
+log = logging.getLogger("proxy.ext_authz")
+
+FILTER_NAME = "envoy.filters.http.ext_authz"
+DEFAULT_TIMEOUT = 0.2  # Envoy's default for the ext_authz gRPC call
+FAILURE_MODE_ALLOWED_HEADER = "x-envoy-auth-failure-mode-allowed"
+
+EXT_AUTHZ_SPEC = {
+    "grpc_service": True,  # checked by parse_grpc_service
+    "transport_api_version": True,
+    "failure_mode_allow": True,
+    "failure_mode_allow_header_add": True,
+    "status_on_error": {"code": True},
+    "clear_route_cache": True,
+    "stat_prefix": True,
+}
+PER_ROUTE_SPEC = {"disabled": True, "check_settings": {"context_extensions": True}}
+
+_EXPLAINED = {
+    "http_service": "only grpc_service is supported by Isthmus (mixer speaks gRPC)",
+    "with_request_body": "with_request_body is not supported by Isthmus yet (checks see headers only)",
+}
+
+
+class ExtAuthzStats:
+    __slots__ = ("ok", "denied", "error", "failure_mode_allowed", "cache_hit", "cache_miss")
+
+    def __init__(self, scope) -> None:
+        for name in self.__slots__:
+            setattr(self, name, scope.counter(name))
+
+
+class ExtAuthzConfig:
+    def __init__(
+        self, msg: ext_authz_pb2.ExtAuthz, ctx: FactoryContext | None, path: str, client=None
+    ) -> None:
+        for name, why in _EXPLAINED.items():
+            if msg.HasField(name):
+                raise ConfigError(f"{path}.{name}", why)
+        reject_unsupported(msg, EXT_AUTHZ_SPEC, path)
+        if msg.transport_api_version not in (0, 2):  # AUTO, V3
+            raise ConfigError(f"{path}.transport_api_version", "only transport_api_version V3 is supported")
+        if not msg.HasField("grpc_service"):
+            raise ConfigError(f"{path}.grpc_service", "ext_authz needs a grpc_service")
+        service = parse_grpc_service(msg.grpc_service, f"{path}.grpc_service")
+        cm = ctx.cluster_manager if ctx is not None else None
+        check_cluster_exists(cm, service.cluster_name, f"{path}.grpc_service")
+        self.ctx = ctx
+        self.timeout = service.timeout if service.timeout else DEFAULT_TIMEOUT
+        self.failure_mode_allow = msg.failure_mode_allow
+        self.failure_mode_allow_header_add = msg.failure_mode_allow_header_add
+        code = msg.status_on_error.code if msg.HasField("status_on_error") else 0
+        if code and not 200 <= code < 600:
+            raise ConfigError(f"{path}.status_on_error.code", "status_on_error must be an HTTP status")
+        self.status_on_error = code or 403
+        self.clear_route_cache = msg.clear_route_cache
+        self.stat_prefix = msg.stat_prefix
+        self.client = client if client is not None else GrpcClusterClient(cm, service)
+        self.metadata = service.initial_metadata or None
+        self.cache = CheckCache()
+        self._stats: dict[str, ExtAuthzStats] = {}
+
+    def stats(self, stream) -> ExtAuthzStats:
+        prefix = getattr(stream.config, "stat_prefix", "") or ""
+        s = self._stats.get(prefix)
+        if s is None:
+            name = f"http.{prefix}.ext_authz." + (f"{self.stat_prefix}." if self.stat_prefix else "")
+            s = self._stats[prefix] = ExtAuthzStats(self.ctx.stats.scope(name))
+        return s
+
+    async def check(self, request) -> Decision:
+        """One Check RPC; every failure becomes an ERROR decision (never raises but cancellation)."""
+        try:
+            stub = self.client.stub(external_auth_pb2_grpc.AuthorizationStub)
+            response = await stub.Check(request, timeout=self.timeout, metadata=self.metadata)
+        except asyncio.CancelledError:
+            raise
+        except (grpc.aio.AioRpcError, NoHostError) as e:
+            detail = e.code().name if isinstance(e, grpc.aio.AioRpcError) else str(e)
+            log.debug("ext_authz check failed: %s", detail)
+            return Decision(ERROR)
+        except Exception:
+            log.exception("ext_authz check failed")
+            return Decision(ERROR)
+        return decision_from_response(response)
+
+
+class PerRoute:
+    __slots__ = ("disabled", "context_extensions")
+
+    def __init__(self, msg: ext_authz_pb2.ExtAuthzPerRoute, path: str) -> None:
+        reject_unsupported(msg, PER_ROUTE_SPEC, path)
+        self.disabled = msg.disabled
+        self.context_extensions = dict(msg.check_settings.context_extensions)
+
+
+class ExtAuthzFilter(HttpFilter):
+    __slots__ = ("config", "response_headers")
+
+    def __init__(self, config: ExtAuthzConfig) -> None:
+        self.config = config
+        self.response_headers: tuple = ()
+
+    async def on_request_headers(self, stream, end_stream: bool) -> FilterStatus:
+        cfg = self.config
+        route = stream.route
+        per_route = route.per_filter_config.get(FILTER_NAME) if route is not None else None
+        extensions: dict[str, str] = {}
+        if per_route is not None:
+            if per_route.disabled:
+                return CONTINUE
+            extensions = per_route.context_extensions
+        stats = cfg.stats(stream)
+        attrs = flatten(stream, extensions)
+        decision = cfg.cache.lookup(attrs)
+        if decision is not None:
+            stats.cache_hit.inc()
+        else:
+            stats.cache_miss.inc()
+            decision = await cfg.check(build_check_request(stream, attrs, extensions))
+            if decision.validity is not None:
+                cfg.cache.store(attrs, decision, decision.validity)
+        if decision.kind == OK:
+            stats.ok.inc()
+            changed = decision.apply_to_request(stream.request_headers)
+            if changed and cfg.clear_route_cache:
+                stream.clear_route_cache()
+            self.response_headers = decision.response_headers_to_add
+            return CONTINUE
+        if decision.kind == ERROR:
+            stats.error.inc()
+            if cfg.failure_mode_allow:
+                stats.failure_mode_allowed.inc()
+                if cfg.failure_mode_allow_header_add:
+                    stream.request_headers.set(FAILURE_MODE_ALLOWED_HEADER, "true")
+                return CONTINUE
+            await stream.send_local_reply(cfg.status_on_error, b"", flag="UAEX", details="ext_authz_error")
+            return STOP
+        stats.denied.inc()
+        await stream.send_local_reply(
+            decision.status,
+            decision.body,
+            flag="UAEX",
+            details="ext_authz_denied",
+            headers=dict(decision.denied_headers) if decision.denied_headers else None,
+        )
+        return STOP
+
+    async def on_response_headers(self, stream, headers, end_stream: bool) -> FilterStatus:
+        for name, value, append in self.response_headers:
+            if append:
+                headers.add(name, value)
+            else:
+                headers.set(name, value)
+        return CONTINUE
+
+
+class ExtAuthzFilterFactory:
+    __slots__ = ("config",)
+
+    def __init__(self, config: ExtAuthzConfig) -> None:
+        self.config = config
+
+    def create(self) -> ExtAuthzFilter:
+        return ExtAuthzFilter(self.config)
+
+
+@HTTP_FILTERS.register(FILTER_NAME, ext_authz_pb2.ExtAuthz)
+def make_ext_authz(config: ext_authz_pb2.ExtAuthz, ctx: FactoryContext, path: str) -> ExtAuthzFilterFactory:
+    return ExtAuthzFilterFactory(ExtAuthzConfig(config, ctx, path))
+
+
+register_per_route(FILTER_NAME, ext_authz_pb2.ExtAuthzPerRoute, PerRoute)

@@ -1,0 +1,127 @@
+"""The attributes of one check: a flat view (Mixer's vocabulary, for the check cache) and the
+``CheckRequest`` built from it. Pure: reads the stream, builds protos, does no I/O.
+
+Flat names: ``source.ip``, ``source.port``, ``source.principal``, ``destination.ip``,
+``destination.port``, ``destination.principal``, ``request.method``, ``request.path``,
+``request.host``, ``request.scheme``, ``request.protocol``, ``request.id``,
+``request.headers.<lower-case name>``, ``context_extensions.<key>`` (see docs/mixer.md).
+"""
+
+from __future__ import annotations
+
+import time
+
+from envoy.service.auth.v3 import external_auth_pb2
+
+# Attributes that differ on every request: never part of a full cache key.
+VOLATILE = frozenset(("source.port", "request.id", "request.time"))
+VOLATILE_HEADERS = frozenset(
+    (
+        "x-request-id",
+        "traceparent",
+        "tracestate",
+        "b3",
+        "x-ot-span-context",
+        "content-length",
+    )
+)
+VOLATILE_HEADER_PREFIXES = ("x-b3-", "x-envoy-")
+HEADER_PREFIX = "request.headers."
+
+
+def tls_principals(conn) -> tuple[str, str]:
+    """(peer principal, local principal) from the connection's TLS facts; ("", "") on plaintext.
+
+    The TLS engineer's ``conn.ssl`` object is read by duck typing: ``peer_principal`` /
+    ``local_principal`` strings, or ``peer_uri_sans`` / ``local_uri_sans`` lists (first URI SAN).
+    """
+    ssl = getattr(conn, "ssl", None)
+    if ssl is None:
+        return "", ""
+
+    def one(side: str) -> str:
+        v = getattr(ssl, f"{side}_principal", None)
+        if isinstance(v, str):
+            return v
+        sans = getattr(ssl, f"{side}_uri_sans", None)
+        return sans[0] if sans else ""
+
+    return one("peer"), one("local")
+
+
+def flatten(stream, context_extensions: dict[str, str]) -> dict[str, str]:
+    conn = stream.connection
+    remote = getattr(conn, "remote_address", None) or ("", 0)
+    local = getattr(conn, "local_address", None) or ("", 0)
+    peer_principal, local_principal = tls_principals(conn)
+    h = stream.request_headers
+    attrs = {
+        "source.ip": remote[0],
+        "source.port": str(remote[1]),
+        "source.principal": peer_principal,
+        "destination.ip": local[0],
+        "destination.port": str(local[1]),
+        "destination.principal": local_principal,
+        "request.method": h.get(":method") or "",
+        "request.path": h.get(":path") or "",
+        "request.host": h.get(":authority") or "",
+        "request.scheme": h.get(":scheme") or "",
+        "request.protocol": stream.stream_info.protocol,
+        "request.id": h.get("x-request-id") or "",
+    }
+    for name, value in h.items():
+        key = HEADER_PREFIX + name
+        prev = attrs.get(key)
+        attrs[key] = value if prev is None else f"{prev},{value}"  # Envoy joins repeated headers
+    for k, v in context_extensions.items():
+        attrs["context_extensions." + k] = v
+    return attrs
+
+
+def _volatile(name: str) -> bool:
+    if name in VOLATILE:
+        return True
+    if name.startswith(HEADER_PREFIX):
+        header = name[len(HEADER_PREFIX) :]
+        return header in VOLATILE_HEADERS or header.startswith(VOLATILE_HEADER_PREFIXES)
+    return False
+
+
+def full_key(attrs: dict[str, str]) -> tuple:
+    """The cache key when the server did not say which attributes it used."""
+    return tuple(sorted((k, v) for k, v in attrs.items() if not _volatile(k)))
+
+
+def build_check_request(stream, attrs: dict[str, str], context_extensions: dict[str, str]):
+    req = external_auth_pb2.CheckRequest()
+    a = req.attributes
+    src = a.source.address.socket_address
+    src.address = attrs["source.ip"]
+    src.port_value = int(attrs["source.port"] or 0)
+    a.source.principal = attrs["source.principal"]
+    dst = a.destination.address.socket_address
+    dst.address = attrs["destination.ip"]
+    dst.port_value = int(attrs["destination.port"] or 0)
+    a.destination.principal = attrs["destination.principal"]
+    start = getattr(stream.stream_info, "start_time", None) or time.time()
+    a.request.time.FromNanoseconds(int(start * 1e9))
+    http = a.request.http
+    http.id = attrs["request.id"]
+    http.method = attrs["request.method"]
+    http.path = attrs["request.path"]
+    http.host = attrs["request.host"]
+    http.scheme = attrs["request.scheme"]
+    http.protocol = attrs["request.protocol"]
+    path = http.path
+    q = path.find("?")
+    if q >= 0:
+        http.query = path[q + 1 :]
+    cl = stream.request_headers.get("content-length")
+    http.size = int(cl) if cl and cl.isdigit() else -1
+    n = len(HEADER_PREFIX)
+    for k, v in attrs.items():
+        if k.startswith(HEADER_PREFIX):
+            http.headers[k[n:]] = v
+    for k, v in context_extensions.items():
+        a.context_extensions[k] = v
+    return req

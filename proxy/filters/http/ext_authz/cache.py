@@ -1,0 +1,98 @@
+"""The check cache: results reused while the validity the server returned holds.
+
+A result is stored under the values of the attributes the server said it looked at
+(``referenced_attributes``), or under every non-volatile attribute when it did not say. A lookup tries
+each set of referenced attribute names seen so far (few: one per kind of rule), as Mixer's client
+cache did. Validity is a duration and/or a use count; no validity means the result is not stored.
+Bounded: least recently used entries go first. Pure (the clock is injected).
+"""
+
+from __future__ import annotations
+
+import time
+from collections import OrderedDict
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any
+
+from proxy.filters.http.ext_authz.attributes import full_key
+
+FULL = None  # the "every attribute" reference set
+
+
+@dataclass(frozen=True)
+class Validity:
+    duration: float | None  # seconds; None: no time limit
+    use_count: int | None  # None: no use limit
+    referenced: tuple[str, ...] | None  # None: every non-volatile attribute
+
+    @property
+    def cacheable(self) -> bool:
+        return bool(self.duration) or bool(self.use_count)
+
+
+class _Entry:
+    __slots__ = ("result", "expires", "uses_left")
+
+    def __init__(self, result: Any, expires: float | None, uses_left: int | None) -> None:
+        self.result = result
+        self.expires = expires
+        self.uses_left = uses_left
+
+
+class CheckCache:
+    def __init__(
+        self, max_entries: int = 10000, max_ref_sets: int = 32, clock: Callable[[], float] = time.monotonic
+    ) -> None:
+        self.max_entries = max_entries
+        self.max_ref_sets = max_ref_sets
+        self.clock = clock
+        self._ref_sets: dict[tuple[str, ...] | None, None] = {}  # an ordered set
+        self._entries: OrderedDict[tuple, _Entry] = OrderedDict()
+
+    def __len__(self) -> int:
+        return len(self._entries)
+
+    @staticmethod
+    def _key(refs: tuple[str, ...] | None, attrs: dict[str, str]) -> tuple:
+        if refs is FULL:
+            return (FULL, full_key(attrs))
+        return (refs, tuple(attrs.get(name) for name in refs))
+
+    def lookup(self, attrs: dict[str, str]) -> Any | None:
+        now = self.clock()
+        for refs in self._ref_sets:
+            key = self._key(refs, attrs)
+            entry = self._entries.get(key)
+            if entry is None:
+                continue
+            if entry.expires is not None and now >= entry.expires:
+                del self._entries[key]
+                continue
+            if entry.uses_left is not None:
+                entry.uses_left -= 1
+                if entry.uses_left <= 0:
+                    del self._entries[key]
+                    return entry.result
+            self._entries.move_to_end(key)
+            return entry.result
+        return None
+
+    def store(self, attrs: dict[str, str], result: Any, validity: Validity) -> None:
+        if not validity.cacheable:
+            return
+        refs = tuple(sorted(set(validity.referenced))) if validity.referenced is not None else FULL
+        if refs not in self._ref_sets:
+            if len(self._ref_sets) >= self.max_ref_sets:
+                return  # a server naming ever-new attribute sets must not grow the lookup cost
+            self._ref_sets[refs] = None
+        expires = self.clock() + validity.duration if validity.duration else None
+        # The use count includes the check that produced the result (Mixer's semantics).
+        uses = validity.use_count - 1 if validity.use_count else None
+        if uses is not None and uses <= 0:
+            return
+        key = self._key(refs, attrs)
+        self._entries[key] = _Entry(result, expires, uses)
+        self._entries.move_to_end(key)
+        while len(self._entries) > self.max_entries:
+            self._entries.popitem(last=False)
