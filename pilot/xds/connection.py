@@ -12,12 +12,11 @@ import time
 from dataclasses import dataclass, field
 
 from envoy.service.discovery.v3 import discovery_pb2
-from google.protobuf import any_pb2
 
 from pilot.model.proxy import Proxy
 from pilot.model.push_context import PushContext
 from pilot.xds import resources
-from pilot.xds.generators import Generators
+from pilot.xds.cache import XdsCache
 from pilot.xds.status import WatchState
 
 _nonces = itertools.count(1)
@@ -47,46 +46,40 @@ class Connection:
 
     # -- SotW ---------------------------------------------------------------------------------------
     def sotw_response(
-        self, watch: WatchState, push: PushContext, generators: Generators, now: float
+        self, watch: WatchState, push: PushContext, cache: XdsCache, now: float
     ) -> discovery_pb2.DiscoveryResponse:
         names = None if watch.wildcard else sorted(watch.names)
-        found = generators.generate(watch.type_url, self.proxy, push, names)
+        built = cache.get(watch.type_url, self.proxy, names)
         response = discovery_pb2.DiscoveryResponse(
             version_info=push.version, type_url=watch.type_url, nonce=new_nonce()
         )
-        for message in found:
-            packed = any_pb2.Any()
-            packed.Pack(message)
-            response.resources.append(packed)
+        response.resources.extend(b.resource for b in built)  # already serialized: a copy of bytes
         watch.record_sent(push.version, response.nonce, now)
         return response
 
     # -- Delta --------------------------------------------------------------------------------------
     def delta_response(
-        self, watch: WatchState, push: PushContext, generators: Generators, now: float, always: bool
+        self, watch: WatchState, push: PushContext, cache: XdsCache, now: float, always: bool
     ) -> discovery_pb2.DeltaDiscoveryResponse | None:
-        """Only what changed since the proxy's last known versions; None when nothing did (and not
-        `always`, which the first answer to a subscription is)."""
+        """Only what changed since what the proxy holds (ACKed versions plus responses in flight);
+        None when nothing did (and not `always`, which the first answer to a subscription is)."""
         names = None if watch.wildcard else sorted(watch.names)
-        found = generators.generate(watch.type_url, self.proxy, push, names)
-        current: dict[str, tuple[str, object]] = {}
-        for message in found:
-            current[resources.resource_name(message)] = (resources.resource_version(message), message)
+        current = {b.name: b for b in cache.get(watch.type_url, self.proxy, names)}
         response = discovery_pb2.DeltaDiscoveryResponse(
             system_version_info=push.version, type_url=watch.type_url, nonce=new_nonce()
         )
-        known = watch.resource_versions
+        known = watch.expected_versions()
+        updated: dict[str, str] = {}
         for name in sorted(current):
-            version, message = current[name]
-            if known.get(name) == version:
+            b = current[name]
+            if known.get(name) == b.version:
                 continue
-            resource = discovery_pb2.Resource(name=name, version=version)
-            resource.resource.Pack(message)
-            response.resources.append(resource)
+            updated[name] = b.version
+            response.resources.add(name=name, version=b.version, resource=b.resource)
         removed = sorted(n for n in known if n not in current and (watch.wildcard or n in watch.names))
         response.removed_resources.extend(removed)
         if not response.resources and not removed and not always:
             return None
-        watch.resource_versions = {name: v for name, (v, _) in current.items()}
+        watch.record_delta_sent(response.nonce, updated, frozenset(removed))
         watch.record_sent(push.version, response.nonce, now)
         return response

@@ -27,6 +27,7 @@ from pilot.model.push_context import MeshConfig, PushContext
 from pilot.model.service import RegistrySnapshot
 from pilot.xds import protocol, resources
 from pilot.xds.affected import EDS_ONLY, FULL, push_scope
+from pilot.xds.cache import XdsCache, cache_for
 from pilot.xds.connection import Connection
 from pilot.xds.debounce import Debouncer, PushRequest, config_push, endpoint_push, service_push
 from pilot.xds.generators import Generators, UnsupportedType
@@ -83,6 +84,7 @@ class DiscoveryServer(ads_pb2_grpc.AggregatedDiscoveryServiceServicer):
         push_concurrency: int = 100,
         unregister_grace: float = 10.0,
         clock: Callable[[], float] = time.monotonic,
+        verify_cache: bool = False,
     ) -> None:
         if push_concurrency < 1:
             raise ValueError("push_concurrency must be at least 1")
@@ -94,6 +96,7 @@ class DiscoveryServer(ads_pb2_grpc.AggregatedDiscoveryServiceServicer):
         self.push_concurrency = push_concurrency
         self.unregister_grace = unregister_grace
         self.clock = clock
+        self.verify_cache = verify_cache  # regenerate on every cache hit and compare (tests)
         self.connections: dict[str, Connection] = {}
         self.queue: PushQueue[str] = PushQueue()
         self._versions = itertools.count(1)
@@ -113,6 +116,10 @@ class DiscoveryServer(ads_pb2_grpc.AggregatedDiscoveryServiceServicer):
             mesh=self.mesh,
             version=f"{time.strftime('%Y-%m-%dT%H:%M:%SZ', time.gmtime())}/{next(self._versions)}",
         )
+
+    def cache_for(self, push: PushContext) -> XdsCache:
+        """The serialized-resource cache of `push` (one per push context; see ``pilot.xds.cache``)."""
+        return cache_for(push, self.generators.generate, verify=self.verify_cache)
 
     # -- lifecycle ----------------------------------------------------------------------------------
     async def start(self) -> None:
@@ -264,10 +271,11 @@ class DiscoveryServer(ads_pb2_grpc.AggregatedDiscoveryServiceServicer):
         short = resources.short_name(watch.type_url)
         started = time.perf_counter()
         try:
+            cache = self.cache_for(push)
             if conn.delta:
-                response = conn.delta_response(watch, push, self.generators, self.clock(), always)
+                response = conn.delta_response(watch, push, cache, self.clock(), always)
             else:
-                response = conn.sotw_response(watch, push, self.generators, self.clock())
+                response = conn.sotw_response(watch, push, cache, self.clock())
         except UnsupportedType as e:
             watch.error = str(e)
             event(log, logging.WARNING, "xds.unsupported_type", proxy=conn.proxy.id, type=watch.type_url)
@@ -411,12 +419,13 @@ class DiscoveryServer(ads_pb2_grpc.AggregatedDiscoveryServiceServicer):
                 watch = WatchState(type_url)
                 watch.resource_versions = dict(request.initial_resource_versions)
                 conn.watches[type_url] = watch
+            if request.response_nonce:  # what the proxy holds: an ACK takes that response, a NACK not
+                watch.settle(request.response_nonce, accepted=not error)
             if decision.kind == protocol.NACK:
                 self._record_nack(conn, watch, request.response_nonce, error)
             elif decision.kind in (protocol.ACK, protocol.RESUBSCRIBE) and request.response_nonce:
                 watch.record_ack(request.response_nonce)
-            for name in request.resource_names_unsubscribe:
-                watch.resource_versions.pop(name, None)
+            watch.forget(request.resource_names_unsubscribe)
             watch.names, watch.wildcard = decision.names, decision.wildcard
             if decision.respond:
                 self._respond(conn, watch, self.push_context, always=decision.kind == protocol.NEW)

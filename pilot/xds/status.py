@@ -16,6 +16,7 @@ SYNCED = "SYNCED"
 STALE = "STALE"
 NOT_SENT = "NOT SENT"
 NACKED = "NACKED"
+MAX_PENDING = 64  # Delta responses in flight per watch that are tracked one by one
 
 
 @dataclass
@@ -32,8 +33,11 @@ class WatchState:
     nack_version: str = ""
     error: str = ""
     sent_count: int = 0
-    # Delta: what the proxy holds, name -> version hash (as last sent, or declared on reconnect)
+    # Delta: what the proxy holds for sure, name -> version hash (ACKed, or declared on reconnect)
     resource_versions: dict[str, str] = field(default_factory=dict)
+    # Delta: responses not answered yet, nonce -> (name -> version sent, names removed). An ACK folds
+    # its entry into resource_versions; a NACK drops it, so what the proxy rejected is sent again.
+    pending: dict[str, tuple[dict[str, str], frozenset[str]]] = field(default_factory=dict)
 
     def record_sent(self, version: str, nonce: str, now: float) -> None:
         self.version_sent, self.nonce_sent, self.sent_at = version, nonce, now
@@ -45,6 +49,41 @@ class WatchState:
 
     def record_nack(self, nonce: str, message: str) -> None:
         self.nack_nonce, self.nack_version, self.error = nonce, self.version_sent, message
+
+    # -- Delta: what the proxy holds ------------------------------------------------------------------
+    def expected_versions(self) -> dict[str, str]:
+        """What the proxy will hold once it accepts every response in flight (the base of the next
+        diff, so an unanswered response is not sent twice)."""
+        held = dict(self.resource_versions)
+        for updated, removed in self.pending.values():
+            held.update(updated)
+            for name in removed:
+                held.pop(name, None)
+        return held
+
+    def record_delta_sent(self, nonce: str, updated: dict[str, str], removed: frozenset[str]) -> None:
+        self.pending[nonce] = (updated, removed)
+        while len(self.pending) > MAX_PENDING:  # a proxy that never answers: assume it took the oldest
+            oldest = next(iter(self.pending))
+            self._apply(*self.pending.pop(oldest))
+
+    def settle(self, nonce: str, accepted: bool) -> None:
+        """The proxy answered the response `nonce` (any of those in flight, not only the latest)."""
+        entry = self.pending.pop(nonce, None)
+        if entry is not None and accepted:
+            self._apply(*entry)
+
+    def forget(self, names) -> None:
+        """Unsubscribed names: the proxy drops them."""
+        for name in names:
+            self.resource_versions.pop(name, None)
+            for updated, _ in self.pending.values():
+                updated.pop(name, None)
+
+    def _apply(self, updated: dict[str, str], removed: frozenset[str]) -> None:
+        self.resource_versions.update(updated)
+        for name in removed:
+            self.resource_versions.pop(name, None)
 
     @property
     def status(self) -> str:
