@@ -1,25 +1,34 @@
-"""`python -m mixer`: parse flags, then serve. Scaffold: only the HTTP /ready and /metrics endpoint runs."""
+"""`python -m mixer`: parse flags, then serve (mixer.server.app)."""
 
 import argparse
-import logging
 import sys
+from urllib.parse import urlparse
 
 from isthmus import flags, log
-from mixer.server import health
+from mixer.server import app
+
+
+def _redis_url(text: str) -> str:
+    parsed = urlparse(text)
+    if parsed.scheme not in ("redis", "rediss", "unix") or not (parsed.hostname or parsed.path):
+        raise argparse.ArgumentTypeError(
+            f"expected redis://HOST:PORT[/DB], rediss://... or unix://PATH, got {text!r}"
+        )
+    return text
 
 
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(
         prog="python -m mixer",
         description="mixer: policy (Envoy ext_authz v3), quotas (rate limit v3) and telemetry (access log "
-        "service v3, Prometheus), with a dashboard. "
-        "SCAFFOLD: only the HTTP /ready and /metrics endpoint is implemented so far.",
+        "service v3, Istio's Prometheus metrics), with a JSON API for the dashboard.",
     )
-    p.add_argument("--config", metavar="FILE", help="mixer configuration (YAML)")
+    p.add_argument("--config", metavar="FILE", help="mixer configuration (YAML), reloaded when it changes")
     p.add_argument(
         "--redis-url",
+        type=_redis_url,
         metavar="URL",
-        help="Redis for shared quota state, e.g. redis://127.0.0.1:6379/0 (default: in memory)",
+        help="Redis for quota counters shared between replicas, e.g. redis://127.0.0.1:6379/0 (default: in memory)",
     )
     p.add_argument(
         "--grpc-addr",
@@ -47,14 +56,14 @@ def build_parser() -> argparse.ArgumentParser:
 def main(argv=None) -> int:
     args = build_parser().parse_args(argv)
     log.setup("mixer", args.log_level)
-    log.event(
-        logging.getLogger("mixer"),
-        logging.WARNING,
-        "scaffold.not_implemented",
-        detail="ext_authz, rate limit, access logs, dashboard",
-        grpc_addr=f"{args.grpc_addr[0]}:{args.grpc_addr[1]}",
+    return app.run(
+        app.MixerOptions(
+            config_path=args.config,
+            redis_url=args.redis_url,
+            grpc_addr=args.grpc_addr,
+            http_addr=args.http_addr,
+        )
     )
-    return health.serve(args.http_addr)
 
 
 if __name__ == "__main__":
