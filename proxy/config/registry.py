@@ -80,6 +80,7 @@ HTTP_FILTERS = Registry("HTTP filter")
 NETWORK_FILTERS = Registry("network filter")
 LISTENER_FILTERS = Registry("listener filter")
 ACCESS_LOGGERS = Registry("access logger")
+TRANSPORT_SOCKETS = Registry("transport socket")
 
 # Every module that registers an extension. Keep in sync when adding one.
 BUILTIN_EXTENSION_MODULES = [
@@ -94,6 +95,7 @@ BUILTIN_EXTENSION_MODULES = [
     "proxy.filters.listener.http_inspector",
     "proxy.accesslog.loggers",
     "proxy.accesslog.grpc",
+    "proxy.tls.transport_socket",
 ]
 
 
