@@ -171,6 +171,9 @@ class HcmConfig:
     allow_absolute_url: bool = True
     buffer_limit: int = 1024 * 1024  # per-stream request body high-water mark
     server: Any = None
+    # normalize_path / merge_slashes / path_with_escaped_slashes_action compiled into one object
+    # (proxy.core.path.RequestPathNormalizer); None when the request path is left as received.
+    path_normalizer: Any = None
 
 
 def build_config(msg: hcm_pb2.HttpConnectionManager, ctx: FactoryContext, path: str) -> HcmConfig:
