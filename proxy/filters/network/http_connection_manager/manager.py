@@ -800,6 +800,9 @@ class HttpConnectionManager(NetworkFilter):
         elif method == "CONNECT":
             st.local_reply_now(403, b"", None, "upgrade_failed", close=True)
             return
+        # Path normalization (proxy.core.path): routing, filters and the upstream see the normalized path.
+        if cfg.path_normalizer is not None and not cfg.path_normalizer.apply(st, headers, end_stream):
+            return
         self._mutate_request_headers(st, head)
         if head.expect_continue and not end_stream:
             self.conn.write(CONTINUE_100)
