@@ -157,7 +157,7 @@ class SecretManager:
         self.versions[name] = self.versions.get(name, 0) + 1
         for commit in commits:
             commit()
-        event(log, logging.INFO, "secret.updated", name=name, version=self.versions[name],
+        event(log, logging.INFO, "secret.updated", secret=name, version=self.versions[name],
               watchers=len(commits))  # fmt: skip
 
     def start(self) -> None:
