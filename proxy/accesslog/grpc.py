@@ -5,7 +5,7 @@ Off the request path, as Envoy's gRPC access loggers:
 
 * ``log(stream_info)`` converts the request into an ``HTTPAccessLogEntry`` (``TCPAccessLogEntry``) and
   appends it to the logger's buffer: O(1), no network, no awaiting. Past the bound (64 times
-  ``buffer_size_bytes``, at least 1 MiB) entries are dropped and counted
+  ``buffer_size_bytes``: 1 MiB by default, at least 8 KiB) entries are dropped and counted
   (``access_logs.grpc_access_log.logs_dropped``).
 * A background task sends the buffer as one ``StreamAccessLogsMessage`` every
   ``buffer_flush_interval`` (default 1 s), or at once when it holds ``buffer_size_bytes`` (default
@@ -53,7 +53,7 @@ log = logging.getLogger("proxy.accesslog.grpc")
 
 DEFAULT_FLUSH_INTERVAL = 1.0
 DEFAULT_BUFFER_SIZE = 16 * 1024
-MIN_PENDING_BOUND = 1024 * 1024
+MIN_PENDING_BOUND = 8 * 1024
 BACKOFF_BASE = 0.25
 BACKOFF_MAX = 10.0
 
