@@ -100,6 +100,7 @@ def start_mesh(
     listener_extra: dict | None = None,
     node: dict | None = None,
 ) -> Mesh:
+    tmp_path.mkdir(parents=True, exist_ok=True)
     upstream = start_upstream(procs, "app")
     port = free_port()
     log_path = tmp_path / "access.log"
