@@ -52,6 +52,9 @@ HCM_SPEC = {
     "always_set_request_id_in_response": True,
     "proxy_100_continue": True,  # only false is implemented (checked below)
     "upgrade_configs": {"upgrade_type": True, "enabled": True},
+    "normalize_path": True,
+    "merge_slashes": True,
+    "path_with_escaped_slashes_action": True,
 }
 
 
@@ -292,4 +295,32 @@ def build_config(msg: hcm_pb2.HttpConnectionManager, ctx: FactoryContext, path: 
             raise ConfigError(f"{path}.upgrade_configs[{i}].upgrade_type", "upgrade_type is required")
         upgrades.add(uc.upgrade_type.lower())
     cfg.upgrade_types = frozenset(upgrades)
+    cfg.path_normalizer = build_path_normalizer(msg, ctx.stats.scope(f"http.{msg.stat_prefix}."))
     return cfg
+
+
+class _PathNormalizationStats:
+    __slots__ = ("failed", "redirected")
+
+    def __init__(self, scope) -> None:
+        self.failed = scope.counter("downstream_rq_failed_path_normalization")
+        self.redirected = scope.counter("downstream_rq_redirected_with_normalized_path")
+
+
+def build_path_normalizer(msg: hcm_pb2.HttpConnectionManager, scope):
+    """normalize_path / merge_slashes / path_with_escaped_slashes_action -> RequestPathNormalizer.
+
+    Always built: even with nothing set, a fragment in the request target is stripped (Envoy's default).
+    IMPLEMENTATION_SPECIFIC_DEFAULT means KEEP_UNCHANGED, as in Envoy.
+    """
+    from proxy.core import path as pathnorm
+
+    action = msg.path_with_escaped_slashes_action
+    if action == pathnorm.IMPLEMENTATION_SPECIFIC_DEFAULT:
+        action = pathnorm.KEEP_UNCHANGED
+    return pathnorm.RequestPathNormalizer(
+        normalize=msg.HasField("normalize_path") and msg.normalize_path.value,
+        merge=msg.merge_slashes,
+        escaped_slashes=action,
+        stats=_PathNormalizationStats(scope),
+    )
