@@ -60,7 +60,7 @@ def test_configured_values():
 @pytest.mark.parametrize(
     "fields,path",
     [
-        ({"normalize_path": True}, "hcm.normalize_path"),
+        ({"strip_matching_host_port": True}, "hcm.strip_matching_host_port"),
         (
             {"common_http_protocol_options": {"max_stream_duration": "1s"}},
             "hcm.common_http_protocol_options.max_stream_duration",
