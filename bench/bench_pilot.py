@@ -118,9 +118,8 @@ class SimClient:
         async for response in call:
             names = []
             if response.type_url == LDS:
-                names_now = route_names(response)
-                if routes is None:
-                    routes = names_now
+                if routes is None:  # the route names are read once, as the bench changes no listener
+                    routes = route_names(response)
                     self.outbox.put_nowait(
                         discovery_pb2.DiscoveryRequest(type_url=RDS, resource_names=routes)
                     )

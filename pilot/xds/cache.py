@@ -151,6 +151,7 @@ class XdsCache:
     misses: int = 0
     _inputs: ShapeInputs | None = None
     _entries: dict[tuple, tuple[Built, ...]] = field(default_factory=dict)
+    _digests: dict[int, tuple[tuple[Built, ...], str]] = field(default_factory=dict)
 
     @property
     def inputs(self) -> ShapeInputs:
@@ -183,6 +184,15 @@ class XdsCache:
         built = serialize(self.generate(type_url, proxy, self.push, names))
         self._entries[key] = built
         return built
+
+    def digest(self, built: tuple[Built, ...]) -> str:
+        """A digest of a whole answer (names and versions), computed once per cached entry."""
+        key = id(built)
+        found = self._digests.get(key)
+        if found is None or found[0] is not built:
+            text = "\n".join(f"{b.name}\t{b.version}" for b in built)
+            found = self._digests[key] = (built, _hash(text.encode()))
+        return found[1]
 
     def byte_size(self) -> int:
         """Bytes of serialized payloads held (shared entries counted once)."""

@@ -17,7 +17,7 @@ from pilot.model.proxy import Proxy
 from pilot.model.push_context import PushContext
 from pilot.xds import resources
 from pilot.xds.cache import XdsCache
-from pilot.xds.status import WatchState
+from pilot.xds.status import SYNCED, WatchState
 
 _nonces = itertools.count(1)
 
@@ -46,10 +46,16 @@ class Connection:
 
     # -- SotW ---------------------------------------------------------------------------------------
     def sotw_response(
-        self, watch: WatchState, push: PushContext, cache: XdsCache, now: float
-    ) -> discovery_pb2.DiscoveryResponse:
+        self, watch: WatchState, push: PushContext, cache: XdsCache, now: float, always: bool = True
+    ) -> discovery_pb2.DiscoveryResponse | None:
+        """The whole state of the type. None (unless `always`, as for an answer to a request) when the
+        proxy has ACKed exactly this content already: Envoy would take it as a no-op."""
         names = None if watch.wildcard else sorted(watch.names)
         built = cache.get(watch.type_url, self.proxy, names)
+        digest = cache.digest(built)
+        if not always and watch.content_sent == digest and watch.status == SYNCED:
+            return None
+        watch.content_sent = digest
         response = discovery_pb2.DiscoveryResponse(
             version_info=push.version, type_url=watch.type_url, nonce=new_nonce()
         )

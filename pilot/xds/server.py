@@ -98,6 +98,7 @@ class DiscoveryServer(ads_pb2_grpc.AggregatedDiscoveryServiceServicer):
         self.clock = clock
         self.verify_cache = verify_cache  # regenerate on every cache hit and compare (tests)
         self.connections: dict[str, Connection] = {}
+        self._by_proxy: dict[str, dict[str, Connection]] = {}  # proxy id -> its streams, oldest first
         self.queue: PushQueue[str] = PushQueue()
         self._versions = itertools.count(1)
         self._conn_ids = itertools.count(1)
@@ -275,7 +276,7 @@ class DiscoveryServer(ads_pb2_grpc.AggregatedDiscoveryServiceServicer):
             if conn.delta:
                 response = conn.delta_response(watch, push, cache, self.clock(), always)
             else:
-                response = conn.sotw_response(watch, push, cache, self.clock())
+                response = conn.sotw_response(watch, push, cache, self.clock(), always)
         except UnsupportedType as e:
             watch.error = str(e)
             event(log, logging.WARNING, "xds.unsupported_type", proxy=conn.proxy.id, type=watch.type_url)
@@ -332,6 +333,7 @@ class DiscoveryServer(ads_pb2_grpc.AggregatedDiscoveryServiceServicer):
 
     def _connect(self, conn: Connection) -> None:
         self.connections[conn.conn_id] = conn
+        self._by_proxy.setdefault(conn.proxy.id, {})[conn.conn_id] = conn
         self.metrics.connected.set(len(self.connections))
         event(
             log,
@@ -354,7 +356,12 @@ class DiscoveryServer(ads_pb2_grpc.AggregatedDiscoveryServiceServicer):
         self.queue.remove(conn.conn_id)
         self.metrics.connected.set(len(self.connections))
         event(log, logging.INFO, "xds.disconnected", proxy=conn.proxy.id, conn=conn.conn_id)
-        if not any(c.proxy.id == conn.proxy.id for c in self.connections.values()):
+        by_id = self._by_proxy.get(conn.proxy.id)
+        if by_id is not None:
+            by_id.pop(conn.conn_id, None)
+            if not by_id:
+                del self._by_proxy[conn.proxy.id]
+        if conn.proxy.id not in self._by_proxy:
             try:
                 self.registry.unregister(conn.proxy, self.unregister_grace)
             except Exception as e:
@@ -449,7 +456,10 @@ class DiscoveryServer(ads_pb2_grpc.AggregatedDiscoveryServiceServicer):
         """The newest connection of a proxy id (or of a connection id)."""
         if proxy_id in self.connections:
             return self.connections[proxy_id]
-        found = [c for c in self.connections.values() if c.proxy.id == proxy_id]
+        found = self._by_proxy.get(proxy_id)
+        if found:
+            return list(found.values())[-1]
+        found = [c for c in self.connections.values() if c.proxy.id == proxy_id]  # added without _connect
         return found[-1] if found else None
 
 

@@ -33,6 +33,7 @@ class WatchState:
     nack_version: str = ""
     error: str = ""
     sent_count: int = 0
+    content_sent: str = ""  # SotW: digest of the resources in the latest response (see XdsCache.digest)
     # Delta: what the proxy holds for sure, name -> version hash (ACKed, or declared on reconnect)
     resource_versions: dict[str, str] = field(default_factory=dict)
     # Delta: responses not answered yet, nonce -> (name -> version sent, names removed). An ACK folds

@@ -291,3 +291,40 @@ async def test_after_a_change_every_proxy_gets_the_new_config():
     assert all(reviews_clusters(r) == [f"outbound|9080|v3|{fqdn('reviews')}"] for r in got)
     new_cache = server.cache_for(server.push_context)
     assert new_cache is not old_cache and new_cache.misses == 1
+
+
+async def test_a_sotw_push_skips_types_whose_acked_content_did_not_change():
+    configs = load("destination-rule-all.yaml", "virtual-service-all-v1.yaml")
+    store = Store(ConfigSnapshot({c.key: c for c in configs}, 1))
+    server = DiscoveryServer(store, Registry(registry()), push_concurrency=2)
+    synced, nacked = (
+        Connection("s", bare_sidecar(1), delta=False),
+        Connection("n", bare_sidecar(2), delta=False),
+    )
+    for conn in (synced, nacked):
+        server.connections[conn.conn_id] = conn
+        for type_url, names in ((CLUSTER_TYPE, []), (LISTENER_TYPE, []), (ROUTE_TYPE, ["9080"])):
+            await server.handle_request(
+                conn, discovery_pb2.DiscoveryRequest(type_url=type_url, resource_names=names)
+            )
+            sent = conn.outbox.get_nowait()
+            ack = discovery_pb2.DiscoveryRequest(
+                type_url=type_url, resource_names=names, response_nonce=sent.nonce
+            )
+            if conn is nacked and type_url == CLUSTER_TYPE:
+                ack.error_detail.message = "rejected"
+            await server.handle_request(conn, ack)
+    store.snap = store.snap.with_changes(load("virtual-service-reviews-v3.yaml"), [])
+    server.push_context = server._build_push_context()
+    request = config_push([ConfigKey("VirtualService", NS, "reviews")], 0.0)
+    await server.push_connection(synced, request)
+    await server.push_connection(nacked, request)
+    assert [r.type_url for r in drain(synced)] == [ROUTE_TYPE]  # clusters and listeners did not change
+    assert [r.type_url for r in drain(nacked)] == [CLUSTER_TYPE, ROUTE_TYPE]  # what it rejected goes again
+
+
+def drain(conn):
+    out = []
+    while not conn.outbox.empty():
+        out.append(conn.outbox.get_nowait())
+    return out
