@@ -8,7 +8,7 @@ The pure part works on strings only:
 - ``canonicalize``: RFC 3986 normalization of the path part (``normalize_path: true``): percent-encoded
   unreserved characters are decoded, other escapes get upper-case hex, ``\\`` becomes ``/`` (as
   Chromium's URL canonicalizer that Envoy uses), bytes that may not appear in a path are
-  percent-encoded, and dot segments (``.``, ``..``, in any encoding) are resolved. ``None`` means the
+  percent-encoded (a stray ``%`` too, which keeps normalization idempotent), and dot segments (``.``, ``..``, in any encoding) are resolved. ``None`` means the
   path is not valid (not starting with ``/``, or carrying a control character): a 400.
 - ``merge_slashes``: runs of ``/`` become one (``merge_slashes: true``).
 
@@ -74,7 +74,9 @@ def _canonical_chars(path: str) -> str | None:
             out.append(ch if ch in _UNRESERVED else "%" + path[i + 1 : i + 3].upper())
             i += 3
             continue
-        if c == "\\":
+        if c == "%":
+            out.append("%25")  # a stray '%' is encoded, or "%%61a" -> "%aa" would decode again next time
+        elif c == "\\":
             out.append("/")
         elif c in _PATH_SAFE:
             out.append(c)

@@ -54,7 +54,8 @@ def test_query_is_kept_and_untouched():
         ("/caf\u00e9", "/caf%C3%A9"),
         ("/a\\b", "/a/b"),
         ("/a\\..\\b", "/b"),
-        ("/%zz", "/%zz"),  # a malformed escape is kept literally
+        ("/%zz", "/%25zz"),  # a stray percent is encoded
+        ("/%%61a", "/%25aa"),
         ("/a//b", "/a//b"),  # merging is a separate setting
         ("/a:b@c!$&'()*+,;=", "/a:b@c!$&'()*+,;="),
     ],
