@@ -15,12 +15,13 @@ from pathlib import Path
 
 import pytest
 from cryptography import x509
+from envoy.config.cluster.v3 import cluster_pb2
 from envoy.extensions.transport_sockets.tls.v3 import tls_pb2
 from google.protobuf import json_format
 
 from proxy.filters.listener.tls_inspector import FOUND, NEED_MORE, parse_client_hello
 from proxy.stats.store import Store
-from proxy.tls.context import compile_downstream
+from proxy.tls.context import compile_downstream, compile_upstream
 from proxy.tls.secrets import SecretManager
 from proxy.tls.transport_socket import TlsSocketFactory
 from tests.integration.citadel.harness import create, csr_for, start_citadel
@@ -83,6 +84,7 @@ class Accepted(asyncio.Protocol):
         if status == NEED_MORE:
             return
         assert status == FOUND, status
+        self.server.sni_seen.append(_hello.server_name)
         app = EchoApp()
         tls = self.server.factory.wrap_downstream(
             self.raw, app, self.peeked, self.server.stats.scope(LISTENER_SCOPE)
@@ -103,6 +105,7 @@ class TlsServer:
         self.thread.start()
         self.stats = Store()
         self.connections: list = []
+        self.sni_seen: list[str] = []
         self.port = free_port()
         self.manager: SecretManager | None = None
 
@@ -278,7 +281,7 @@ def test_rotation_through_a_real_agent_new_connections_new_cert_old_connection_s
     sds_cluster = json_format.ParseDict(
         {"name": "sds-grpc", "type": "STATIC", "load_assignment": {"cluster_name": "sds-grpc", "endpoints": [
             {"lb_endpoints": [{"endpoint": {"address": {"pipe": {"path": str(socket_path)}}}}]}]}},
-        __import__("envoy.config.cluster.v3.cluster_pb2", fromlist=["Cluster"]).Cluster(),
+        cluster_pb2.Cluster(),
     )  # fmt: skip
 
     def make():
@@ -314,3 +317,60 @@ def test_rotation_through_a_real_agent_new_connections_new_cert_old_connection_s
     assert leaf.extensions.get_extension_for_class(x509.SubjectAlternativeName).value.get_values_for_type(
         x509.UniformResourceIdentifier
     ) == [SERVER]
+
+
+class Collect(asyncio.Protocol):
+    def __init__(self) -> None:
+        self.data = b""
+        self.got_line = asyncio.Event()
+
+    def data_received(self, data: bytes) -> None:
+        self.data += data
+        if data.endswith(b"\n"):
+            self.got_line.set()
+
+
+def test_upstream_tls_with_sni_alpn_and_san_check(citadel, tmp_path, server_factory):
+    server = server_factory(static_factory(citadel, tmp_path, san_exact=ALICE))
+    cert, key = svid(citadel, "alice", tmp_path)
+    sni = "outbound_.9080_._.reviews.default.svc.cluster.local"
+
+    def upstream_factory(san: str) -> TlsSocketFactory:
+        msg = json_format.ParseDict(
+            {"common_tls_context": {
+                "tls_certificates": [{"certificate_chain": {"filename": str(cert)},
+                                      "private_key": {"filename": str(key)}}],
+                "validation_context": {"trusted_ca": {"filename": str(citadel.root_dir / "root-cert.pem")},
+                                       "match_subject_alt_names": [{"exact": san}]},
+                "alpn_protocols": ["istio", "http/1.1"]},
+             "sni": sni},
+            tls_pb2.UpstreamTlsContext(),
+        )  # fmt: skip
+        return TlsSocketFactory(compile_upstream(msg, "cluster.transport_socket"), None, "c")
+
+    stats = Store()
+    scope = stats.scope("cluster.reviews.")
+
+    async def call(factory):
+        loop = asyncio.get_running_loop()
+        app = Collect()
+        _, tls = await loop.create_connection(
+            factory.protocol_factory(lambda: app, scope), "127.0.0.1", server.port
+        )
+        tls.write(b"over tls\n")  # written before the handshake completes: sent right after it
+        try:
+            await tls.wait_handshake()
+            await asyncio.wait_for(app.got_line.wait(), 5)
+            return tls.info, app.data.decode()
+        finally:
+            tls.close()
+
+    info, reply = server.run(call(upstream_factory(SERVER)))
+    assert reply.startswith(f"peer={ALICE} alpn=http/1.1 got=over tls")
+    assert info.alpn == "http/1.1" and info.peer_uri_sans == (SERVER,)
+    assert server.sni_seen[-1] == sni
+    assert stats.counters["cluster.reviews.ssl.handshake"].value == 1
+    # the server's SPIFFE ID is not the one this cluster expects: the connection fails
+    with pytest.raises(Exception, match="match none"):
+        server.run(call(upstream_factory(BOB)))
+    assert stats.counters["cluster.reviews.ssl.fail_verify_san"].value == 1
