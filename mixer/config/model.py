@@ -220,7 +220,7 @@ class _Walker:
         self.source = source
 
     def fail(self, path: str, message: str) -> ConfigError:
-        return ConfigError(f"{self.source}: {path}: {message}")
+        return ConfigError(f"{self.source}: {path}: {message}" if path else f"{self.source}: {message}")
 
     def mapping(self, value: Any, path: str, allowed: tuple[str, ...]) -> dict:
         if value is None:
