@@ -261,6 +261,7 @@ class TlsTransport(asyncio.Transport):
         self._closing = False
         self._close_after_handshake = False
         self._eof_to_app = False
+        self._eof_pending = False
         self._handshake_waiter: asyncio.Future | None = None
         self._handshake_error: BaseException | None = None
         self.failure: TlsError | None = None
@@ -324,13 +325,19 @@ class TlsTransport(asyncio.Transport):
             else:
                 self._app.data_received(result.plaintext)
         if result.peer_closed:
-            self._peer_eof()
+            if self._pending_plain:
+                self._eof_pending = True  # after the plaintext the application has not read yet
+            else:
+                self._peer_eof()
 
     def eof_received(self) -> bool:
         if self.session.info is None and self.failure is None:
             self._fail(TlsError("peer closed the connection during the TLS handshake", "handshake_eof"))
             return False
-        self._peer_eof()
+        if self._pending_plain:
+            self._eof_pending = True
+        else:
+            self._peer_eof()
         return True
 
     def connection_lost(self, exc: BaseException | None) -> None:
@@ -460,6 +467,9 @@ class TlsTransport(asyncio.Transport):
         self._app_paused = False
         while self._pending_plain and not self._app_paused:
             self._app.data_received(self._pending_plain.pop(0))
+        if self._eof_pending and not self._pending_plain:
+            self._eof_pending = False
+            self._peer_eof()
         if self._raw is not None and not self._app_paused:
             self._raw.resume_reading()
 
