@@ -29,6 +29,9 @@ bench-citadel: setup
 bench-pilot: setup
 	$(PY) -m bench --only bench_pilot $(if $(QUICK),--quick,)
 
+bench-mixer: setup
+	$(PY) -m bench --only bench_mixer $(if $(QUICK),--quick,)
+
 protos: setup
 	scripts/gen-protos.sh
 
