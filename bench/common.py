@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import contextlib
+import os
 import re
 import shutil
 import signal
@@ -65,8 +66,11 @@ http {{
 
 
 @contextlib.contextmanager
-def isthmus_proxy(upstream_port: int, *extra: str):
-    """An Isthmus proxy (1 worker) routing everything to 127.0.0.1:upstream_port; yields its port."""
+def isthmus_proxy(upstream_port: int, *extra: str, interpreter_args: tuple | list = ()):
+    """An Isthmus proxy (1 worker) routing everything to 127.0.0.1:upstream_port; yields (port, proc).
+
+    ``proc.isthmus_admin_port`` is its admin port; ``interpreter_args`` go before ``-m proxy``
+    (e.g. ``-m cProfile -o out``)."""
     listen, admin = free_port(), free_port()
     bootstrap = {
         "admin": {"address": {"socket_address": {"address": "127.0.0.1", "port_value": admin}}},
@@ -144,8 +148,10 @@ def isthmus_proxy(upstream_port: int, *extra: str):
         yaml.safe_dump(bootstrap, f)
         f.flush()
         with process(
-            [sys.executable, "-m", "proxy", "-c", f.name, "-l", "warning", *extra], cwd=REPO
+            [sys.executable, *interpreter_args, "-m", "proxy", "-c", f.name, "-l", "warning", *extra],
+            cwd=REPO,
         ) as proc:
+            proc.isthmus_admin_port = admin
             wait_for_http(f"http://127.0.0.1:{admin}/ready", proc=proc)
             wait_for_port("127.0.0.1", listen, proc=proc)
             yield listen, proc
@@ -175,3 +181,108 @@ def wrk(url: str, seconds: int, connections: int = 32, threads: int = 1) -> dict
 def _ms(text: str) -> float:
     value, unit = re.match(r"([\d.]+)(\w+)", text).groups()
     return float(value) * {"us": 0.001, "ms": 1.0, "s": 1000.0}[unit]
+
+
+@contextlib.contextmanager
+def nginx_proxy(upstream_port: int):
+    """nginx as a reverse proxy (1 worker, keep-alive upstream connections); yields (port, proc)."""
+    nginx = shutil.which("nginx") or "/usr/sbin/nginx"
+    port = free_port()
+    with tempfile.TemporaryDirectory(prefix="isthmus-bench-nginx-proxy-") as d:
+        conf = Path(d) / "nginx.conf"
+        conf.write_text(f"""
+worker_processes 1;
+daemon off;
+pid {d}/nginx.pid;
+error_log {d}/error.log;
+events {{ worker_connections 4096; }}
+http {{
+  access_log off;
+  client_body_temp_path {d}; proxy_temp_path {d}; fastcgi_temp_path {d}; uwsgi_temp_path {d}; scgi_temp_path {d};
+  upstream backend {{ server 127.0.0.1:{upstream_port}; keepalive 64; keepalive_requests 1000000; }}
+  server {{
+    listen 127.0.0.1:{port};
+    keepalive_requests 1000000;
+    location / {{
+      proxy_pass http://backend;
+      proxy_http_version 1.1;
+      proxy_set_header Connection "";
+      proxy_set_header Host $host;
+    }}
+  }}
+}}
+""")
+        with process([nginx, "-c", str(conf), "-p", d]) as proc:
+            wait_for_port("127.0.0.1", port, proc=proc)
+            yield port, proc
+
+
+@contextlib.contextmanager
+def haproxy_proxy(upstream_port: int):
+    """HAProxy (1 thread, keep-alive upstream connections); yields (port, proc)."""
+    haproxy = shutil.which("haproxy") or "/usr/sbin/haproxy"
+    port = free_port()
+    with tempfile.TemporaryDirectory(prefix="isthmus-bench-haproxy-") as d:
+        conf = Path(d) / "haproxy.cfg"
+        conf.write_text(f"""
+global
+  nbthread 1
+  maxconn 4096
+defaults
+  mode http
+  timeout connect 5s
+  timeout client 60s
+  timeout server 60s
+  option http-keep-alive
+  http-reuse always
+frontend bench
+  bind 127.0.0.1:{port}
+  default_backend upstream
+backend upstream
+  server s1 127.0.0.1:{upstream_port}
+""")
+        with process([haproxy, "-f", str(conf), "-db"]) as proc:
+            wait_for_port("127.0.0.1", port, proc=proc)
+            yield port, proc
+
+
+_CLK_TCK = os.sysconf("SC_CLK_TCK")
+_PAGE = os.sysconf("SC_PAGE_SIZE")
+
+
+def _tree(pid: int) -> list[int]:
+    """`pid` and its descendants (nginx and HAProxy do their work in a child process)."""
+    out, todo = [], [pid]
+    while todo:
+        p = todo.pop()
+        out.append(p)
+        try:
+            for task in Path(f"/proc/{p}/task").iterdir():
+                todo.extend(int(c) for c in (task / "children").read_text().split())
+        except OSError:
+            pass
+    return out
+
+
+def cpu_seconds(pid: int) -> float:
+    """User + system CPU seconds `pid` and its children used so far (/proc/<pid>/stat utime + stime)."""
+    total = 0
+    for p in _tree(pid):
+        try:
+            stat = Path(f"/proc/{p}/stat").read_text()
+        except OSError:
+            continue
+        fields = stat[stat.rindex(")") + 2 :].split()
+        total += int(fields[11]) + int(fields[12])
+    return total / _CLK_TCK
+
+
+def rss_mb(pid: int) -> float:
+    """Resident set size in MB of `pid` and its children (/proc/<pid>/statm)."""
+    total = 0
+    for p in _tree(pid):
+        try:
+            total += int(Path(f"/proc/{p}/statm").read_text().split()[1])
+        except OSError:
+            continue
+    return total * _PAGE / 1e6
