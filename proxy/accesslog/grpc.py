@@ -56,6 +56,7 @@ DEFAULT_BUFFER_SIZE = 16 * 1024
 MIN_PENDING_BOUND = 8 * 1024
 BACKOFF_BASE = 0.25
 BACKOFF_MAX = 10.0
+WRITE_TIMEOUT = 10.0
 
 COMMON_SPEC = {
     "log_name": True,
@@ -185,10 +186,14 @@ class GrpcLogSink:
             return True
         first = self._call is None
         try:
+            if not first and self._call.done():  # the service ended the stream (it went away)
+                raise ConnectionError("the access log stream ended")
             if first:
                 stub = self.client.stub(als_pb2_grpc.AccessLogServiceStub)
                 self._call = stub.StreamAccessLogs(metadata=self.metadata)
-            await self._call.write(self._message(batch, first))
+            # A write waits for HTTP/2 flow control; a service that stopped reading must not hold
+            # the sender forever.
+            await asyncio.wait_for(self._call.write(self._message(batch, first)), WRITE_TIMEOUT)
         except asyncio.CancelledError:
             self._put_back(batch)
             raise

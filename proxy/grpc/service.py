@@ -100,7 +100,14 @@ class GrpcClusterClient:
         target = host.address_str
         ch = self._channels.get(target)
         if ch is None:
-            options = [("grpc.enable_retries", 0)]
+            # A side service that was down must be found again quickly: gRPC's default reconnect
+            # back-off grows to 120 s, far longer than a mixer restart.
+            options = [
+                ("grpc.enable_retries", 0),
+                ("grpc.initial_reconnect_backoff_ms", 200),
+                ("grpc.min_reconnect_backoff_ms", 200),
+                ("grpc.max_reconnect_backoff_ms", 2000),
+            ]
             if self.config.authority:
                 options.append(("grpc.default_authority", self.config.authority))
             ch = grpc.aio.insecure_channel(target, options=options)
