@@ -2,7 +2,7 @@
 
 Usage: python -m bench.profile_proxy [--seconds 5] [--out /tmp/proxy.prof] [--top 40]
 
-The proxy runs under ``python -m cProfile`` behind the same bootstrap as ``bench_proxy``; wrk drives it
+The proxy runs under cProfile with a CPU-time clock (bench._cpu_profile) behind the same bootstrap as ``bench_proxy``; wrk drives it
 (32 keep-alive connections, 1 KB answers from nginx); the proxy is stopped with /quitquitquit so the
 profile is written, then the top functions by own time are printed.
 """
@@ -25,7 +25,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--sort", default="tottime")
     args = parser.parse_args(argv)
     with nginx_upstream() as upstream:
-        prefix = ["-m", "cProfile", "-o", args.out]
+        prefix = ["-m", "bench._cpu_profile", args.out]
         with isthmus_proxy(upstream, interpreter_args=prefix) as (port, proc):
             result = wrk(f"http://127.0.0.1:{port}/", args.seconds)
             admin = proc.isthmus_admin_port

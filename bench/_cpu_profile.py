@@ -1,0 +1,32 @@
+"""Run a module under cProfile with a CPU-time clock: ``python -m bench._cpu_profile OUT -m MODULE ARGS...``.
+
+cProfile's default clock is wall time, so on a busy machine a ``send()`` that wakes the peer shows the
+time the proxy spent preempted. Counting CPU time shows where the proxy itself spends its cycles.
+"""
+
+from __future__ import annotations
+
+import cProfile
+import runpy
+import sys
+import time
+
+
+def main() -> None:
+    out, module, *args = sys.argv[1:]
+    if module == "-m":
+        module, *args = args
+    sys.argv = [module, *args]
+    profiler = cProfile.Profile(time.thread_time)
+    profiler.enable()
+    try:
+        runpy.run_module(module, run_name="__main__", alter_sys=True)
+    except SystemExit:
+        pass
+    finally:
+        profiler.disable()
+        profiler.dump_stats(out)
+
+
+if __name__ == "__main__":
+    main()
