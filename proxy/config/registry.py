@@ -88,6 +88,7 @@ BUILTIN_EXTENSION_MODULES = [
     "proxy.filters.http.fault",
     "proxy.filters.http.ext_authz",
     "proxy.filters.http.ratelimit",
+    "proxy.filters.http.rbac",
     "proxy.filters.network.http_connection_manager",
     "proxy.filters.network.tcp_proxy",
     "proxy.filters.listener.original_dst",
