@@ -94,53 +94,60 @@ class IstioMetrics:
             ["kind"],
             registry=registry,
         )
-        self._series: dict[str, set[tuple]] = {"http": set(), "tcp": set()}
+        self._names = {
+            id(self.requests): "istio_requests_total",
+            id(self.duration): "istio_request_duration_milliseconds",
+            id(self.request_bytes): "istio_request_bytes",
+            id(self.response_bytes): "istio_response_bytes",
+            id(self.tcp_sent): "istio_tcp_sent_bytes_total",
+            id(self.tcp_received): "istio_tcp_received_bytes_total",
+            id(self.tcp_opened): "istio_tcp_connections_opened_total",
+            id(self.tcp_closed): "istio_tcp_connections_closed_total",
+        }
+        # label tuple -> the labelled children, so a known series costs no labels() lookup
+        self._series: dict[str, dict[tuple, tuple]] = {"http": {}, "tcp": {}}
 
     def series_count(self, kind: str) -> int:
         return len(self._series[kind])
 
-    def _admit(self, kind: str, key: tuple, metrics: tuple[str, ...]) -> bool:
+    def _children(self, kind: str, key: tuple, families: tuple) -> tuple | None:
         seen = self._series[kind]
-        if key in seen:
-            return True
-        if len(seen) >= self.max_series:
-            for name in metrics:
-                self.dropped.labels(name).inc()
-            return False
-        seen.add(key)
-        return True
+        children = seen.get(key)
+        if children is None:
+            if len(seen) >= self.max_series:
+                for family in families:
+                    self.dropped.labels(self._names[id(family)]).inc()
+                return None
+            children = seen[key] = tuple(f.labels(*key) for f in families)
+        return children
 
     def record(self, report: Report) -> bool:
         """Count one report; False when it was dropped by the cardinality bound."""
         self.reports.labels(report.kind).inc()
         if report.kind == "http":
             key = tuple(report.labels[n] for n in REQUEST_LABELS)
-            names = (
-                "istio_requests_total",
-                "istio_request_duration_milliseconds",
-                "istio_request_bytes",
-                "istio_response_bytes",
+            children = self._children(
+                "http", key, (self.requests, self.duration, self.request_bytes, self.response_bytes)
             )
-            if not self._admit("http", key, names):
+            if children is None:
                 return False
-            self.requests.labels(*key).inc()
-            self.duration.labels(*key).observe(report.duration_ms)
-            self.request_bytes.labels(*key).observe(report.request_bytes)
-            self.response_bytes.labels(*key).observe(report.response_bytes)
+            requests, duration, request_bytes, response_bytes = children
+            requests.inc()
+            duration.observe(report.duration_ms)
+            request_bytes.observe(report.request_bytes)
+            response_bytes.observe(report.response_bytes)
             return True
         key = tuple(report.labels[n] for n in TCP_LABELS)
-        names = (
-            "istio_tcp_sent_bytes_total",
-            "istio_tcp_received_bytes_total",
-            "istio_tcp_connections_opened_total",
-            "istio_tcp_connections_closed_total",
+        children = self._children(
+            "tcp", key, (self.tcp_opened, self.tcp_closed, self.tcp_sent, self.tcp_received)
         )
-        if not self._admit("tcp", key, names):
+        if children is None:
             return False
+        opened, closed, sent, received = children
         if report.opened:
-            self.tcp_opened.labels(*key).inc()
+            opened.inc()
         if report.closed:
-            self.tcp_closed.labels(*key).inc()
-            self.tcp_sent.labels(*key).inc(report.sent_bytes)
-            self.tcp_received.labels(*key).inc(report.received_bytes)
+            closed.inc()
+            sent.inc(report.sent_bytes)
+            received.inc(report.received_bytes)
         return True

@@ -142,3 +142,16 @@ def test_peer_header_round_trip_and_garbage():
 
 def test_no_flags_is_dash():
     assert response_flags(accesslog_pb2.AccessLogCommon()) == "-"
+
+
+def test_memoised_struct_labels_keep_per_entry_flags():
+    st = struct_pb2.Struct()
+    st.update({"reporter": "destination", "source": {"workload": "a"}, "destination": {"workload": "b"}})
+    reports = []
+    for flag in (False, True):
+        e = accesslog_pb2.HTTPAccessLogEntry()
+        e.common_properties.metadata.filter_metadata["isthmus"].CopyFrom(st)
+        e.common_properties.response_flags.rate_limited = flag
+        reports.append(http_report(node(REVIEWS), e))
+    assert [r.labels["response_flags"] for r in reports] == ["-", "RL"]
+    assert reports[1].labels["source_workload"] == "a"
