@@ -30,6 +30,7 @@ log = logging.getLogger("proxy.listener")
 DEFAULT_BUFFER_LIMIT = 1024 * 1024  # per_connection_buffer_limit_bytes default (1 MiB)
 DEFAULT_LISTENER_FILTERS_TIMEOUT = 15.0  # Envoy's listener_filters_timeout default
 DEFAULT_BACKLOG = 1024
+SECRETS_WAIT_TIMEOUT = 15.0  # a connection on a TLS chain waits this long for SDS (initial_fetch_timeout)
 
 FILTER_CHAIN_MATCH_SPEC = {
     "destination_port": True,
@@ -47,6 +48,7 @@ FILTER_CHAIN_SPEC = {
     "filter_chain_match": FILTER_CHAIN_MATCH_SPEC,
     "filters": {"name": True, "typed_config": True},
     "metadata": True,
+    "transport_socket": True,  # checked by proxy.tls.transport_socket.build_transport_socket
 }
 LISTENER_SPEC = {
     "name": True,
@@ -278,6 +280,7 @@ class FilterChain:
     name: str
     proto: listener_components_pb2.FilterChain
     factory: Any  # NetworkFilterFactory of the terminal filter
+    transport_socket: Any = None  # proxy.tls.transport_socket.TlsSocketFactory; None: plaintext
 
 
 def _duration(d) -> float:
@@ -401,7 +404,20 @@ class Listener:
             f.name, f.typed_config if f.HasField("typed_config") else None, fpath
         )
         factory = ext.factory(msg, self.ctx, f"{fpath}.typed_config")
-        return FilterChain(fc.name or (f"filter_chain_{index}" if index >= 0 else "default"), fc, factory)
+        ts = None
+        if fc.HasField("transport_socket"):
+            from proxy.tls.transport_socket import build_transport_socket
+
+            ts = build_transport_socket(
+                fc.transport_socket, self.ctx, f"{path}.transport_socket", upstream=False
+            )
+        name = fc.name or (f"filter_chain_{index}" if index >= 0 else "default")
+        return FilterChain(name, fc, factory, ts)
+
+    def tls_factories(self) -> list:
+        """The TLS socket factories of this listener's chains (warming waits for their secrets)."""
+        chains = [c for _, c in self.chains] + ([self.default_chain] if self.default_chain else [])
+        return [c.transport_socket for c in chains if c.transport_socket is not None]
 
     def find_chain(self, facts: ConnectionFacts) -> FilterChain | None:
         chain = select_filter_chain(self.chains, facts) if self.chains else None
@@ -858,7 +874,7 @@ class DownstreamConnection(asyncio.Protocol):
 
     def _run_listener_filters(self) -> None:
         """Feed the bytes peeked so far to the waiting listener filter(s)."""
-        if self.filter is not None or self._closed:
+        if self.filter is not None or self._closed or self.filter_chain is not None:
             return
         data = bytes(self._peeked)
         eof = self._eof or len(self._peeked) >= self.listener.buffer_limit
@@ -959,6 +975,26 @@ class DownstreamConnection(asyncio.Protocol):
             self.transport.close()
             return
         self.filter_chain = chain
+        ts = chain.transport_socket
+        if ts is not None and not ts.ready:
+            # The chain's secrets have not arrived (SDS): hold the connection, unread, until they do.
+            self.transport.pause_reading()
+            asyncio.get_running_loop().create_task(self._await_secrets(chain))
+            return
+        self._start_chain(chain)
+
+    async def _await_secrets(self, chain: FilterChain) -> None:
+        try:
+            async with asyncio.timeout(SECRETS_WAIT_TIMEOUT):
+                await chain.transport_socket.wait_ready()
+        except TimeoutError:
+            pass
+        if self._closed:
+            return
+        self._start_chain(chain)
+
+    def _start_chain(self, chain: FilterChain) -> None:
+        listener = self.listener
         listener.cx_total.inc()
         listener.cx_active.inc()
         self._counted = True
@@ -972,7 +1008,20 @@ class DownstreamConnection(asyncio.Protocol):
         self.filter = f
         if listener.draining:
             f.on_drain_started()
-        if self._peeked:
+        if chain.transport_socket is not None:
+            peeked, self._peeked = bytes(self._peeked), bytearray()
+            tls = chain.transport_socket.wrap_downstream(self.transport, self, peeked, listener.stats)
+            if tls is None:  # secrets still missing: ssl.connection_error counted
+                self.transport.close()
+                return
+            raw, self.transport, self.ssl = self.transport, tls, tls  # plaintext comes to data_received
+            if self._eof:  # the peer's FIN came with the pre-read bytes: it belongs to the TLS layer
+                self._eof = False
+                if not tls.eof_received():
+                    tls.close()
+            elif not raw.is_reading():
+                raw.resume_reading()
+        elif self._peeked:
             data = bytes(self._peeked)
             self._peeked = bytearray()
             if not self.transport.is_reading():
