@@ -24,12 +24,14 @@ from proxy.config.errors import ConfigError
 from proxy.core.listener import ListenerManager
 from proxy.options import Options
 from proxy.stats.store import Store
+from proxy.tls.secrets import SecretManager
 from proxy.xds.config import ads_config_from_bootstrap
 from proxy.xds.handlers import XdsHandlers
 
 log = logging.getLogger("proxy.server")
 
 VERSION = "isthmus-proxy/0.1.0"
+SECRETS_INITIAL_FETCH_TIMEOUT = 15.0  # Envoy's initial_fetch_timeout default
 
 
 class ServerState(enum.IntEnum):
@@ -98,6 +100,9 @@ class Server:
         self.stats.gauge("server.concurrency").set(1)
         self.healthcheck_failed = False
         self.ctx = FactoryContext(stats=self.stats, server=self)
+        # Before listeners and clusters: their TLS socket factories watch its secrets.
+        self.secret_manager = SecretManager.from_bootstrap(bootstrap)
+        self.ctx.extra["secret_manager"] = self.secret_manager
         self.cluster_manager = _make_cluster_manager(bootstrap.static_resources.clusters, self.ctx)
         self.ctx.cluster_manager = self.cluster_manager
         self.ads_config = ads_config_from_bootstrap(bootstrap)
@@ -157,16 +162,36 @@ class Server:
         # Bind every socket first: a port in use fails startup naming the address.
         self.listener_manager.bind_all()
         await self._start_admin()
+        self.secret_manager.start()
         init = getattr(self.cluster_manager, "start", None)
         if init is not None:
             res = init()
             if asyncio.iscoroutine(res):
                 await res
+        await self._wait_static_secrets()
         await self.listener_manager.start()
         if self.xds is not None:
             await self._start_xds()
         self._set_state(ServerState.LIVE)
         event(log, logging.INFO, "server.live", listeners=len(self.listener_manager.listeners))
+
+    async def _wait_static_secrets(self) -> None:
+        """Envoy's init manager: static listeners and clusters with SDS secrets wait for them (at most
+        SECRETS_INITIAL_FETCH_TIMEOUT) before the server goes LIVE. A chain still without its secrets
+        then holds new connections until they arrive (proxy.core.listener)."""
+        factories = [f for listener in self.listener_manager for f in listener.tls_factories()]
+        for cluster in getattr(self.cluster_manager, "clusters", {}).values():
+            if getattr(cluster, "transport_socket", None) is not None:
+                factories.append(cluster.transport_socket)
+        waiting = [f for f in factories if not f.ready]
+        if not waiting:
+            return
+        try:
+            async with asyncio.timeout(SECRETS_INITIAL_FETCH_TIMEOUT):
+                await asyncio.gather(*(f.wait_ready() for f in waiting))
+        except TimeoutError:
+            missing = sorted({f.path for f in waiting if not f.ready})
+            event(log, logging.WARNING, "sds.initial_fetch_timeout", transport_sockets=missing)
 
     async def _start_xds(self) -> None:
         """Connect to the control plane and wait, as Envoy does, for the initial CDS and LDS fetch
@@ -233,6 +258,7 @@ class Server:
             res = stop()
             if asyncio.iscoroutine(res):
                 await res
+        await self.secret_manager.stop()
         if self.admin is not None:
             await self.admin.stop()
         loggers = sys.modules.get("proxy.accesslog.loggers")

@@ -32,6 +32,8 @@ EXTENSION_PROTO_MODULES = [
     "envoy.extensions.filters.listener.http_inspector.v3.http_inspector_pb2",
     "envoy.extensions.access_loggers.file.v3.file_pb2",
     "envoy.extensions.access_loggers.stream.v3.stream_pb2",
+    "envoy.extensions.transport_sockets.tls.v3.tls_pb2",
+    "envoy.extensions.transport_sockets.raw_buffer.v3.raw_buffer_pb2",
 ]
 
 # What Isthmus implements at the Bootstrap level. Listeners and clusters are checked, field by field,
@@ -45,7 +47,8 @@ BOOTSTRAP_SPEC = {
         "user_agent_name": True,
         "user_agent_version": True,
     },
-    "static_resources": {"listeners": True, "clusters": True},
+    # secrets: checked by proxy.tls.secrets.SecretManager
+    "static_resources": {"listeners": True, "clusters": True, "secrets": True},
     "dynamic_resources": True,  # checked by proxy.xds.config.ads_config_from_bootstrap
     "admin": {
         "address": {"socket_address": {"address": True, "port_value": True, "protocol": True}},

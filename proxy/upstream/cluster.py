@@ -69,6 +69,7 @@ class EndpointSpec:
         "hostname",
         "metadata",
         "path",
+        "pipe",
     )
 
     def __init__(self, **kw) -> None:
@@ -76,12 +77,13 @@ class EndpointSpec:
             setattr(self, k, v)
 
 
-def parse_endpoints(cluster: cluster_pb2.Cluster, path: str) -> list[EndpointSpec]:
-    return parse_assignment(cluster.load_assignment, f"{path}.load_assignment")
+def parse_endpoints(cluster: cluster_pb2.Cluster, path: str, allow_pipe: bool = False) -> list[EndpointSpec]:
+    return parse_assignment(cluster.load_assignment, f"{path}.load_assignment", allow_pipe)
 
 
-def parse_assignment(la, path: str) -> list[EndpointSpec]:
-    """The endpoints of a ClusterLoadAssignment (inline ``load_assignment`` or from EDS)."""
+def parse_assignment(la, path: str, allow_pipe: bool = False) -> list[EndpointSpec]:
+    """The endpoints of a ClusterLoadAssignment (inline ``load_assignment`` or from EDS). A ``pipe``
+    address (a Unix socket, kept as ``(path, 0)``) only where `allow_pipe` (STATIC clusters)."""
     specs = []
     for i, lle in enumerate(la.endpoints):
         lpath = f"{path}.endpoints[{i}]"
@@ -91,9 +93,20 @@ def parse_assignment(la, path: str) -> list[EndpointSpec]:
         for j, lbe in enumerate(lle.lb_endpoints):
             epath = f"{lpath}.lb_endpoints[{j}]"
             sa = lbe.endpoint.address.socket_address
-            if not lbe.endpoint.address.HasField("socket_address"):
+            pipe = lbe.endpoint.address.HasField("pipe")
+            if pipe:
+                if not allow_pipe:
+                    raise ConfigError(
+                        f"{epath}.endpoint.address.pipe",
+                        "a pipe address is supported in STATIC clusters only",
+                    )
+                if not lbe.endpoint.address.pipe.path:
+                    raise ConfigError(f"{epath}.endpoint.address.pipe.path", "a path is required")
+            elif not lbe.endpoint.address.HasField("socket_address"):
                 raise ConfigError(f"{epath}.endpoint.address", "a socket_address is required")
-            if sa.protocol != 0:
+            if pipe:
+                pass
+            elif sa.protocol != 0:
                 raise ConfigError(
                     f"{epath}.endpoint.address.socket_address.protocol", "only TCP is supported"
                 )
@@ -118,8 +131,9 @@ def parse_assignment(la, path: str) -> list[EndpointSpec]:
                 flags = frozenset({DEGRADED_EDS_HEALTH})
             specs.append(
                 EndpointSpec(
-                    address=sa.address,
-                    port=sa.port_value,
+                    address=lbe.endpoint.address.pipe.path if pipe else sa.address,
+                    port=0 if pipe else sa.port_value,
+                    pipe=pipe,
                     weight=weight,
                     priority=lle.priority,
                     locality=lle.locality if lle.HasField("locality") else None,
@@ -140,7 +154,7 @@ def _make_host(spec: EndpointSpec, address: tuple[str, int], cluster_name: str) 
         weight=spec.weight,
         locality=spec.locality,
         priority=spec.priority,
-        hostname=spec.hostname or (spec.address if not dns.is_ip(spec.address) else ""),
+        hostname=spec.hostname or (spec.address if not spec.pipe and not dns.is_ip(spec.address) else ""),
         health_flags=spec.health_flags,
         metadata=spec.metadata,
         cluster_name=cluster_name,
@@ -192,6 +206,14 @@ class Cluster:
         self.resources = self.resource_managers[0]
         self.lb_config = _lb_config(proto, path)
         self.pool_settings = _pool_settings(proto, path)
+        # envoy.transport_sockets.tls (UpstreamTlsContext): a TlsSocketFactory, or None (plaintext).
+        self.transport_socket = None
+        if proto.HasField("transport_socket"):
+            from proxy.tls.transport_socket import build_transport_socket
+
+            self.transport_socket = build_transport_socket(
+                proto.transport_socket, ctx, f"{path}.transport_socket", upstream=True
+            )
         self.host_sets: list[HostSet] = []
         self._lb = PriorityLoadBalancer([], self.lb_config)
         self._pools: dict[int, HttpConnectionPool] = {}  # id(host) -> pool
@@ -245,6 +267,7 @@ class Cluster:
             pool = self._pools[id(host)] = HttpConnectionPool(
                 host, self.pool_settings, self.stats, self.resources
             )
+            pool.transport_socket = self.transport_socket
         return pool
 
     async def connect_tcp(self, host: Host, protocol_factory=None):
@@ -291,9 +314,9 @@ class StaticCluster(Cluster):
 
     def __init__(self, proto, ctx, path) -> None:
         super().__init__(proto, ctx, path)
-        specs = parse_endpoints(proto, path)
+        specs = parse_endpoints(proto, path, allow_pipe=True)
         for spec in specs:
-            if not dns.is_ip(spec.address):
+            if not spec.pipe and not dns.is_ip(spec.address):
                 raise ConfigError(
                     f"{spec.path}.endpoint.address.socket_address.address",
                     f"malformed IP address: {spec.address} (a STATIC cluster needs IPs; use STRICT_DNS)",

@@ -19,7 +19,10 @@ _ENDPOINTS = {
     "priority": True,
     "lb_endpoints": {
         "endpoint": {
-            "address": {"socket_address": {"address": True, "port_value": True, "protocol": True}},
+            "address": {
+                "socket_address": {"address": True, "port_value": True, "protocol": True},
+                "pipe": {"path": True},  # STATIC clusters only (Istio's sds-grpc: the agent's socket)
+            },
             "hostname": True,
         },
         "health_status": True,
@@ -70,14 +73,14 @@ CLUSTER_SPEC = {
     "common_lb_config": {"healthy_panic_threshold": True, "locality_weighted_lb_config": True},
     "metadata": True,
     "eds_cluster_config": {"eds_config": True, "service_name": True},  # eds_config checked by EdsCluster
+    "transport_socket": True,  # checked by proxy.tls.transport_socket.build_transport_socket
 }
 
 # Clear messages for the fields users most often bring.
 _EXPLAINED = {
     "health_checks": "active health checking is not implemented by Isthmus yet",
     "outlier_detection": "outlier detection is not implemented by Isthmus yet",
-    "transport_socket": "upstream TLS (transport_socket) arrives with issue 6 (mTLS)",
-    "transport_socket_matches": "upstream TLS (transport_socket_matches) arrives with issue 6 (mTLS)",
+    "transport_socket_matches": "transport_socket_matches is not supported by Isthmus yet; use transport_socket",
     "cluster_type": "custom cluster types are not supported; use type STATIC, STRICT_DNS, LOGICAL_DNS, "
     "ORIGINAL_DST or EDS",
     "http2_protocol_options": "upstream HTTP/2 is not supported by Isthmus yet",

@@ -40,6 +40,8 @@ class HostStats:
 
 def format_address(address: tuple[str, int]) -> str:
     ip, port = address[0], address[1]
+    if port == 0:  # a pipe (Unix socket) endpoint: Envoy prints its path
+        return ip
     return f"[{ip}]:{port}" if ":" in ip else f"{ip}:{port}"
 
 

@@ -1,4 +1,7 @@
-"""Raw TCP connections to upstream hosts (tcp_proxy), with Envoy's connection stats and breaker."""
+"""Raw TCP connections to upstream hosts (tcp_proxy), with Envoy's connection stats and breaker.
+
+With a cluster ``transport_socket`` the connection is TLS (``proxy.upstream.connect``): a failed
+handshake is a connect failure like a refused connection."""
 
 from __future__ import annotations
 
@@ -6,6 +9,7 @@ import asyncio
 import collections
 import time
 
+from proxy.upstream.connect import open_connection
 from proxy.upstream.errors import PoolOverflow, UpstreamConnectError
 
 
@@ -126,8 +130,12 @@ async def open_tcp(cluster, host, protocol_factory=None):
     loop = asyncio.get_running_loop()
     try:
         async with asyncio.timeout(cluster.pool_settings.connect_timeout):
-            transport, _ = await loop.create_connection(
-                lambda: _Tracked(inner, release), host.address[0], host.address[1]
+            transport, _ = await open_connection(
+                loop,
+                lambda: _Tracked(inner, release),
+                host.address,
+                getattr(cluster, "transport_socket", None),
+                cluster.stats_scope,
             )
     except (OSError, TimeoutError) as e:
         cx.dec()

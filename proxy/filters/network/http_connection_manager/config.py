@@ -11,6 +11,7 @@ from proxy.config.context import FactoryContext
 from proxy.config.errors import ConfigError
 from proxy.config.registry import HTTP_FILTERS
 from proxy.config.supported import reject_unsupported
+from proxy.tls.xfcc import XfccConfig
 
 HCM = hcm_pb2.HttpConnectionManager
 
@@ -55,6 +56,14 @@ HCM_SPEC = {
     "normalize_path": True,
     "merge_slashes": True,
     "path_with_escaped_slashes_action": True,
+    "forward_client_cert_details": True,
+    "set_current_client_cert_details": {
+        "subject": True,
+        "cert": True,
+        "chain": True,
+        "dns": True,
+        "uri": True,
+    },
 }
 
 
@@ -177,6 +186,8 @@ class HcmConfig:
     # normalize_path / merge_slashes / path_with_escaped_slashes_action compiled into one object
     # (proxy.core.path.RequestPathNormalizer); None when the request path is left as received.
     path_normalizer: Any = None
+    # x-forwarded-client-cert (proxy.tls.xfcc.XfccConfig); Envoy's default is SANITIZE (header removed).
+    xfcc: Any = None
 
 
 def build_config(msg: hcm_pb2.HttpConnectionManager, ctx: FactoryContext, path: str) -> HcmConfig:
@@ -296,6 +307,7 @@ def build_config(msg: hcm_pb2.HttpConnectionManager, ctx: FactoryContext, path: 
         upgrades.add(uc.upgrade_type.lower())
     cfg.upgrade_types = frozenset(upgrades)
     cfg.path_normalizer = build_path_normalizer(msg, ctx.stats.scope(f"http.{msg.stat_prefix}."))
+    cfg.xfcc = XfccConfig.from_hcm(msg)
     return cfg
 
 

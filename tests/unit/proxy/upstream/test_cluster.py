@@ -133,7 +133,16 @@ def test_alt_stat_name():
             "health",
         ),
         ({"outlier_detection": {}}, ".outlier_detection", "outlier"),
-        ({"transport_socket": {"name": "envoy.transport_sockets.tls"}}, ".transport_socket", "issue 6"),
+        (
+            {"transport_socket": {"name": "envoy.transport_sockets.tls"}},
+            ".transport_socket.typed_config",
+            "needs a typed_config",
+        ),
+        (
+            {"transport_socket_matches": [{"name": "tls", "match": {}}]},
+            ".transport_socket_matches",
+            "not supported",
+        ),
         ({"http2_protocol_options": {}}, ".http2_protocol_options", "HTTP/2"),
         (
             {"upstream_bind_config": {"source_address": {"address": "1.2.3.4", "port_value": 0}}},
