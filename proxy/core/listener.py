@@ -393,17 +393,24 @@ class Listener:
         reject_unsupported(fc, FILTER_CHAIN_SPEC, path)
         if not fc.filters:
             raise ConfigError(f"{path}.filters", "a filter chain needs a terminal network filter")
-        if len(fc.filters) > 1:
-            raise ConfigError(
-                f"{path}.filters[1]",
-                "only a single (terminal) network filter per chain is supported by Isthmus yet",
+        # Non-terminal (read) filters first, the terminal one last (proxy.filters.network.read_filters).
+        from proxy.filters.network.read_filters import GuardedFilterFactory, is_terminal
+
+        factories = []
+        for i, f in enumerate(fc.filters):
+            fpath = f"{path}.filters[{i}]"
+            ext, msg = NETWORK_FILTERS.resolve(
+                f.name, f.typed_config if f.HasField("typed_config") else None, fpath
             )
-        f = fc.filters[0]
-        fpath = f"{path}.filters[0]"
-        ext, msg = NETWORK_FILTERS.resolve(
-            f.name, f.typed_config if f.HasField("typed_config") else None, fpath
-        )
-        factory = ext.factory(msg, self.ctx, f"{fpath}.typed_config")
+            made = ext.factory(msg, self.ctx, f"{fpath}.typed_config")
+            last = i == len(fc.filters) - 1
+            if is_terminal(made) != last:
+                why = "must be the last network filter" if not last else "is not terminal; the last must be"
+                raise ConfigError(fpath, f"'{f.name}' {why} (http_connection_manager or tcp_proxy)")
+            factories.append(made)
+        *readers, factory = factories
+        if readers:
+            factory = GuardedFilterFactory(readers, factory)
         ts = None
         if fc.HasField("transport_socket"):
             from proxy.tls.transport_socket import build_transport_socket
