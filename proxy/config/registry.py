@@ -91,6 +91,7 @@ BUILTIN_EXTENSION_MODULES = [
     "proxy.filters.http.rbac",
     "proxy.filters.network.http_connection_manager",
     "proxy.filters.network.tcp_proxy",
+    "proxy.filters.network.rbac",
     "proxy.filters.listener.original_dst",
     "proxy.filters.listener.tls_inspector",
     "proxy.filters.listener.http_inspector",

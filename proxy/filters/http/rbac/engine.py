@@ -11,8 +11,9 @@ A policy matches when one of its permissions and one of its principals match. Po
 name order (Envoy keeps them in a sorted map), so the reported policy is deterministic.
 
 Peer identity: ``peer_identity(conn)`` reads the downstream TLS facts the TLS transport puts on the
-connection as ``conn.ssl`` (``None`` for plaintext; otherwise an object with ``peer_uri_sans`` and
-optionally ``peer_sans.dns`` and ``peer_subject``, as ``proxy.tls.transport.TlsConnectionInfo``).
+connection as ``conn.ssl`` (``None`` for plaintext; otherwise the ``proxy.tls.transport.TlsTransport``
+whose ``info`` is a ``TlsConnectionInfo``, or such an info object itself: ``peer_uri_sans`` and
+optionally ``peer_sans.dns`` and ``peer_subject``).
 """
 
 from __future__ import annotations
@@ -47,6 +48,11 @@ def peer_identity(conn) -> PeerIdentity | None:
     ssl = getattr(conn, "ssl", None)
     if ssl is None:
         return None
+    # The listener sets conn.ssl to the TlsTransport, whose ``info`` holds the handshake's facts.
+    if hasattr(ssl, "info") and not hasattr(ssl, "peer_uri_sans"):
+        ssl = ssl.info
+        if ssl is None:  # handshake not finished: nothing authenticated yet
+            return PeerIdentity()
     uris = getattr(ssl, "peer_uri_sans", None) or ()
     sans = getattr(ssl, "peer_sans", None)
     dns = getattr(sans, "dns", None) or ()
