@@ -8,7 +8,8 @@ JSON API (``window`` is in seconds, default 60):
 ``/api/services?window=``    per destination service: rps, success_rate, p50_ms, p90_ms, p99_ms
 ``/api/denials``, ``/api/ratelimits``   recent events, newest first, with their totals
 ``/api/quota``               per limited descriptor: used in the current window, limit, unit
-``/api/timeseries``          5-second points over the last 15 minutes: rps, error_rate, per-service rps
+``/api/timeseries``          5-second points over the last 15 minutes: rps, error_rate, per-service rps;
+                             ``now`` is mixer's clock, so a client can place the bucket in progress
 ``/api/config``              a summary of the config in force
 """
 
@@ -75,7 +76,7 @@ def build_app(state) -> Starlette:
         return JSONResponse({"backend": state.backend_name, "usage": state.usage.snapshot()})
 
     async def timeseries(request: Request) -> Response:
-        return JSONResponse(state.store.timeseries())
+        return JSONResponse({**state.store.timeseries(), "now": round(state.store.clock(), 3)})
 
     async def config(request: Request) -> Response:
         c = state.holder.current
