@@ -205,6 +205,7 @@ class Pilot:
         await server.start()
         await self.xds.start()
         watcher = await self._start_watcher()
+        await self.xds.flush()  # what the config dir loaded is served before /ready says so
         http_task = asyncio.create_task(http.serve(), name="pilot-http")
         while not http.started and not http_task.done():
             await asyncio.sleep(0.01)
@@ -239,10 +240,36 @@ class Pilot:
     async def _start_watcher(self):
         if not self.settings.config_dir:
             return None
-        from pilot.config.watcher import DirWatcher
 
+        def rejected() -> None:
+            self.metrics.validation_errors.labels("config-dir").inc()
+
+        watcher = counting_watcher(self.store, self.settings.config_dir, rejected)
         # start() loads the directory once before returning: /ready says yes only after that
-        return await asyncio.to_thread(DirWatcher(self.store, self.settings.config_dir).start)
+        return await asyncio.to_thread(watcher.start)
+
+
+def counting_watcher(store, directory: str, on_rejected):
+    """The ``--config-dir`` watcher of ``pilot.config``, calling ``on_rejected()`` once for every file
+    version it rejects (``pilot_total_config_validation_errors{source="config-dir"}``).
+
+    Read from the watcher's public ``problems`` (file -> problems of its last attempt; a new list per
+    attempt): after each scan, a file whose list was replaced and holds an error was rejected once,
+    however many times the first scan retried it."""
+    from pilot.config import problems as P
+    from pilot.config.watcher import DirWatcher
+
+    class CountingDirWatcher(DirWatcher):
+        def scan(self) -> bool:
+            before = dict(self.problems)
+            try:
+                return super().scan()
+            finally:
+                for f, found in list(self.problems.items()):
+                    if found is not before.get(f) and P.has_errors(found):
+                        on_rejected()
+
+    return CountingDirWatcher(store, directory)
 
 
 class _QuietServer(uvicorn.Server):

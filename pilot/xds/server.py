@@ -38,6 +38,8 @@ from pilot.xds.status import WatchState
 log = logging.getLogger("pilot.xds")
 
 REGISTRY_KINDS = frozenset({"ServiceEntry", "WorkloadEntry"})
+# a type -> the type whose update makes Envoy wait for it (cluster and listener warming)
+WARMED_BY = {resources.ENDPOINT: resources.CLUSTER, resources.ROUTE: resources.LISTENER}
 
 
 def endpoint_fingerprints(snapshot: RegistrySnapshot) -> dict[str, frozenset]:
@@ -202,6 +204,15 @@ class DiscoveryServer(ads_pb2_grpc.AggregatedDiscoveryServiceServicer):
                 self.metrics.merged.inc(request.count)
                 self.push_round(request)
 
+    async def flush(self) -> None:
+        """Push what the debouncer holds now, without waiting for its quiet period (start-up: pilot
+        says ready only once what the config dir loaded is in the served push context)."""
+        await asyncio.sleep(0)  # let events handed over from other threads reach the debouncer
+        request = self.debouncer.take()
+        if request is not None:
+            self.metrics.merged.inc(request.count)
+            self.push_round(request)
+
     def push_round(self, request: PushRequest) -> None:
         """One merged event: one new immutable PushContext, shared by the whole round, and a queue
         entry for every affected proxy (EDS-only where only its endpoints changed)."""
@@ -260,9 +271,14 @@ class DiscoveryServer(ads_pb2_grpc.AggregatedDiscoveryServiceServicer):
         if not request.full:
             types = [t for t in types if t == resources.ENDPOINT]
         async with conn.lock:
-            sent = False
+            sent_types: set[str] = set()
             for type_url in types:
-                sent |= self._respond(conn, conn.watches[type_url], push, always=False)
+                # SotW: a type whose ACKed content is unchanged is skipped, except EDS after CDS and RDS
+                # after LDS were sent (Envoy re-warms updated clusters and listeners from them)
+                always = WARMED_BY.get(type_url) in sent_types
+                if self._respond(conn, conn.watches[type_url], push, always=always):
+                    sent_types.add(type_url)
+            sent = bool(sent_types)
         if sent:
             conn.pushes += 1
             if request.start:

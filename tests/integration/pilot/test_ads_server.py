@@ -90,11 +90,13 @@ def test_sotw_gets_every_type_acks_and_a_config_change_via_the_api_is_pushed(pil
         status, body = pilot.put(VS_PATH, VS_TIMEOUT)
         assert status in (200, 201), body
         pushed = {}
-        while RDS not in pushed:  # a full push: every watched type, CDS first, with a new version
+        while RDS not in pushed:  # a full push, CDS first; types whose ACKed content is unchanged skipped
             response = client.recv()
             pushed[response.type_url] = response
             client.ack(response)
-        assert list(pushed) == [CDS, EDS, LDS, RDS]
+        # the VirtualService changes only the route config: clusters, endpoints and listeners are the
+        # ones the proxy ACKed, so they are not sent again (Envoy would take them as a no-op)
+        assert list(pushed) == [RDS]
         assert pushed[RDS].version_info != got[RDS].version_info
         assert "7s" in str(unpack_all(pushed[RDS])) or "seconds: 7" in str(unpack_all(pushed[RDS]))
         wait_until(lambda: all_synced(pilot, NODE))
@@ -106,7 +108,7 @@ def test_sotw_gets_every_type_acks_and_a_config_change_via_the_api_is_pushed(pil
             for s in families["pilot_xds_pushes"].samples
             if s.name.endswith("_total")
         }
-        assert pushes["rds"] >= 2 and pushes["cds"] >= 2
+        assert pushes["rds"] >= 2 and pushes["cds"] >= 1
         assert "pilot_proxy_convergence_time" in families
     finally:
         client.close()

@@ -328,3 +328,42 @@ def drain(conn):
     while not conn.outbox.empty():
         out.append(conn.outbox.get_nowait())
     return out
+
+
+async def test_endpoints_go_again_after_changed_clusters_even_when_unchanged():
+    """Envoy re-warms an updated EDS cluster from the next EDS response: EDS follows a sent CDS."""
+    store = Store(ConfigSnapshot({c.key: c for c in load("destination-rule-all.yaml")}, 1))
+    server = DiscoveryServer(store, Registry(registry()), push_concurrency=2)
+    conn = Connection("s", bare_sidecar(1), delta=False)
+    server.connections[conn.conn_id] = conn
+    eds_names = [f"outbound|9080|v1|{fqdn('reviews')}"]
+    for type_url, names in ((CLUSTER_TYPE, []), (ENDPOINT_TYPE, eds_names), (LISTENER_TYPE, [])):
+        await server.handle_request(
+            conn, discovery_pb2.DiscoveryRequest(type_url=type_url, resource_names=names)
+        )
+        sent = conn.outbox.get_nowait()
+        ack = discovery_pb2.DiscoveryRequest(
+            type_url=type_url, resource_names=names, response_nonce=sent.nonce
+        )
+        await server.handle_request(conn, ack)
+    limited = config(
+        "DestinationRule",
+        "reviews",
+        {
+            "host": "reviews",
+            "trafficPolicy": {"connectionPool": {"tcp": {"maxConnections": 7}}},
+            "subsets": [{"name": f"v{i}", "labels": {"version": f"v{i}"}} for i in (1, 2, 3)],
+        },
+    )
+    store.snap = store.snap.with_changes([limited], [])  # the reviews clusters change, not their endpoints
+    server.push_context = server._build_push_context()
+    await server.push_connection(conn, config_push([limited.key], 0.0))
+    pushed = drain(conn)
+    assert [r.type_url for r in pushed] == [CLUSTER_TYPE, ENDPOINT_TYPE]  # listeners unchanged: skipped
+    assert resource_names_of(pushed[1]) == eds_names
+
+
+def resource_names_of(response) -> list[str]:
+    from envoy.config.endpoint.v3 import endpoint_pb2
+
+    return [endpoint_pb2.ClusterLoadAssignment.FromString(a.value).cluster_name for a in response.resources]
