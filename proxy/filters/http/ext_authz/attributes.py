@@ -38,6 +38,10 @@ def tls_principals(conn) -> tuple[str, str]:
     ssl = getattr(conn, "ssl", None)
     if ssl is None:
         return "", ""
+    if hasattr(ssl, "info") and not hasattr(ssl, "peer_uri_sans"):  # proxy.tls: the transport's info
+        ssl = ssl.info
+        if ssl is None:
+            return "", ""
 
     def one(side: str) -> str:
         v = getattr(ssl, f"{side}_principal", None)

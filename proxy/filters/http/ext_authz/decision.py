@@ -59,6 +59,14 @@ def _number(v) -> float | None:
         return None
 
 
+def normalise_attribute(name: str) -> str:
+    """``request.headers[x-user]`` (a synonym mixer accepts) -> ``request.headers.x-user``. A name the
+    cache does not know would key every request the same, so synonyms must map to ours."""
+    if name.startswith("request.headers[") and name.endswith("]"):
+        return "request.headers." + name[len("request.headers[") : -1].lower()
+    return name
+
+
 def validity_from_metadata(struct) -> Validity | None:
     """Mixer's validity in CheckResponse.dynamic_metadata (docs/mixer.md); None when absent."""
     if not struct.fields:
@@ -70,7 +78,7 @@ def validity_from_metadata(struct) -> Validity | None:
     v = Validity(
         duration=ms / 1000 if ms and ms > 0 else None,
         use_count=int(uses) if uses and uses > 0 else None,
-        referenced=tuple(str(r) for r in refs) if isinstance(refs, list) else None,
+        referenced=tuple(normalise_attribute(str(r)) for r in refs) if isinstance(refs, list) else None,
     )
     return v if v.cacheable else None
 

@@ -190,3 +190,25 @@ def test_unknown_grpc_cluster_is_a_config_error():
     )
     with pytest.raises(ConfigError, match="unknown gRPC client cluster 'mixer'"):
         ExtAuthzConfig(msg, ctx, "f")
+
+
+def test_header_attribute_synonym_is_keyed_like_the_dotted_name():
+    cfg, client, _ = make(
+        [ok(valid_duration_ms=60000, referenced_attributes=["request.headers[End-User]"]), ok()]
+    )
+    run(cfg, request("/a", end_user="jason"))
+    run(cfg, request("/a", end_user="evil"))  # a different user must not hit jason's result
+    assert len(client.requests) == 2
+
+
+def test_principals_come_from_the_tls_transport_info():
+    from types import SimpleNamespace
+
+    from proxy.filters.http.ext_authz.attributes import tls_principals
+
+    info = SimpleNamespace(
+        peer_uri_sans=("spiffe://cluster.local/ns/default/sa/productpage",), local_uri_sans=()
+    )
+    conn = SimpleNamespace(ssl=SimpleNamespace(info=info))
+    assert tls_principals(conn) == ("spiffe://cluster.local/ns/default/sa/productpage", "")
+    assert tls_principals(SimpleNamespace(ssl=None)) == ("", "")
