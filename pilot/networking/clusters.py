@@ -4,7 +4,8 @@
   ``outbound|<port>|<subset>|<host>`` for every subset of the host's DestinationRule. Resolution
   STATIC (registry endpoints) → ``EDS`` over ADS (``service_name`` = the cluster name); DNS →
   ``STRICT_DNS`` (DNS_ROUND_ROBIN → ``LOGICAL_DNS``) with the endpoints inline; NONE →
-  ``ORIGINAL_DST``. The DestinationRule's traffic policy is applied (``traffic_policy``).
+  ``ORIGINAL_DST``. The DestinationRule's traffic policy is applied (``traffic_policy``), and the
+  upstream TLS (auto mTLS or the DestinationRule's ``tls``) is chosen by ``mtls``.
 * Sidecars also get ``inbound|<port>||`` STATIC clusters for their own workload's ports, pointing at
   the workload's instance IP (Istio ≥ 1.10 forwards inbound traffic to the pod IP; in local mode apps
   listen on their workload IP, so 127.0.0.1 would not reach them), plus ``BlackHoleCluster``,
@@ -24,6 +25,7 @@ from pilot.model.service import Service
 from pilot.networking import protos
 from pilot.networking import traffic_policy as tp
 from pilot.networking.index import Index, destination_rule, index_of, visible_services
+from pilot.networking.mtls import cluster_transport_socket
 from pilot.networking.names import (
     BLACKHOLE_CLUSTER,
     INBOUND_PASSTHROUGH_CLUSTER,
@@ -68,7 +70,11 @@ def outbound_cluster_dict(idx: Index, proxy: Proxy, svc: Service, port: int, sub
             "service_name": name,
         }
     dr = destination_rule(idx, proxy.namespace, svc.hostname)
-    tp.apply_to_cluster(c, tp.effective_policy(dr.spec if dr else None, subset, port))
+    policy = tp.effective_policy(dr.spec if dr else None, subset, port)
+    tp.apply_to_cluster(c, policy)
+    socket = cluster_transport_socket(idx, svc, port, subset, policy, dr.spec if dr else None)
+    if socket is not None:
+        c["transport_socket"] = socket
     c["metadata"] = _metadata(svc, subset)
     return c
 

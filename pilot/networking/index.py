@@ -2,7 +2,8 @@
 
 * services by host name, endpoints by (host, service port);
 * VirtualServices by gateway (``mesh`` or ``<ns>/<gateway name>``) with their hosts resolved to FQDNs;
-* DestinationRules by (namespace, host); Gateways; Sidecars by namespace.
+* DestinationRules by (namespace, host); Gateways; Sidecars by namespace;
+* PeerAuthentications and AuthorizationPolicies by namespace (``mtls``, ``authz``).
 
 Scoping follows Istio: a proxy sees the services exported to its namespace (``exportTo``), narrowed by
 the Sidecar resource that applies to it (workloadSelector match in its namespace, else the namespace's
@@ -41,6 +42,10 @@ class Index:
     destination_rules: dict[tuple[str, str], Config] = field(default_factory=dict)
     gateways: list[Config] = field(default_factory=list)
     sidecars: dict[str, list[Config]] = field(default_factory=dict)
+    trust_domain: str = "cluster.local"
+    # security.istio.io, by namespace (each list sorted by name, as ConfigSnapshot.list gives them)
+    peer_authentications: dict[str, list[Config]] = field(default_factory=dict)
+    authorization_policies: dict[str, list[Config]] = field(default_factory=dict)
     cache: dict[Any, Any] = field(default_factory=dict)  # per-push memo (e.g. per-scope services)
 
     def resolve(self, host: str, namespace: str) -> str:
@@ -55,7 +60,7 @@ def gateway_key(name: str, namespace: str) -> str:
 
 
 def build_index(push: PushContext) -> Index:
-    idx = Index(push.mesh.domain, push.mesh.root_namespace)
+    idx = Index(push.mesh.domain, push.mesh.root_namespace, trust_domain=push.mesh.trust_domain)
     for s in push.registry.services:
         idx.services.setdefault(s.hostname, s)
     for e in push.registry.endpoints:
@@ -72,6 +77,10 @@ def build_index(push: PushContext) -> Index:
     idx.gateways = push.config.list("Gateway")
     for sc in push.config.list("Sidecar"):
         idx.sidecars.setdefault(sc.namespace, []).append(sc)
+    for pa in push.config.list("PeerAuthentication"):
+        idx.peer_authentications.setdefault(pa.namespace, []).append(pa)
+    for ap in push.config.list("AuthorizationPolicy"):
+        idx.authorization_policies.setdefault(ap.namespace, []).append(ap)
     return idx
 
 

@@ -7,9 +7,8 @@ What the Isthmus proxy cannot take yet is reported by ``policy_warnings`` and ne
 would NACK the whole cluster batch):
 
 * ``outlierDetection`` -- the proxy has no outlier detection (Envoy's ``outlier_detection``).
-* ``tls`` -- the proxy has no upstream TLS until issue 6; every mode (DISABLE, SIMPLE, MUTUAL,
-  ISTIO_MUTUAL) produces a plaintext cluster for now. (Istio emits ``transport_socket`` /
-  ``transport_socket_matches`` with an ``UpstreamTlsContext``; that arrives with issue 6.)
+* ``tls`` is translated by ``mtls`` (``transport_socket``); its fields Isthmus cannot take
+  (``credentialName``, ``insecureSkipVerify``, MUTUAL without files) are reported by ``tls.tls_warnings``.
 * ``consistentHash.httpCookie.ttl``/``path`` -- the proxy's cookie hash policy reads an existing cookie
   only (no cookie generation); Istio accepts a cookie without ttl, so we emit ``cookie {name}``.
 * ``loadBalancer.localityLbSetting``, ``warmupDurationSecs``, ``connectionPool.tcp.tcpKeepalive``,
@@ -22,6 +21,7 @@ from __future__ import annotations
 from typing import Any
 
 from pilot.networking.protos import HTTP_PROTOCOL_OPTIONS, typed
+from pilot.networking.tls import tls_warnings
 
 MAX_U32 = 4294967295
 # Istio's defaults: unlimited circuit breakers, track_remaining for stats.
@@ -169,10 +169,7 @@ def _policy_warnings(where: str, policy: dict[str, Any] | None) -> list[str]:
     out = []
     if policy.get("outlierDetection") is not None:
         out.append(f"{where}.outlierDetection: not emitted (the proxy has no outlier detection yet)")
-    tls = policy.get("tls")
-    if tls is not None:
-        mode = str((tls or {}).get("mode") or "DISABLE")
-        out.append(f"{where}.tls: mode {mode} not emitted (the proxy has no upstream TLS until issue 6)")
+    out.extend(tls_warnings(where, policy.get("tls")))
     lb = policy.get("loadBalancer") or {}
     for f in ("localityLbSetting", "warmupDurationSecs", "warmup"):
         if lb.get(f) is not None:

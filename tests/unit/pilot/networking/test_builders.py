@@ -244,16 +244,17 @@ def test_unsupported_policy_fields_are_reported_not_emitted():
             "host": "reviews",
             "trafficPolicy": {
                 "outlierDetection": {"consecutive5xxErrors": 1},
-                "tls": {"mode": "ISTIO_MUTUAL"},
+                "tls": {"mode": "ISTIO_MUTUAL", "credentialName": "reviews-cert"},
             },
         },
     )
     p = push(configs=[dr])
     warnings = translation_warnings(p)
     assert any("DestinationRule/default/reviews: trafficPolicy.outlierDetection" in w for w in warnings)
-    assert any("trafficPolicy.tls: mode ISTIO_MUTUAL" in w for w in warnings)
+    assert any("trafficPolicy.tls.credentialName: not supported" in w for w in warnings)
     c = by_name(generate(CLUSTER_TYPE, sidecar(), p))["outbound|9080||reviews.default.svc.cluster.local"]
-    assert "outlier_detection" not in c and "transport_socket" not in c
+    assert "outlier_detection" not in c
+    assert c["transport_socket"]["name"] == "envoy.transport_sockets.tls"  # tls is translated since issue 6
 
 
 def test_dns_service_entry_becomes_strict_dns_cluster():

@@ -6,6 +6,7 @@ from __future__ import annotations
 import pytest
 
 from pilot.networking import CLUSTER_TYPE, ENDPOINT_TYPE, LISTENER_TYPE, ROUTE_TYPE, generate
+from pilot.networking.protos import cluster as parse_cluster
 from proxy.config.context import FactoryContext
 from proxy.config.registry import load_builtin_extensions
 from proxy.config.supported import reject_unsupported
@@ -13,6 +14,7 @@ from proxy.core.listener import Listener
 from proxy.filters.network.http_connection_manager.config import SwappableRouteProvider
 from proxy.router import compile_route_configuration
 from proxy.stats.store import Store
+from proxy.tls.secrets import SecretManager
 from proxy.upstream.cluster import CLA_SPEC, build_cluster, parse_assignment
 from proxy.upstream.config import _ENDPOINTS
 from tests.unit.pilot.networking.bookinfo import SAMPLES, config, grpc_client, push, router, sidecar
@@ -24,11 +26,42 @@ load_builtin_extensions()
 SAMPLE_FILES = sorted(p.name for p in SAMPLES.glob("*.yaml") if p.name != "destination-rule-all-mtls.yaml")
 
 
+class _NoSdsStream:
+    """The SDS client a SecretManager would start: these tests only compile config, no stream runs."""
+
+    def __init__(self, *args, **kwargs) -> None:
+        pass
+
+    def start(self) -> None:
+        pass
+
+    async def stop(self) -> None:
+        pass
+
+
+def secret_manager() -> SecretManager:
+    """What a sidecar bootstrap gives the proxy: the ``sds-grpc`` cluster on the agent's Unix socket."""
+    sds_grpc = parse_cluster(
+        {
+            "name": "sds-grpc",
+            "type": "STATIC",
+            "load_assignment": {
+                "cluster_name": "sds-grpc",
+                "endpoints": [
+                    {"lb_endpoints": [{"endpoint": {"address": {"pipe": {"path": "/tmp/isthmus-sds.sock"}}}}]}
+                ],
+            },
+        }
+    )
+    return SecretManager((), [sds_grpc], client_factory=_NoSdsStream)
+
+
 def ctx() -> FactoryContext:
     return FactoryContext(
         stats=Store(),
         extra={
-            "rds_provider_factory": lambda rds, path, *rest: SwappableRouteProvider(rds.route_config_name)
+            "rds_provider_factory": lambda rds, path, *rest: SwappableRouteProvider(rds.route_config_name),
+            "secret_manager": secret_manager(),
         },
     )
 
