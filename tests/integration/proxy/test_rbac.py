@@ -16,7 +16,7 @@ import urllib.request
 import pytest
 
 from tests.integration.proxy.harness import http_listener, start_proxy, start_upstream, static_cluster
-from tests.support.net import free_port
+from tests.support.net import free_port, wait_for_port
 
 RBAC = "type.googleapis.com/envoy.extensions.filters.http.rbac.v3.RBAC"
 ISTIO_PATH_NORMALIZATION = {  # Istio's DECODE_AND_MERGE_SLASHES
@@ -203,3 +203,92 @@ def test_without_normalization_the_raw_path_goes_upstream_minus_the_fragment(pro
     p = Proxy(procs, [])
     status, _, body = p.raw("/a/%2e%2e//b#frag")
     assert status == 200 and json.loads(body)["raw_path"] == "/a/%2e%2e//b"
+
+
+# ------------------------------------------------------------------ network RBAC (tcp_proxy behind it)
+
+TCP = "type.googleapis.com/envoy.extensions.filters.network.tcp_proxy.v3.TcpProxy"
+NET_RBAC = "type.googleapis.com/envoy.extensions.filters.network.rbac.v3.RBAC"
+
+
+def _start_echo(procs) -> int:
+    port = free_port()
+    proc = procs.python(
+        "-m", "tests.integration.proxy.echo_server", "--host", "127.0.0.1", "--port", str(port)
+    )
+    wait_for_port("127.0.0.1", port, proc=proc)
+    return port
+
+
+def _tcp_chain(rules: dict, transport_socket: dict | None = None) -> dict:
+    chain = {
+        "filters": [
+            {
+                "name": "envoy.filters.network.rbac",
+                "typed_config": {"@type": NET_RBAC, "stat_prefix": "tcp.", "rules": rules},
+            },
+            {
+                "name": "envoy.filters.network.tcp_proxy",
+                "typed_config": {"@type": TCP, "stat_prefix": "echo", "cluster": "echo"},
+            },
+        ]
+    }
+    if transport_socket:
+        chain["transport_socket"] = transport_socket
+    return chain
+
+
+def _stats(admin: str) -> dict:
+    with urllib.request.urlopen(f"{admin}/stats?format=json", timeout=5) as resp:
+        return {s["name"]: s.get("value") for s in json.load(resp).get("stats", []) if "name" in s}
+
+
+def _echo_once(port: int, source: str, payload: bytes = b"ping\n") -> bytes:
+    """Connect from `source`, send, read until the proxy closes or the echo answers."""
+    with socket.create_connection(("127.0.0.1", port), timeout=5, source_address=(source, 0)) as s:
+        try:
+            s.sendall(payload)
+            data = s.recv(1024)
+        except ConnectionResetError:
+            data = b""
+    return data
+
+
+def test_network_rbac_closes_denied_connections_at_once(procs):
+    echo = _start_echo(procs)
+    port = free_port()
+    rules = {
+        "action": "DENY",
+        "policies": {
+            "deny-127.0.0.2": {
+                "permissions": [{"any": True}],
+                "principals": [{"source_ip": {"address_prefix": "127.0.0.2", "prefix_len": 32}}],
+            }
+        },
+    }
+    bootstrap = {
+        "static_resources": {
+            "listeners": [
+                {
+                    "name": "tcp",
+                    "address": {"socket_address": {"address": "127.0.0.1", "port_value": port}},
+                    "filter_chains": [_tcp_chain(rules)],
+                }
+            ],
+            "clusters": [static_cluster("echo", [echo])],
+        }
+    }
+    proxy = start_proxy(procs, bootstrap, wait_ports=(port,))
+    before = _stats(proxy.admin)  # wait_for_port's probe connection was allowed and proxied
+    assert b"ping" in _echo_once(port, "127.0.0.1")
+    # The denied peer's connection is closed without a byte from the upstream.
+    with socket.create_connection(("127.0.0.1", port), timeout=5, source_address=("127.0.0.2", 0)) as s:
+        try:
+            assert s.recv(1024) == b""  # closed at once, before the client sent anything
+        except ConnectionResetError:
+            pass
+    st = _stats(proxy.admin)
+    assert st["tcp.rbac.allowed"] - before["tcp.rbac.allowed"] == 1
+    assert st["tcp.rbac.denied"] == 1
+    # the denied connection never reached the upstream
+    assert st["cluster.echo.upstream_cx_total"] - before["cluster.echo.upstream_cx_total"] == 1
