@@ -67,7 +67,7 @@ def start_agent(procs, tmp_path, citadel, ttl="6s", retry_max="0.5s"):
         "-m", "proxy.agent", "--citadel", f"127.0.0.1:{citadel.grpc_port}",
         "--citadel-mtls", f"127.0.0.1:{citadel.mtls_port}", "--root-cert", str(citadel.root_dir / "root-cert.pem"),
         "--token-file", str(token), "--sds-socket", str(socket_path), "--namespace", "default",
-        "--service-account", "bookinfo", "--cert-ttl", ttl, "--retry-max", retry_max,
+        "--service-account", "bookinfo", "--cert-ttl", ttl, "--retry-max", retry_max, "--no-proxy",
     )  # fmt: skip
     deadline = time.monotonic() + 15
     while not socket_path.exists():
