@@ -468,7 +468,7 @@ class Dashboard {
   renderConfig(c) {
     const parts = [
       c.file ? `config ${c.file}` : "no config file",
-      `${c.policy_rules.length} policy rules`,
+      `${c.policy_rules.length} policy rule${c.policy_rules.length === 1 ? "" : "s"}`,
       `quota domains: ${c.quota_domains.length ? c.quota_domains.join(", ") : "none"}`,
       `quota failure mode: ${c.failure_mode}`,
     ];

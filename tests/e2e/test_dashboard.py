@@ -223,3 +223,75 @@ def test_isthmus_dashboard_says_when_mixer_is_unreachable():
     assert result.returncode == 1
     assert result.stdout == ""
     assert f"mixer is not reachable at http://127.0.0.1:{port}/" in result.stderr
+
+
+POLICY_AND_QUOTA = """
+policy:
+  rules:
+  - name: deny-sleep
+    list:
+      attribute: source.principal
+      entryType: STRINGS
+      entries: ["spiffe://cluster.local/ns/default/sa/sleep"]
+      mode: deny
+quota:
+  domains:
+  - domain: productpage-ratelimit
+    descriptors:
+    - key: PATH
+      value: /productpage
+      rate_limit: {unit: minute, requests_per_unit: 5}
+"""
+
+
+@pytest.mark.browser
+def test_dashboard_shows_denials_rate_limits_and_quota_live(procs, tmp_path, artifacts_dir, chromium):
+    from envoy.service.auth.v3 import external_auth_pb2
+
+    from tests.integration.mixer.harness import rl_request
+
+    mixer = start_mixer(procs, tmp_path, POLICY_AND_QUOTA)
+    page = chromium.new_page(viewport={"width": 1280, "height": 1300})
+    page.goto(mixer.http + "/")
+    page.wait_for_function("document.getElementById('status').dataset.state === 'live'")
+    assert page.locator("#denials-total").inner_text() == "0"
+    assert page.locator("#config-summary").inner_text().count("1 policy rule ·") == 1
+
+    sleep = "spiffe://cluster.local/ns/default/sa/sleep"
+    for path in ("/productpage", "/api/v1/products", "/logout"):
+        req = external_auth_pb2.CheckRequest()
+        req.attributes.source.principal = sleep
+        req.attributes.source.address.socket_address.address = "127.0.0.20"
+        req.attributes.request.http.host = "productpage:9080"
+        req.attributes.request.http.path = path
+        assert mixer.authz().Check(req, timeout=5).status.code != 0
+    codes = [
+        mixer.ratelimit()
+        .ShouldRateLimit(rl_request("productpage-ratelimit", [("PATH", "/productpage")]), timeout=5)
+        .overall_code
+        for _ in range(8)
+    ]
+    assert codes.count(2) == 3  # OVER_LIMIT for the three past the limit of 5
+
+    page.wait_for_function("document.getElementById('denials-total').dataset.total === '3'", timeout=3000)
+    page.wait_for_function("document.getElementById('ratelimits-total').dataset.total === '3'", timeout=3000)
+    rows = page.locator("#denials tbody tr")
+    assert rows.count() == 3
+    newest = rows.nth(0)
+    assert newest.locator("[data-field=rule]").inner_text() == "deny-sleep"
+    assert newest.locator("[data-field=source]").inner_text() == sleep
+    assert (
+        newest.locator("[data-field=request]").inner_text() == "productpage/logout"
+    )  # mixer reports the host without its port
+    assert newest.locator("[data-field=http_status]").inner_text() == "403"
+    limited = page.locator("#ratelimits tbody tr").nth(0)
+    assert limited.locator("[data-field=domain]").inner_text() == "productpage-ratelimit"
+    assert "/productpage" in limited.locator("[data-field=descriptor]").inner_text()
+    assert limited.locator("[data-field=reason]").inner_text() == "over limit"
+    quota = page.locator("#quota tbody tr")
+    assert quota.count() == 1
+    assert quota.locator("[data-field=used]").inner_text().endswith("/ 5 per minute")
+    assert quota.locator("[data-field=mode]").inner_text() == "enforced"
+    assert page.locator("#quota .bar > span.full").count() == 1
+    assert not page.locator("#denials-empty").is_visible() and not page.locator("#quota-empty").is_visible()
+    page.screenshot(path=str(artifacts_dir / "dashboard-policy-quota.png"), full_page=True)
