@@ -110,11 +110,11 @@ def parse_assignment(la, path: str, allow_pipe: bool = False) -> list[EndpointSp
                 raise ConfigError(
                     f"{epath}.endpoint.address.socket_address.protocol", "only TCP is supported"
                 )
-            if not sa.address:
+            if not pipe and not sa.address:
                 raise ConfigError(
                     f"{epath}.endpoint.address.socket_address.address", "an address is required"
                 )
-            if not 0 < sa.port_value < 65536:
+            if not pipe and not 0 < sa.port_value < 65536:
                 raise ConfigError(
                     f"{epath}.endpoint.address.socket_address.port_value", "a port in 1..65535 is required"
                 )
