@@ -158,7 +158,13 @@ def build_dumps(server, include_eds: bool = False) -> list[Message]:
     dumps: list[Message] = [bootstrap, clusters]
     if include_eds:
         dumps.append(_endpoints_dump(server, loaded))
-    return dumps + [listeners, routes]
+    dumps += [listeners, routes]
+    secret_manager = getattr(server, "secret_manager", None)
+    if secret_manager is not None and (secret_manager.secrets or secret_manager.watchers):
+        from proxy.tls.admin import secrets_config_dump  # private keys redacted
+
+        dumps.append(secrets_config_dump(secret_manager))
+    return dumps
 
 
 def _endpoints_dump(server, loaded) -> Message:

@@ -126,6 +126,12 @@ def config_dump_handler(server, q) -> Response:
     return Response(200, body, JSON)
 
 
+def certs_handler(server, q) -> Response:
+    from proxy.tls.admin import certificates, tls_factories
+
+    return Response(200, _to_json(certificates(tls_factories(server))), JSON)
+
+
 # --- clusters ----------------------------------------------------------------------------------------
 
 _HOST_STAT_ORDER = (
@@ -505,6 +511,7 @@ def home(server, q) -> Response:
 
 ENDPOINTS: list[Endpoint] = [
     Endpoint("/", "Admin home page", home),
+    Endpoint("/certs", "print certs on machine", certs_handler),
     Endpoint("/clusters", "upstream cluster status", clusters_handler),
     Endpoint("/config_dump", "dump current Envoy configs (experimental)", config_dump_handler),
     Endpoint("/drain_listeners", "drain listeners", drain_listeners, post_only=True),

@@ -40,6 +40,7 @@ class SdsProtocol:
         self.accepted = 0
         self.rejected = 0
         self.last_error = ""
+        self.incoming_version = ""
 
     def initial_request(self) -> discovery_pb2.DiscoveryRequest:
         """First request of a (re)connected stream; carries the node and our last accepted version."""
@@ -71,6 +72,7 @@ class SdsProtocol:
         self, response: discovery_pb2.DiscoveryResponse, on_update: Callable[[list[secret_pb2.Secret]], None]
     ) -> discovery_pb2.DiscoveryRequest:
         """Decode, apply, and return the ACK or NACK to send."""
+        self.incoming_version = response.version_info  # what on_update applies (config dump)
         try:
             secrets = self.decode(response)
             on_update(secrets)

@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import time
 from collections.abc import Callable
 from typing import Protocol
 
@@ -110,6 +111,9 @@ class SecretManager:
         self.watchers: dict[str, list[SecretWatcher]] = {}
         self.clients: dict[tuple[str, str], SdsClient] = {}
         self.versions: dict[str, int] = {}
+        # For the admin config dump: SDS secret name -> (version_info, last_updated).
+        self.dynamic_info: dict[str, tuple[str, float]] = {}
+        self.created = time.time()
         self._started = False
 
     @classmethod
@@ -131,8 +135,9 @@ class SecretManager:
             key = (target, name)
             if key not in self.clients:
                 self.clients[key] = self.client_factory(
-                    target, [name], lambda secrets, n=name: self.update(n, secrets), node=self.node
-                )
+                    target, [name], lambda secrets, n=name, k=key: self.update(n, secrets, self._incoming(k)),
+                    node=self.node,
+                )  # fmt: skip
                 if self._started:
                     self.clients[key].start()
         self.watchers.setdefault(name, []).append(watcher)
@@ -146,7 +151,11 @@ class SecretManager:
         if watcher in ws:
             ws.remove(watcher)
 
-    def update(self, name: str, secrets: list[secret_pb2.Secret]) -> None:
+    def _incoming(self, key: tuple[str, str]) -> str:
+        client = self.clients.get(key)
+        return getattr(getattr(client, "protocol", None), "incoming_version", "") or ""
+
+    def update(self, name: str, secrets: list[secret_pb2.Secret], version_info: str = "") -> None:
         """An SDS response for `name`: prepare every watcher, then commit all (ConfigError: none)."""
         found = [s for s in secrets if s.name == name]
         if not found:
@@ -155,6 +164,7 @@ class SecretManager:
         commits = [w.prepare(name, secret) for w in list(self.watchers.get(name, []))]
         self.secrets[name] = secret
         self.versions[name] = self.versions.get(name, 0) + 1
+        self.dynamic_info[name] = (version_info, time.time())
         for commit in commits:
             commit()
         event(log, logging.INFO, "secret.updated", secret=name, version=self.versions[name],
