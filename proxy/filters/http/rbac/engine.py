@@ -51,8 +51,8 @@ def peer_identity(conn) -> PeerIdentity | None:
     # The listener sets conn.ssl to the TlsTransport, whose ``info`` holds the handshake's facts.
     if hasattr(ssl, "info") and not hasattr(ssl, "peer_uri_sans"):
         ssl = ssl.info
-        if ssl is None:  # handshake not finished: nothing authenticated yet
-            return PeerIdentity()
+        if ssl is None:  # handshake not finished: nothing is authenticated yet
+            return None
     uris = getattr(ssl, "peer_uri_sans", None) or ()
     sans = getattr(ssl, "peer_sans", None)
     dns = getattr(sans, "dns", None) or ()
