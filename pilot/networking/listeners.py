@@ -8,9 +8,11 @@
   with RDS route ``"<port>"``; TCP services get ``tcp_proxy`` filter chains (matched by VIP when the
   service has one; a VirtualService ``tcp`` route may split by weight); TLS services get SNI chains
   (``tls_inspector``) from the VirtualService ``tls`` routes, or the service host.
-* ``virtualInbound`` on ``<bind>:15006`` with the ``original_dst`` listener filter: one filter chain per
-  workload port (destination_port), HTTP → HCM with an inline route to ``inbound|<port>||``, TCP →
-  ``tcp_proxy``; anything else to ``InboundPassthroughClusterIpv4``.
+* ``virtualInbound`` on ``<bind>:15006`` with the ``original_dst`` listener filter: filter chains per
+  workload port (destination_port), HTTP → HCM (RBAC filters, XFCC, path normalisation) with an inline
+  route to ``inbound|<port>||``, TCP → network RBAC + ``tcp_proxy``; anything else to
+  ``InboundPassthroughClusterIpv4``. The chains follow the port's PeerAuthentication mode: STRICT
+  mTLS, PERMISSIVE mTLS or plaintext by ``tls_inspector``, DISABLE plaintext.
 
 ``<bind>`` is ``0.0.0.0``, as Istio, unless the node metadata says ``INTERCEPTION_MODE: NONE`` (Istio's
 key): then there is no iptables capture, and the listeners bind the workload's own IP so that several
@@ -27,8 +29,9 @@ from pilot.model.proxy import GRPC, ROUTER, Proxy
 from pilot.model.push_context import PushContext
 from pilot.model.service import Service
 from pilot.networking import protos
+from pilot.networking.authz import http_rbac_filters, network_rbac_filters
 from pilot.networking.clusters import workload_ports
-from pilot.networking.filters import hcm, listener_filter, tcp_proxy
+from pilot.networking.filters import INBOUND_HCM_OPTIONS, hcm, listener_filter, tcp_proxy
 from pilot.networking.httproute import RouteContext
 from pilot.networking.index import (
     Index,
@@ -37,6 +40,7 @@ from pilot.networking.index import (
     virtual_service_for_host,
     visible_services,
 )
+from pilot.networking.mtls import DISABLE, PERMISSIVE, STRICT, effective_mtls
 from pilot.networking.names import (
     BLACKHOLE_CLUSTER,
     INBOUND_PASSTHROUGH_CLUSTER,
@@ -49,6 +53,7 @@ from pilot.networking.names import (
     outbound_cluster,
 )
 from pilot.networking.protos import ORIGINAL_DST, TLS_INSPECTOR
+from pilot.networking.tls import ALPN_INBOUND_HTTP, ALPN_INBOUND_TCP, istio_mutual_downstream
 from pilot.serviceregistry.names import is_http
 
 
@@ -191,44 +196,103 @@ def outbound_port_listeners(idx: Index, proxy: Proxy) -> list[dict[str, Any]]:
     return listeners
 
 
-def virtual_inbound(idx: Index, proxy: Proxy) -> dict[str, Any]:
-    bind = bind_address(proxy)
-    chains = []
-    for port, proto in workload_ports(idx, proxy):
-        cluster = inbound_cluster(port)
-        stat = f"inbound_{bind}_{port}"
-        if is_http(proto):
-            route_config = {
-                "name": cluster,
-                "virtual_hosts": [
+def _inbound_filters(idx: Index, proxy: Proxy, port: int, proto: str) -> list[dict[str, Any]]:
+    cluster = inbound_cluster(port)
+    stat = f"inbound_{bind_address(proxy)}_{port}"
+    if not is_http(proto):
+        return [*network_rbac_filters(idx, proxy.namespace, proxy.labels), tcp_proxy(stat, cluster)]
+    route_config = {
+        "name": cluster,
+        "virtual_hosts": [
+            {
+                "name": f"inbound|http|{port}",
+                "domains": ["*"],
+                "routes": [
                     {
-                        "name": f"inbound|http|{port}",
-                        "domains": ["*"],
-                        "routes": [
-                            {
-                                "name": "default",
-                                "match": {"prefix": "/"},
-                                "route": {"cluster": cluster, "timeout": "0s"},
-                            }
-                        ],
+                        "name": "default",
+                        "match": {"prefix": "/"},
+                        "route": {"cluster": cluster, "timeout": "0s"},
                     }
                 ],
-                "validate_clusters": False,
             }
-            f = hcm(stat, route_config=route_config)
-        else:
-            f = tcp_proxy(stat, cluster)
-        chains.append({"name": cluster, "filter_chain_match": {"destination_port": port}, "filters": [f]})
+        ],
+        "validate_clusters": False,
+    }
+    authz = http_rbac_filters(idx, proxy.namespace, proxy.labels)
+    return [hcm(stat, route_config=route_config, authz=authz, options=INBOUND_HCM_OPTIONS)]
+
+
+def mtls_chains(
+    name: str, match: dict[str, Any], filters: list[dict[str, Any]], mode: str, alpn: list[str]
+) -> list[dict[str, Any]]:
+    """The inbound filter chains of one PeerAuthentication mode: STRICT one mTLS chain (a plaintext
+    client fails the handshake), PERMISSIVE a TLS chain and a plaintext chain told apart by
+    ``tls_inspector``'s transport protocol, DISABLE one plaintext chain."""
+    if mode == STRICT:
+        return [
+            {
+                "name": name,
+                "filter_chain_match": dict(match),
+                "filters": filters,
+                "transport_socket": istio_mutual_downstream(alpn),
+            }
+        ]
+    if mode == DISABLE:
+        return [{"name": name, "filter_chain_match": dict(match), "filters": filters}]
+    return [
+        {
+            "name": name,
+            "filter_chain_match": {**match, "transport_protocol": "tls"},
+            "filters": filters,
+            "transport_socket": istio_mutual_downstream(alpn),
+        },
+        {
+            "name": name,
+            "filter_chain_match": {**match, "transport_protocol": "raw_buffer"},
+            "filters": filters,
+        },
+    ]
+
+
+def virtual_inbound(idx: Index, proxy: Proxy) -> dict[str, Any]:
+    """Per workload port, the chains of its PeerAuthentication mode (``mtls``) around an HCM with the
+    workload's RBAC filters (``authz``) or RBAC + ``tcp_proxy``. Connections to other ports pass through
+    under the workload-level mode."""
+    bind = bind_address(proxy)
+    peer = effective_mtls(idx, proxy.namespace, proxy.labels)
+    chains = []
+    for port, proto in workload_ports(idx, proxy):
+        alpn = ALPN_INBOUND_HTTP if is_http(proto) else ALPN_INBOUND_TCP
+        filters = _inbound_filters(idx, proxy, port, proto)
+        chains += mtls_chains(
+            inbound_cluster(port), {"destination_port": port}, filters, peer.mode_for(port), alpn
+        )
+    passthrough = [
+        *network_rbac_filters(idx, proxy.namespace, proxy.labels),
+        tcp_proxy(INBOUND_PASSTHROUGH_CLUSTER, INBOUND_PASSTHROUGH_CLUSTER),
+    ]
+    default_chain: dict[str, Any] = {"name": "virtualInbound-catchall", "filters": passthrough}
+    if peer.mode == STRICT:
+        default_chain["transport_socket"] = istio_mutual_downstream(ALPN_INBOUND_TCP)
+    elif peer.mode == PERMISSIVE:
+        chains += [
+            {
+                "name": "virtualInbound-catchall-tls",
+                "filter_chain_match": {"transport_protocol": "tls"},
+                "filters": passthrough,
+                "transport_socket": istio_mutual_downstream(ALPN_INBOUND_TCP),
+            }
+        ]
+    listener_filters = [listener_filter("envoy.filters.listener.original_dst", ORIGINAL_DST)]
+    if any("transport_protocol" in c.get("filter_chain_match", {}) for c in chains):
+        listener_filters.append(listener_filter("envoy.filters.listener.tls_inspector", TLS_INSPECTOR))
     return {
         "name": VIRTUAL_INBOUND,
         "address": _address(bind, VIRTUAL_INBOUND_PORT),
         "traffic_direction": "INBOUND",
-        "listener_filters": [listener_filter("envoy.filters.listener.original_dst", ORIGINAL_DST)],
+        "listener_filters": listener_filters,
         "filter_chains": chains,
-        "default_filter_chain": {
-            "name": "virtualInbound-catchall",
-            "filters": [tcp_proxy(INBOUND_PASSTHROUGH_CLUSTER, INBOUND_PASSTHROUGH_CLUSTER)],
-        },
+        "default_filter_chain": default_chain,
     }
 
 

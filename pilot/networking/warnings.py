@@ -6,8 +6,11 @@ Such fields are never emitted (the proxy would NACK the whole batch); each warni
 from __future__ import annotations
 
 from pilot.model.push_context import PushContext
+from pilot.networking.authz import authz_warnings
 from pilot.networking.gateway import gateway_warnings
 from pilot.networking.httproute import route_warnings
+from pilot.networking.index import index_of
+from pilot.networking.mtls import mixed_endpoint_warnings, peer_authentication_warnings
 from pilot.networking.traffic_policy import policy_warnings
 
 WARNINGS_KEY = "networking.warnings"
@@ -24,5 +27,16 @@ def translation_warnings(push: PushContext) -> list[str]:
         out += route_warnings(vs)
     for gw in push.config.list("Gateway"):
         out += gateway_warnings(gw)
+    idx = index_of(push)
+    for pa in push.config.list("PeerAuthentication"):
+        out += peer_authentication_warnings(pa, idx)
+    for ap in push.config.list("AuthorizationPolicy"):
+        out += authz_warnings(ap, idx)
+    for ra in push.config.list("RequestAuthentication"):
+        out.append(
+            f"RequestAuthentication/{ra.namespace}/{ra.name}: not enforced yet (JWT validation is not "
+            "implemented by the proxy)"
+        )
+    out += mixed_endpoint_warnings(idx)
     push.indexes[WARNINGS_KEY] = out
     return out
