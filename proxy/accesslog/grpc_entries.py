@@ -12,6 +12,10 @@ from google.protobuf import json_format, struct_pb2
 
 PEER_METADATA_HEADER = "x-envoy-peer-metadata"
 METADATA_NAMESPACE = "isthmus"
+# StreamInfo.filter_state keys written by istio.metadata_exchange (proxy/filters/http/peer_metadata)
+DOWNSTREAM_PEER = "downstream_peer"
+UPSTREAM_PEER = "upstream_peer"
+_TLS_VERSIONS = {"TLSv1": 1, "TLSv1.1": 2, "TLSv1.2": 3, "TLSv1.3": 4}
 
 # Envoy's short flag -> the ResponseFlags field (UAEX is a message, handled apart).
 FLAG_FIELDS = {
@@ -114,15 +118,56 @@ def _set_workload(struct: struct_pb2.Struct, key: str, w: dict[str, str]) -> Non
         sub.fields[k].string_value = v
 
 
+def ssl_info(ssl):
+    """The TLS facts behind ``StreamInfo.downstream_ssl`` (a TlsTransport's ``info``, or an object
+    with ``peer_uri_sans``/``local_uri_sans`` itself); None on plaintext or before the handshake."""
+    if ssl is None:
+        return None
+    if hasattr(ssl, "info") and not hasattr(ssl, "peer_uri_sans"):
+        return ssl.info
+    return ssl
+
+
+def _first(sans) -> str:
+    return sans[0] if sans else ""
+
+
+def discovered_peer(si, inbound: bool) -> dict[str, str] | None:
+    """The peer the metadata-exchange filter (istio.metadata_exchange) stored in
+    ``si.filter_state``: ``downstream_peer`` inbound (the caller), ``upstream_peer`` outbound (the
+    callee), each the peer's node metadata as a dict; None when the filter learnt nothing."""
+    state = si.filter_state
+    if not state:
+        return None
+    md = state.get(DOWNSTREAM_PEER if inbound else UPSTREAM_PEER)
+    return workload_from_node_metadata(md) if isinstance(md, dict) else None
+
+
 def istio_metadata(
     si, local: dict[str, str], inbound: bool, peer: dict[str, str], destination_service: str
 ) -> struct_pb2.Struct:
+    """Istio's labels for one entry. The peer is the one the metadata-exchange filter discovered,
+    else ``peer`` (the caller's guess, from a header). Principals and the security policy come from
+    the downstream TLS facts, which describe the caller only on the destination side (inbound)."""
+    found = discovered_peer(si, inbound)
+    if found is not None:
+        peer = found
+    policy = "none"
+    info = ssl_info(getattr(si, "downstream_ssl", None))
+    if inbound and info is not None:
+        peer_principal = _first(getattr(info, "peer_uri_sans", ()))
+        local_principal = _first(getattr(info, "local_uri_sans", ()))
+        if peer_principal or local_principal:
+            peer = {**peer, "principal": peer_principal}
+            local = {**local, "principal": local_principal}
+        if getattr(info, "peer_certificate_presented", bool(peer_principal)):
+            policy = "mutual_tls"
     s = struct_pb2.Struct()
     s.fields["reporter"].string_value = "destination" if inbound else "source"
     _set_workload(s, "source", peer if inbound else local)
     _set_workload(s, "destination", local if inbound else peer)
     s.fields["destination_service"].string_value = destination_service
-    s.fields["connection_security_policy"].string_value = "none"
+    s.fields["connection_security_policy"].string_value = policy
     return s
 
 
@@ -146,6 +191,23 @@ def _upstream(addr_msg, host: str | None) -> None:
         sa.port_value = int(port)
 
 
+def _tls_properties(tls, info) -> None:
+    """Envoy's ``TLSProperties`` from the downstream connection's TLS facts."""
+    version = _TLS_VERSIONS.get(getattr(info, "version", "") or "")
+    if version:
+        tls.tls_version = version
+    sni = getattr(info, "sni", "") or ""
+    if sni:
+        tls.tls_sni_hostname = sni
+    for uri in getattr(info, "peer_uri_sans", ()) or ():
+        tls.peer_certificate_properties.subject_alt_name.add(uri=uri)
+    for uri in getattr(info, "local_uri_sans", ()) or ():
+        tls.local_certificate_properties.subject_alt_name.add(uri=uri)
+    subject = getattr(info, "peer_subject", "") or ""
+    if subject:
+        tls.peer_certificate_properties.subject = subject
+
+
 def fill_common(common, si) -> None:
     _socket(common.downstream_remote_address, si.downstream_remote_address)
     _socket(common.downstream_local_address, si.downstream_local_address)
@@ -161,6 +223,9 @@ def fill_common(common, si) -> None:
         common.route_name = si.route_name
     if si.upstream_request_attempts:
         common.upstream_request_attempt_count = si.upstream_request_attempts
+    info = ssl_info(getattr(si, "downstream_ssl", None))
+    if info is not None:
+        _tls_properties(common.tls_properties, info)
     flags = common.response_flags
     for f in si.response_flags:
         name = FLAG_FIELDS.get(f)

@@ -89,6 +89,7 @@ BUILTIN_EXTENSION_MODULES = [
     "proxy.filters.http.ext_authz",
     "proxy.filters.http.ratelimit",
     "proxy.filters.http.rbac",
+    "proxy.filters.http.peer_metadata",
     "proxy.filters.network.http_connection_manager",
     "proxy.filters.network.tcp_proxy",
     "proxy.filters.network.rbac",

@@ -61,6 +61,10 @@ class StreamInfo:
     route_name: str | None = None
     upstream_request_attempts: int = 0
     filter_state: dict = field(default_factory=dict)
+    # The downstream connection's TLS facts (Envoy's downstream sslConnection()): the connection's
+    # ``ssl`` object (proxy.tls's TlsTransport, whose ``info`` is a TlsConnectionInfo with
+    # ``peer_uri_sans``/``local_uri_sans``), or such an info object itself; None on plaintext.
+    downstream_ssl: object | None = None
 
     def set_flag(self, flag: str) -> None:
         self.response_flags.add(flag)

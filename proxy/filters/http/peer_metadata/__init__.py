@@ -1,0 +1,194 @@
+"""``istio.metadata_exchange``: Istio's peer metadata filter (typed config
+``io.istio.http.peer_metadata.Config``, api/io/istio/http/peer_metadata/config.proto).
+
+It lets each side of a call learn the other's workload, for telemetry (mixer's Istio labels), with
+the ``istio_headers`` method (``x-envoy-peer-metadata`` / ``x-envoy-peer-metadata-id``, see
+``exchange.py``). As Istio's filter:
+
+* request headers: ``downstream_discovery`` reads the caller's headers (the first method that finds
+  a peer wins) into ``filter_state["downstream_peer"]`` / ``["downstream_peer_id"]`` and removes them,
+  so the application never sees them; then ``upstream_propagation`` sets our own metadata on the
+  request (replacing whatever the application sent), unless the route's cluster is outside the mesh
+  and ``skip_external_clusters`` is set (``PassthroughCluster``, or cluster ``filter_metadata``
+  ``istio.external: true``), or the cluster says ``istio.disable_mx: true``;
+* response headers: ``upstream_discovery`` reads the callee's headers into
+  ``filter_state["upstream_peer"]`` / ``["upstream_peer_id"]`` and removes them; then
+  ``downstream_propagation`` adds our metadata to the response, but only when the request carried the
+  headers itself (a caller outside the mesh learns nothing about us).
+
+Our own metadata is the bootstrap node's: ``NAMESPACE``, ``WORKLOAD_NAME``, ``SERVICE_ACCOUNT``,
+``CLUSTER_ID``, ... and the app/version ``LABELS`` (``exchange.shared_metadata``), encoded once per
+config. ``baggage`` and ``workload_discovery`` methods and ``shared_with_upstream`` are not
+implemented and are rejected by path.
+"""
+
+from __future__ import annotations
+
+from google.protobuf import json_format
+
+from api.io.istio.http.peer_metadata import config_pb2
+from proxy.config.context import FactoryContext
+from proxy.config.errors import ConfigError
+from proxy.config.registry import HTTP_FILTERS
+from proxy.filters.http.base import CONTINUE, FilterStatus, HttpFilter
+from proxy.filters.http.peer_metadata import exchange
+from proxy.filters.http.peer_metadata.exchange import (
+    DOWNSTREAM_PEER,
+    DOWNSTREAM_PEER_ID,
+    PEER_METADATA_HEADER,
+    PEER_METADATA_ID_HEADER,
+    UPSTREAM_PEER,
+    UPSTREAM_PEER_ID,
+    PeerCache,
+)
+
+FILTER_NAME = "istio.metadata_exchange"
+PASSTHROUGH_CLUSTER = "PassthroughCluster"
+
+
+def _methods(methods, path: str, kinds: tuple[str, ...]) -> tuple[bool, bool]:
+    """(istio_headers configured, its skip_external_clusters); other methods are rejected."""
+    found, skip = False, False
+    for i, m in enumerate(methods):
+        kind = m.WhichOneof("method_specifier")
+        if kind == "istio_headers":
+            found = True
+            skip = skip or m.istio_headers.skip_external_clusters
+        elif kind in kinds:
+            raise ConfigError(
+                f"{path}[{i}].{kind}", f"peer metadata method '{kind}' is not supported by Isthmus yet"
+            )
+        else:
+            raise ConfigError(f"{path}[{i}]", "a method needs one of: " + ", ".join(kinds))
+    return found, skip
+
+
+class PeerMetadataConfig:
+    """The parsed config, shared by every stream of a listener."""
+
+    def __init__(self, msg: config_pb2.Config, node_id: str, node_metadata: dict, path: str, cm=None):
+        if msg.shared_with_upstream:
+            raise ConfigError(
+                f"{path}.shared_with_upstream", "sharing the peer with the upstream is not supported yet"
+            )
+        discovery_kinds = ("baggage", "workload_discovery", "istio_headers")
+        self.downstream_discovery, _ = _methods(
+            msg.downstream_discovery, f"{path}.downstream_discovery", discovery_kinds
+        )
+        self.upstream_discovery, _ = _methods(
+            msg.upstream_discovery, f"{path}.upstream_discovery", discovery_kinds
+        )
+        self.downstream_propagation, _ = _methods(
+            msg.downstream_propagation, f"{path}.downstream_propagation", ("istio_headers",)
+        )
+        self.upstream_propagation, self.skip_external = _methods(
+            msg.upstream_propagation, f"{path}.upstream_propagation", ("istio_headers",)
+        )
+        for i, label in enumerate(msg.additional_labels):
+            if not label:
+                raise ConfigError(f"{path}.additional_labels[{i}]", "a label name must not be empty")
+        self.id = node_id
+        self.value = exchange.encode(exchange.shared_metadata(node_metadata, msg.additional_labels))
+        self.peers = PeerCache()
+        self.cluster_manager = cm
+        self._mx_disabled: dict[str, bool] = {}
+
+    def discover(self, headers, state: dict, peer_key: str, id_key: str) -> tuple[bool, bool]:
+        """Read and remove the exchange headers; store the peer (first discovery wins). Returns
+        whether the id and the metadata headers were present."""
+        value = headers.get(PEER_METADATA_HEADER)
+        peer_id = headers.get(PEER_METADATA_ID_HEADER)
+        if value is not None:
+            headers.remove(PEER_METADATA_HEADER)
+            peer = self.peers.lookup(value)
+            if peer is not None and peer_key not in state:
+                state[peer_key] = peer
+                if peer_id:
+                    state[id_key] = peer_id
+        if peer_id is not None:
+            headers.remove(PEER_METADATA_ID_HEADER)
+        return peer_id is not None, value is not None
+
+    def skip_upstream(self, stream) -> bool:
+        route = stream.route
+        action = getattr(route, "action", None) if route is not None else None
+        cluster = getattr(action, "cluster", "") if action is not None else ""
+        if not cluster:
+            return False
+        if cluster == PASSTHROUGH_CLUSTER and self.skip_external:
+            return True
+        return self._cluster_says_skip(cluster)
+
+    def _cluster_says_skip(self, name: str) -> bool:
+        cached = self._mx_disabled.get(name)
+        if cached is None:
+            cached = False
+            cluster = self.cluster_manager.get(name) if self.cluster_manager is not None else None
+            proto = getattr(cluster, "proto", None)
+            if proto is not None and "istio" in proto.metadata.filter_metadata:
+                fields = proto.metadata.filter_metadata["istio"].fields
+                disabled = "disable_mx" in fields and fields["disable_mx"].bool_value
+                external = "external" in fields and fields["external"].bool_value
+                cached = disabled or (self.skip_external and external)
+            if len(self._mx_disabled) < 4096:
+                self._mx_disabled[name] = cached
+        return cached
+
+
+class PeerMetadataFilter(HttpFilter):
+    __slots__ = ("config", "_peer_id_received", "_peer_received")
+
+    def __init__(self, config: PeerMetadataConfig) -> None:
+        self.config = config
+        self._peer_id_received = False
+        self._peer_received = False
+
+    async def on_request_headers(self, stream, end_stream: bool) -> FilterStatus:
+        cfg = self.config
+        headers = stream.request_headers
+        if cfg.downstream_discovery:
+            self._peer_id_received, self._peer_received = cfg.discover(
+                headers, stream.stream_info.filter_state, DOWNSTREAM_PEER, DOWNSTREAM_PEER_ID
+            )
+        if cfg.upstream_propagation and not cfg.skip_upstream(stream):
+            headers.set(PEER_METADATA_ID_HEADER, cfg.id)
+            headers.set(PEER_METADATA_HEADER, cfg.value)
+        return CONTINUE
+
+    async def on_response_headers(self, stream, headers, end_stream: bool) -> FilterStatus:
+        cfg = self.config
+        if cfg.upstream_discovery:
+            cfg.discover(headers, stream.stream_info.filter_state, UPSTREAM_PEER, UPSTREAM_PEER_ID)
+        if cfg.downstream_propagation:
+            if self._peer_id_received:
+                headers.set(PEER_METADATA_ID_HEADER, cfg.id)
+            if self._peer_received:
+                headers.set(PEER_METADATA_HEADER, cfg.value)
+        return CONTINUE
+
+
+class PeerMetadataFilterFactory:
+    def __init__(self, config: PeerMetadataConfig) -> None:
+        self.config = config
+
+    def create(self) -> PeerMetadataFilter:
+        return PeerMetadataFilter(self.config)
+
+
+def node_facts(ctx: FactoryContext | None) -> tuple[str, dict]:
+    """(node id, node metadata as plain Python) from the bootstrap the server runs."""
+    bootstrap = getattr(getattr(ctx, "server", None), "bootstrap", None)
+    node = getattr(bootstrap, "node", None)
+    if node is None:
+        return "", {}
+    md = json_format.MessageToDict(node.metadata) if node.HasField("metadata") else {}
+    return node.id, md
+
+
+@HTTP_FILTERS.register(FILTER_NAME, config_pb2.Config)
+def make_peer_metadata(
+    config: config_pb2.Config, ctx: FactoryContext, path: str
+) -> PeerMetadataFilterFactory:
+    node_id, md = node_facts(ctx)
+    cm = getattr(ctx, "cluster_manager", None)
+    return PeerMetadataFilterFactory(PeerMetadataConfig(config, node_id, md, path, cm))
