@@ -46,7 +46,7 @@ class ProxyAdmin(Protocol):
 
 
 class State(enum.Enum):
-    STARTING = "STARTING"  # process spawned, not yet seen exiting
+    RUNNING = "RUNNING"  # the process is up (LIVE or not: ready() asks its admin)
     BACKOFF = "BACKOFF"  # died; waiting before the next start
     DRAINING = "DRAINING"
     STOPPED = "STOPPED"
@@ -108,7 +108,7 @@ class Supervisor:
 
     async def ready(self) -> bool:
         """The agent is ready when its proxy runs and says LIVE (Istio: readiness mirrors Envoy's)."""
-        if self.process is None or self.state != State.STARTING:
+        if self.process is None or self.state != State.RUNNING:
             return False
         try:
             return await self.admin.ready()
@@ -137,7 +137,7 @@ class Supervisor:
                 self.process = None
             else:
                 self.starts += 1
-                self.state = State.STARTING
+                self.state = State.RUNNING
                 self._exited.clear()
                 event(log, logging.INFO, "proxy.started", pid=self.process.pid, start=self.starts)
                 code = await self.process.wait()
