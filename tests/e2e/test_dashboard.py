@@ -108,19 +108,25 @@ def graph_edges(page) -> set[tuple[str, str]]:
 
 @pytest.fixture
 def chromium():
+    """A headless Chromium; every page opened in it must run without a JavaScript error."""
     sync_api = pytest.importorskip("playwright.sync_api")
+    errors: list[str] = []
     with sync_api.sync_playwright() as p:
         browser = p.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS)
         try:
-            yield browser
+            context = browser.new_context()
+            context.on("weberror", lambda e: errors.append(str(e.error)))
+            yield context
         finally:
             browser.close()
+    assert errors == [], f"JavaScript errors on the dashboard: {errors}"
 
 
 @pytest.mark.browser
 def test_dashboard_shows_bookinfo_graph_and_moves_with_traffic(procs, tmp_path, artifacts_dir, chromium):
     mixer = start_mixer(procs, tmp_path)
-    page = chromium.new_page(viewport={"width": 1280, "height": 1300})
+    page = chromium.new_page()
+    page.set_viewport_size({"width": 1280, "height": 1300})
     page.goto(mixer.http + "/")
 
     # no traffic yet: the page works and says so
@@ -198,6 +204,11 @@ def test_dashboard_shows_bookinfo_graph_and_moves_with_traffic(procs, tmp_path, 
     page.screenshot(path=str(artifacts_dir / "dashboard-bookinfo.png"), full_page=True)
     page.locator("#graph").screenshot(path=str(artifacts_dir / "dashboard-bookinfo-graph.png"))
 
+    # a longer window: same traffic, spread over 15 minutes
+    page.select_option("#window", "900")
+    page.wait_for_function("document.getElementById('graph-summary').textContent.endsWith('in 900 s')")
+    assert row.locator("[data-field=rps]").inner_text() == "0.13"  # 120 requests / 900 s
+
     # mixer gone: the page keeps what it knew and says it is stale
     procs.stop(mixer.proc)
     page.wait_for_function("document.getElementById('status').dataset.state === 'down'", timeout=5000)
@@ -251,7 +262,8 @@ def test_dashboard_shows_denials_rate_limits_and_quota_live(procs, tmp_path, art
     from tests.integration.mixer.harness import rl_request
 
     mixer = start_mixer(procs, tmp_path, POLICY_AND_QUOTA)
-    page = chromium.new_page(viewport={"width": 1280, "height": 1300})
+    page = chromium.new_page()
+    page.set_viewport_size({"width": 1280, "height": 1300})
     page.goto(mixer.http + "/")
     page.wait_for_function("document.getElementById('status').dataset.state === 'live'")
     assert page.locator("#denials-total").inner_text() == "0"
