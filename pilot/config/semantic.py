@@ -15,7 +15,11 @@ Decisions (documented in pilot/config/__init__.py as well):
 - a change that removes a subset still used by another VirtualService: **warning** on the change;
 - two DestinationRules for one host in one namespace: **warning** (Istio merges them; Isthmus builders
   use the first by name);
-- EnvoyFilter and the security kinds: accepted with a **warning** that a later issue translates them.
+- EnvoyFilter and RequestAuthentication: accepted with a **warning** that a later issue translates them.
+  PeerAuthentication and AuthorizationPolicy are translated (pilot/networking ``mtls``, ``authz``);
+  what of them is not enforced is a **warning** (CUSTOM, ``requestPrincipals``, ``request.auth.*``,
+  ``targetRef``, ``portLevelMtls`` without a selector); an unknown ``when`` key or a bad IP block or
+  port is an **error** (Istio rejects them too).
 
 Pure: no I/O.
 """
@@ -30,6 +34,26 @@ from pilot.config.kinds import KINDS
 from pilot.model.config import Config, ConfigKey, ConfigSnapshot
 
 MESH = "mesh"
+# kinds.py still marks these "translated later"; issue 6 translates them (pilot/networking mtls, authz).
+TRANSLATED_SECURITY_KINDS = frozenset({"PeerAuthentication", "AuthorizationPolicy"})
+# Istio's AuthorizationPolicy condition keys (request.headers[...] separately).
+WHEN_SUPPORTED = frozenset(
+    {
+        "source.ip",
+        "remote.ip",
+        "source.namespace",
+        "source.principal",
+        "destination.ip",
+        "destination.port",
+        "connection.sni",
+    }
+)
+WHEN_NOT_YET = (
+    "request.auth.principal",
+    "request.auth.audiences",
+    "request.auth.presenter",
+    "request.auth.claims[",
+)
 
 
 @dataclass
@@ -118,7 +142,7 @@ def check(
         if c is None:
             continue
         kind = KINDS[c.kind]
-        if not kind.translated:
+        if not kind.translated and c.kind not in TRANSLATED_SECURITY_KINDS:
             out.add(
                 P.WARNING, P.NOT_TRANSLATED, c, "", f"accepted and validated, not applied yet: {kind.later}"
             )
@@ -130,6 +154,10 @@ def check(
             _check_se(c, out)
         elif c.kind == "Sidecar":
             _check_sidecar(c, snapshot, out)
+        elif c.kind == "AuthorizationPolicy":
+            _check_authz(c, out)
+        elif c.kind == "PeerAuthentication":
+            _check_peer_authn(c, out)
     # Other VirtualServices whose subsets this change removed.
     if any(k.kind == "DestinationRule" for k in changed):
         for vs in snapshot.list("VirtualService"):
@@ -314,6 +342,104 @@ def _check_sidecar(sc: Config, snapshot: ConfigSnapshot, out: _Out) -> None:
                 f"Sidecar/{other.namespace}/{other.name} already applies to every workload in {sc.namespace} "
                 "(only one Sidecar without workloadSelector per namespace)",
             )
+
+
+def _check_cidrs(c: Config, path: str, values, out: _Out) -> None:
+    import ipaddress
+
+    for k, v in enumerate(values or []):
+        try:
+            ipaddress.ip_network(str(v), strict=False)
+        except ValueError:
+            out.add(P.ERROR, P.SCHEMA, c, f"{path}[{k}]", f"{v!r} is not an IP address or CIDR block")
+
+
+def _check_ports(c: Config, path: str, values, out: _Out) -> None:
+    for k, v in enumerate(values or []):
+        if not str(v).isdigit() or not 0 < int(str(v)) < 65536:
+            out.add(P.ERROR, P.SCHEMA, c, f"{path}[{k}]", f"{v!r} is not a port 1-65535")
+
+
+def _check_authz(ap: Config, out: _Out) -> None:
+    spec = ap.spec
+    action = str(spec.get("action") or "ALLOW")
+    if action == "CUSTOM":
+        if not spec.get("provider"):
+            out.add(P.ERROR, P.SCHEMA, ap, "spec.provider", "action CUSTOM needs a provider")
+        out.add(
+            P.WARNING, P.NOT_TRANSLATED, ap, "spec.action",
+            "action CUSTOM is accepted but not enforced yet (ext_authz wiring comes with mixer)",
+        )  # fmt: skip
+    elif spec.get("provider"):
+        out.add(
+            P.ERROR,
+            P.SCHEMA,
+            ap,
+            "spec.provider",
+            f"provider is only allowed with action CUSTOM, not {action}",
+        )
+    for f in ("targetRef", "targetRefs"):
+        if spec.get(f):
+            out.add(
+                P.WARNING,
+                P.UNSUPPORTED,
+                ap,
+                f"spec.{f}",
+                "not supported for sidecars (use selector); ignored",
+            )
+    for i, rule in enumerate(spec.get("rules") or []):
+        base = f"spec.rules[{i}]"
+        for j, fr in enumerate(rule.get("from") or []):
+            src = fr.get("source") or {}
+            spath = f"{base}.from[{j}].source"
+            for f in ("ipBlocks", "notIpBlocks", "remoteIpBlocks", "notRemoteIpBlocks"):
+                _check_cidrs(ap, f"{spath}.{f}", src.get(f), out)
+            for f in ("requestPrincipals", "notRequestPrincipals"):
+                if src.get(f):
+                    out.add(
+                        P.WARNING, P.UNSUPPORTED, ap, f"{spath}.{f}",
+                        "needs RequestAuthentication (JWT), not enforced yet: an ALLOW rule using it allows "
+                        "nothing, a DENY rule ignores it",
+                    )  # fmt: skip
+        for j, to in enumerate(rule.get("to") or []):
+            op = to.get("operation") or {}
+            for f in ("ports", "notPorts"):
+                _check_ports(ap, f"{base}.to[{j}].operation.{f}", op.get(f), out)
+        for j, cond in enumerate(rule.get("when") or []):
+            key = str(cond.get("key") or "")
+            cpath = f"{base}.when[{j}]"
+            if not cond.get("values") and not cond.get("notValues"):
+                out.add(P.ERROR, P.SCHEMA, ap, cpath, "a condition needs values or notValues")
+            if (
+                key.startswith("request.headers[")
+                and key.endswith("]")
+                and len(key) > len("request.headers[]")
+            ):
+                continue
+            if key in WHEN_SUPPORTED:
+                if key in ("source.ip", "remote.ip", "destination.ip"):
+                    _check_cidrs(ap, f"{cpath}.values", cond.get("values"), out)
+                    _check_cidrs(ap, f"{cpath}.notValues", cond.get("notValues"), out)
+                if key == "destination.port":
+                    _check_ports(ap, f"{cpath}.values", cond.get("values"), out)
+                    _check_ports(ap, f"{cpath}.notValues", cond.get("notValues"), out)
+                continue
+            if key.startswith(WHEN_NOT_YET):
+                out.add(
+                    P.WARNING, P.UNSUPPORTED, ap, f"{cpath}.key",
+                    f"{key} needs RequestAuthentication (JWT), not enforced yet: an ALLOW rule using it allows "
+                    "nothing, a DENY rule ignores it",
+                )  # fmt: skip
+                continue
+            out.add(P.ERROR, P.SCHEMA, ap, f"{cpath}.key", f"unknown condition key {key!r}")
+
+
+def _check_peer_authn(pa: Config, out: _Out) -> None:
+    if pa.spec.get("portLevelMtls") and not (pa.spec.get("selector") or {}).get("matchLabels"):
+        out.add(
+            P.WARNING, P.UNSUPPORTED, pa, "spec.portLevelMtls",
+            "portLevelMtls needs a workload selector (as in Istio); ignored",
+        )  # fmt: skip
 
 
 def _is_ip(s: str) -> bool:
