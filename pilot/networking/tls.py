@@ -112,7 +112,8 @@ def file_upstream(settings: dict[str, Any], default_sni: str | None) -> dict[str
     validation: dict[str, Any] = {}
     if settings.get("caCertificates"):
         validation["trusted_ca"] = _file(str(settings["caCertificates"]))
-    if settings.get("subjectAltNames"):
+    if settings.get("subjectAltNames") and settings.get("caCertificates"):
+        # Envoy refuses SAN matching without a trusted CA (it would be meaningless); reported.
         validation["match_typed_subject_alt_names"] = [
             {"san_type": san_type(str(s)), "matcher": {"exact": str(s)}} for s in settings["subjectAltNames"]
         ]
@@ -160,6 +161,14 @@ def tls_warnings(where: str, settings: dict[str, Any] | None) -> list[str]:
     mode = str(settings.get("mode") or "DISABLE").upper()
     for f in sorted(set(settings) - CLIENT_TLS_FIELDS):
         out.append(f"{where}.tls.{f}: not supported by Isthmus yet; ignored")
+    if (
+        settings.get("subjectAltNames")
+        and mode in ("SIMPLE", "MUTUAL")
+        and not settings.get("caCertificates")
+    ):
+        out.append(
+            f"{where}.tls.subjectAltNames: ignored without caCertificates (nothing to verify the peer with)"
+        )
     if mode == "MUTUAL" and not (settings.get("clientCertificate") and settings.get("privateKey")):
         out.append(
             f"{where}.tls: mode MUTUAL without clientCertificate and privateKey files "

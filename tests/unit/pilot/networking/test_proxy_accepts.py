@@ -177,3 +177,98 @@ def test_traffic_policies_and_rich_routes_are_accepted():
         },
     )
     check_all(sidecar(), push(configs=[dr, vs]))
+
+
+SEC = "security.istio.io"
+EVERY_RULE_KIND = {
+    "from": [
+        {
+            "source": {
+                "principals": [
+                    "cluster.local/ns/default/sa/bookinfo-productpage",
+                    "*/sa/x",
+                    "cluster.local/*",
+                ],
+                "notPrincipals": ["*"],
+                "namespaces": ["default", "test-*"],
+                "notNamespaces": ["other"],
+                "ipBlocks": ["127.0.0.0/8", "10.1.2.3"],
+                "notIpBlocks": ["127.0.0.99"],
+                "remoteIpBlocks": ["192.0.2.0/24"],
+                "notRemoteIpBlocks": ["192.0.2.7"],
+                "serviceAccounts": ["default/bookinfo-productpage"],
+            }
+        }
+    ],
+    "to": [
+        {
+            "operation": {
+                "hosts": ["reviews", "*.example.com"],
+                "notHosts": ["evil.example.com"],
+                "ports": ["9080"],
+                "notPorts": ["9443"],
+                "methods": ["GET", "HEAD"],
+                "notMethods": ["DELETE"],
+                "paths": ["/exact", "/admin*", "*.html", "*"],
+                "notPaths": ["/private*"],
+            }
+        }
+    ],
+    "when": [
+        {"key": "request.headers[end-user]", "values": ["jason", "*"], "notValues": ["bob"]},
+        {"key": "source.ip", "values": ["127.0.0.1"]},
+        {"key": "remote.ip", "notValues": ["192.0.2.1"]},
+        {"key": "source.principal", "values": ["cluster.local/ns/default/sa/bookinfo-productpage"]},
+        {"key": "source.namespace", "values": ["default"]},
+        {"key": "destination.port", "values": ["9080"]},
+        {"key": "destination.ip", "values": ["127.0.0.12"]},
+        {"key": "connection.sni", "values": ["outbound_.9080_._.reviews.default.svc.cluster.local"]},
+    ],
+}
+
+
+@pytest.mark.parametrize("mode", ["STRICT", "PERMISSIVE", "DISABLE"])
+def test_security_config_for_every_mtls_mode_and_rule_kind_is_accepted(mode):
+    """Inbound mTLS chains (DownstreamTlsContext over SDS), HCM XFCC and path normalization, HTTP and
+    network RBAC with every rule kind, and ISTIO_MUTUAL clusters, for an HTTP and a TCP workload."""
+    from pilot.model.service import Endpoint, Port, RegistrySnapshot, Service
+    from tests.unit.pilot.networking.bookinfo import fqdn, registry
+
+    db = Service(fqdn("mongodb"), "default", (Port("tcp", 27017, "TCP"),))
+    ep = Endpoint(
+        fqdn("mongodb"), 27017, "127.0.0.16", 27017, labels={"app": "mongodb"}, service_account="mongo"
+    )
+    reg = RegistrySnapshot((*registry().services, db), (*registry().endpoints, ep), 2)
+    configs = [
+        config("PeerAuthentication", "default", {"mtls": {"mode": mode}}, "istio-system", SEC),
+        config(
+            "PeerAuthentication",
+            "reviews",
+            {"selector": {"matchLabels": {"app": "reviews"}}, "portLevelMtls": {"9080": {"mode": "STRICT"}}},
+            "default",
+            SEC,
+        ),
+        config("AuthorizationPolicy", "deny", {"action": "DENY", "rules": [EVERY_RULE_KIND]}, "default", SEC),
+        config("AuthorizationPolicy", "allow", {"rules": [EVERY_RULE_KIND, {}]}, "default", SEC),
+        config(
+            "AuthorizationPolicy", "audit", {"action": "AUDIT", "rules": [EVERY_RULE_KIND]}, "default", SEC
+        ),
+        config("AuthorizationPolicy", "nothing", {}, "istio-system", SEC),
+    ]
+    p = push("destination-rule-all.yaml", configs=configs, reg=reg)
+    check_all(sidecar("reviews", "v1", "127.0.0.12"), p)
+    check_all(sidecar("mongodb", "v1", "127.0.0.16"), p)
+    check_all(sidecar("productpage", "v1", "127.0.0.10"), p)
+
+
+def test_destination_rule_tls_modes_are_accepted():
+    # (MUTUAL reads the client certificate files when the proxy compiles it: covered in test_security)
+    for tls in (
+        {"mode": "DISABLE"},
+        {"mode": "ISTIO_MUTUAL", "subjectAltNames": ["spiffe://cluster.local/ns/default/sa/reviews"]},
+        {"mode": "SIMPLE", "sni": "reviews.example", "subjectAltNames": ["reviews.example"]},
+    ):
+        dr = config("DestinationRule", "reviews", {"host": "reviews", "trafficPolicy": {"tls": tls}})
+        c = ctx()
+        for cluster in generate(CLUSTER_TYPE, sidecar(), push(configs=[dr])):
+            build_cluster(cluster, c, f"cluster[{cluster.name}]")
