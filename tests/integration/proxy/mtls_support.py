@@ -43,6 +43,10 @@ def spiffe(sa: str, ns: str = "default") -> str:
 def start_agent(procs, workdir: Path, citadel: Citadel, sa: str, ttl: str = "1h") -> Path:
     """A real `python -m proxy.agent --no-proxy` for service account `sa` (bootstrap token from
     `isthmus token create`); returns its SDS socket once it is there."""
+    return wait_agent(*launch_agent(procs, workdir, citadel, sa, ttl))
+
+
+def launch_agent(procs, workdir: Path, citadel: Citadel, sa: str, ttl: str = "1h"):
     workdir.mkdir(parents=True, exist_ok=True)
     token = workdir / "token"
     token.write_text(citadel.token("default", sa))
@@ -53,6 +57,10 @@ def start_agent(procs, workdir: Path, citadel: Citadel, sa: str, ttl: str = "1h"
         "--token-file", str(token), "--sds-socket", str(sock), "--namespace", "default",
         "--service-account", sa, "--cert-ttl", ttl, "--retry-max", "0.5s", "--no-proxy",
     )  # fmt: skip
+    return procs, proc, sock, sa
+
+
+def wait_agent(procs, proc, sock: Path, sa: str) -> Path:
     deadline = time.monotonic() + 20
     while not sock.exists():
         assert proc.poll() is None, procs.output(proc)
@@ -212,9 +220,14 @@ SERVICE_PORT = 9080
 CLIENT_SA, SERVER_SA = "productpage", "reviews"
 
 
-def start_mesh(procs, tmp_path: Path, citadel: Citadel, app_port: int, ttl: str = "1h") -> Mesh:
-    client_sock = start_agent(procs, tmp_path / "client-agent", citadel, CLIENT_SA, ttl)
-    server_sock = start_agent(procs, tmp_path / "server-agent", citadel, SERVER_SA, ttl)
+def start_mesh(
+    procs, tmp_path: Path, citadel: Citadel, app_port: int, ttl: str = "1h", cluster_extra: dict | None = None
+) -> Mesh:
+    """Both agents (started together), the server sidecar, then the client sidecar. `cluster_extra`:
+    more fields for the client's cluster to the server (e.g. max_requests_per_connection)."""
+    client_agent = launch_agent(procs, tmp_path / "client-agent", citadel, CLIENT_SA, ttl)
+    server_agent = launch_agent(procs, tmp_path / "server-agent", citadel, SERVER_SA, ttl)
+    client_sock, server_sock = wait_agent(*client_agent), wait_agent(*server_agent)
     strict_port, permissive_port, outbound_port = free_port(), free_port(), free_port()
     server = start_proxy(
         procs,
@@ -271,6 +284,7 @@ def start_mesh(procs, tmp_path: Path, citadel: Citadel, app_port: int, ttl: str 
                         cluster,
                         [strict_port],
                         transport_socket=upstream_tls(SERVER_HOST, SERVICE_PORT, spiffe(SERVER_SA)),
+                        **(cluster_extra or {}),
                     ),
                     static_cluster(
                         "wrong-san",
