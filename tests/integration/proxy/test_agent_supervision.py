@@ -120,9 +120,10 @@ def config_dump(agent: Agent) -> dict:
     return {c["@type"].rsplit(".", 1)[-1]: c for c in dump["configs"]}
 
 
-def test_agent_runs_a_proxy_configured_by_pilot_with_its_certificate_over_sds(procs, tmp_path, mesh):
+@pytest.mark.parametrize("xds", ["sotw", "delta"])
+def test_agent_runs_a_proxy_configured_by_pilot_with_its_certificate_over_sds(procs, tmp_path, mesh, xds):
     citadel, pilot = mesh
-    agent = Agent(procs, tmp_path, citadel, pilot)
+    agent = Agent(procs, tmp_path, citadel, pilot, "--xds-type", xds)
     agent.wait_ready()
     status = agent.status()
     assert status["node"] == agent.node and status["restarts"] == 0
@@ -140,6 +141,7 @@ def test_agent_runs_a_proxy_configured_by_pilot_with_its_certificate_over_sds(pr
     assert {"virtualOutbound", "virtualInbound"} <= listeners
     entry = wait_synced(pilot, agent.node)
     assert entry["admin"] == f"{agent.ip}:15000"
+    assert entry["stream"] == xds
 
     # the workload registered itself through its node metadata
     registry = pilot.get_json("/debug/registryz")
