@@ -146,6 +146,11 @@ class PeerMetadataFilter(HttpFilter):
     async def on_request_headers(self, stream, end_stream: bool) -> FilterStatus:
         cfg = self.config
         headers = stream.request_headers
+        info = stream.stream_info
+        if info.downstream_ssl is None:
+            # Until the HCM records the connection's TLS facts itself (StreamInfo.downstream_ssl),
+            # the filter that feeds telemetry does: principals belong with the peer it discovers.
+            info.downstream_ssl = getattr(stream.connection, "ssl", None)
         if cfg.downstream_discovery:
             self._peer_id_received, self._peer_received = cfg.discover(
                 headers, stream.stream_info.filter_state, DOWNSTREAM_PEER, DOWNSTREAM_PEER_ID

@@ -286,3 +286,11 @@ def test_config_proto_is_wire_compatible_with_istio():
     }
     headers = d.nested_types_by_name["IstioHeaders"]
     assert {f.name: f.number for f in headers.fields} == {"skip_external_clusters": 1}
+
+
+def test_the_downstream_tls_facts_reach_the_stream_info():
+    ssl = SimpleNamespace(info=SimpleNamespace(peer_uri_sans=("spiffe://cluster.local/ns/default/sa/pp",)))
+    stream = FakeStream(req(), route_to("app"))
+    stream.connection.ssl = ssl
+    run(PeerMetadataFilter(config(INBOUND)).on_request_headers(stream, True))
+    assert stream.stream_info.downstream_ssl is ssl
