@@ -4,7 +4,7 @@ VENV := .venv
 PY := $(VENV)/bin/python
 PYTEST_ARGS ?=
 
-.PHONY: setup demo test lint bench bench-citadel protos clean
+.PHONY: setup demo test lint bench bench-citadel bench-pilot bench-mixer protos clean
 
 setup:
 	@scripts/setup.sh
