@@ -17,6 +17,13 @@
 ``<bind>`` is ``0.0.0.0``, as Istio, unless the node metadata says ``INTERCEPTION_MODE: NONE`` (Istio's
 key): then there is no iptables capture, and the listeners bind the workload's own IP so that several
 proxies on one host can each use the standard ports (Isthmus local mode).
+
+In that mode the app reaches its sidecar through ``HTTP_PROXY=http://<ip>:15001``, so nothing arrives
+with an original destination: ``virtualOutbound`` is kept (``bind_to_port: false``) and ``<ip>:15001``
+belongs to an HTTP proxy listener ``<ip>_15001``, what Istio builds for a Sidecar egress listener whose
+port protocol is ``HTTP_PROXY``: an HCM on RDS ``http_proxy`` holding the virtual hosts of every visible
+service on every HTTP port (requests arrive in absolute form, ``GET http://reviews:9080/...``, and the
+proxy's codec fills ``:authority`` from the URL).
 """
 
 from __future__ import annotations
@@ -53,12 +60,17 @@ from pilot.networking.names import (
     outbound_cluster,
 )
 from pilot.networking.protos import ORIGINAL_DST, TLS_INSPECTOR
+from pilot.networking.routes import HTTP_PROXY_ROUTE
 from pilot.networking.tls import ALPN_INBOUND_HTTP, ALPN_INBOUND_TCP, istio_mutual_downstream
 from pilot.serviceregistry.names import is_http
 
 
+def interception_none(proxy: Proxy) -> bool:
+    return str(proxy.metadata.get("INTERCEPTION_MODE") or "REDIRECT").upper() == "NONE"
+
+
 def bind_address(proxy: Proxy) -> str:
-    if str(proxy.metadata.get("INTERCEPTION_MODE") or "REDIRECT").upper() == "NONE" and proxy.ip_addresses:
+    if interception_none(proxy) and proxy.ip_addresses:
         return proxy.ip_addresses[0]
     return "0.0.0.0"
 
@@ -70,7 +82,7 @@ def _address(ip: str, port: int) -> dict[str, Any]:
 def virtual_outbound(proxy: Proxy, policy: str) -> dict[str, Any]:
     bind = bind_address(proxy)
     catchall = PASSTHROUGH_CLUSTER if policy != "REGISTRY_ONLY" else BLACKHOLE_CLUSTER
-    return {
+    listener: dict[str, Any] = {
         "name": VIRTUAL_OUTBOUND,
         "address": _address(bind, VIRTUAL_OUTBOUND_PORT),
         "use_original_dst": True,
@@ -83,6 +95,22 @@ def virtual_outbound(proxy: Proxy, policy: str) -> dict[str, Any]:
             },
             {"name": "virtualOutbound-catchall-tcp", "filters": [tcp_proxy(catchall, catchall)]},
         ],
+    }
+    if interception_none(proxy):
+        listener["bind_to_port"] = False  # <ip>:15001 is the HTTP proxy listener's (see http_proxy_listener)
+    return listener
+
+
+def http_proxy_listener(proxy: Proxy) -> dict[str, Any]:
+    """Istio's HTTP_PROXY egress listener on ``<ip>:15001``: absolute-form requests from an app whose
+    HTTP_PROXY points here, routed by RDS ``http_proxy`` (every visible service, every HTTP port)."""
+    bind = bind_address(proxy)
+    name = f"{bind}_{VIRTUAL_OUTBOUND_PORT}"
+    return {
+        "name": name,
+        "address": _address(bind, VIRTUAL_OUTBOUND_PORT),
+        "traffic_direction": "OUTBOUND",
+        "filter_chains": [{"filters": [hcm(f"outbound_{name}", rds=HTTP_PROXY_ROUTE)]}],
     }
 
 
@@ -298,8 +326,10 @@ def virtual_inbound(idx: Index, proxy: Proxy) -> dict[str, Any]:
 
 def sidecar_listeners(idx: Index, push: PushContext, proxy: Proxy) -> list[dict[str, Any]]:
     policy = outbound_traffic_policy(idx, proxy, push.mesh.outbound_traffic_policy)
+    local = [http_proxy_listener(proxy)] if interception_none(proxy) else []
     return [
         virtual_outbound(proxy, policy),
+        *local,
         *outbound_port_listeners(idx, proxy),
         virtual_inbound(idx, proxy),
     ]

@@ -7,6 +7,10 @@
   and without ``:<port>``. Its routes come from the service's mesh VirtualService, else the default
   route. A last virtual host ``allow_any`` (domains ``*``) sends unknown hosts to the
   PassthroughCluster (ALLOW_ANY), or ``block_all`` answers 502 (REGISTRY_ONLY).
+* Sidecar in local mode (``INTERCEPTION_MODE: NONE``): also ``http_proxy`` (Istio's RDSHttpProxy) for the
+  HTTP proxy listener on ``<ip>:15001``: the virtual hosts of every visible service on every HTTP port,
+  with the ``host:port`` domains an absolute-form request carries (and the bare names for port 80, which
+  a URL leaves out), then the catch-all.
 * Router: ``http.<port>`` per gateway server port (see ``gateway``).
 * gRPC: ``<host>:<port>`` per service (see ``grpc``).
 """
@@ -31,6 +35,8 @@ from pilot.networking.index import (
 )
 from pilot.networking.names import MESH_GATEWAY, PASSTHROUGH_CLUSTER
 from pilot.serviceregistry.names import is_http
+
+HTTP_PROXY_ROUTE = "http_proxy"
 
 
 def virtual_host_domains(svc: Service, port: int, proxy_namespace: str, domain: str) -> list[str]:
@@ -106,6 +112,24 @@ def sidecar_route_config(idx: Index, push: PushContext, proxy: Proxy, port: int)
     return {"name": str(port), "virtual_hosts": vhosts, "validate_clusters": False}
 
 
+def http_proxy_route_config(idx: Index, push: PushContext, proxy: Proxy) -> dict[str, Any]:
+    vhosts = []
+    seen: set[str] = set()
+    for svc in visible_services(idx, proxy):
+        for p in svc.ports:
+            if not is_http(p.protocol):
+                continue
+            vh = service_virtual_host(idx, proxy, svc, p.number)
+            keep = [d for d in vh["domains"] if d.endswith(f":{p.number}") or p.number == 80]
+            vh["domains"] = [d for d in keep if not (d in seen or seen.add(d))]
+            if vh["domains"]:
+                vhosts.append(vh)
+    vhosts.append(
+        catch_all_virtual_host(outbound_traffic_policy(idx, proxy, push.mesh.outbound_traffic_policy))
+    )
+    return {"name": HTTP_PROXY_ROUTE, "virtual_hosts": vhosts, "validate_clusters": False}
+
+
 def build_routes(
     proxy: Proxy, push: PushContext, names: set[str] | None = None
 ) -> list[route_pb2.RouteConfiguration]:
@@ -123,4 +147,8 @@ def build_routes(
         configs = [
             sidecar_route_config(idx, push, proxy, p) for p in wanted if names is None or str(p) in names
         ]
+        from pilot.networking.listeners import interception_none
+
+        if interception_none(proxy) and (names is None or HTTP_PROXY_ROUTE in names):
+            configs.append(http_proxy_route_config(idx, push, proxy))
     return [protos.route_configuration(c) for c in configs]
