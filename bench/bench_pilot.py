@@ -4,7 +4,9 @@ Each run starts `python -m pilot` with 20 ServiceEntries, connects N simulated s
 RDS, every response ACKed as Envoy does), waits until all are SYNCED, then changes a VirtualService
 through the HTTP API and measures, per client, the time from the change to its ACK of the new route
 configuration. Reports p50, p99 and max of those, plus pilot's RSS and the CPU seconds it spent on the
-push. N = 100, 500, 1000 (quick: 100). Goal (issue 5): p99 under 1 s at 1000 proxies.
+push. N = 100, 500, 1000 with 20 services (quick: 100); the memory check with 1000 services and 2000
+proxies runs on its own (see FULL). Goals (issue 5): p99 under 1 s at 1000 proxies; RSS under 1.5 GB at 1000 services and
+2000 proxies. `python -m bench.bench_pilot SERVICES:PROXIES ...` runs chosen sizes only.
 """
 
 from __future__ import annotations
@@ -39,9 +41,9 @@ def free_port() -> int:
         return s.getsockname()[1]
 
 
-def services_yaml() -> str:
+def services_yaml(count: int = SERVICES) -> str:
     docs = []
-    for i in range(SERVICES):
+    for i in range(count):
         docs.append(
             f"""apiVersion: networking.istio.io/v1
 kind: ServiceEntry
@@ -51,7 +53,7 @@ spec:
   location: MESH_INTERNAL
   ports: [{{number: 9080, name: http, protocol: HTTP}}]
   resolution: STATIC
-  endpoints: [{{address: 127.0.1.{i + 1}}}]
+  endpoints: [{{address: 127.1.{i // 250}.{i % 250 + 1}}}]
 """
         )
     return "---\n".join(docs)
@@ -164,7 +166,7 @@ async def measure(n: int, grpc_addr: str, http: str, pid: int, timeout: int) -> 
     clients = [SimClient(channels[i // STREAMS_PER_CHANNEL], i) for i in range(n)]
     tasks = [asyncio.create_task(c.run()) for c in clients]
     started = time.monotonic()
-    await asyncio.wait_for(asyncio.gather(*(c.synced.wait() for c in clients)), 120)
+    await asyncio.wait_for(asyncio.gather(*(c.synced.wait() for c in clients)), 600)
     connect_s = time.monotonic() - started
     await asyncio.sleep(0.5)  # let the initial ACKs land
     rss_before, cpu_before = proc_stats(pid)
@@ -200,13 +202,19 @@ async def measure(n: int, grpc_addr: str, http: str, pid: int, timeout: int) -> 
     }
 
 
-def run(quick: bool) -> list[dict]:
+# (services, proxies). The memory check of issue 5 (`python -m bench.bench_pilot 1000:2000`) is not in the
+# full run yet: only ~1200 of its 2000 streams get their first response (docs/pilot-architecture.md).
+FULL = [(SERVICES, 100), (SERVICES, 500), (SERVICES, 1000)]
+QUICK = [(SERVICES, 100)]
+
+
+def run(quick: bool, runs: list[tuple[int, int]] | None = None) -> list[dict]:
     import tempfile
 
     rows = []
-    for i, n in enumerate([100] if quick else [100, 500, 1000]):
+    for i, (services, n) in enumerate(runs or (QUICK if quick else FULL)):
         with tempfile.TemporaryDirectory() as tmp:
-            Path(tmp, "services.yaml").write_text(services_yaml())
+            Path(tmp, "services.yaml").write_text(services_yaml(services))
             grpc_port, http_port = free_port(), free_port()
             proc = subprocess.Popen(
                 [
@@ -235,7 +243,8 @@ def run(quick: bool) -> list[dict]:
                                 break
                     except OSError:
                         time.sleep(0.1)
-                rows.append(asyncio.run(measure(n, f"127.0.0.1:{grpc_port}", http, proc.pid, 10 + i)))
+                row = asyncio.run(measure(n, f"127.0.0.1:{grpc_port}", http, proc.pid, 10 + i))
+                rows.append({"services": services, **row})
             finally:
                 proc.terminate()
                 try:
@@ -247,4 +256,5 @@ def run(quick: bool) -> list[dict]:
 
 
 if __name__ == "__main__":
-    print(json.dumps(run(quick="--quick" in sys.argv), indent=2))
+    chosen = [tuple(int(x) for x in a.split(":")) for a in sys.argv[1:] if ":" in a]
+    print(json.dumps(run(quick="--quick" in sys.argv, runs=chosen or None), indent=2))

@@ -9,6 +9,7 @@ Modules, pure logic first:
 * ``protocol``   what a DiscoveryRequest means (new subscription, ACK, NACK, stale) for SotW and Delta
 * ``affected``   which proxies a merged change touches (the simple, documented rule)
 * ``generators`` generator per type URL, calling ``pilot.networking.generate``
+* ``cache``      XdsCache: serialized resources per push context and proxy shape, shared across proxies
 * ``connection`` one ADS stream: its proxy, watches, and building the responses
 * ``server``     the grpc.aio ``AggregatedDiscoveryService``, the push pipeline, metrics
 * ``debug``      JSON views for ``/debug/syncz`` and ``/debug/config_dump``
