@@ -26,6 +26,7 @@ from pilot.model.proxy import Proxy
 from pilot.networking.filters import hcm, listener_filter, tcp_proxy
 from pilot.networking.httproute import RouteContext, translate_http
 from pilot.networking.index import Index, gateway_key, labels_match
+from pilot.networking.listeners import bind_address
 from pilot.networking.protos import DOWNSTREAM_TLS, TLS_INSPECTOR, typed
 from pilot.serviceregistry.names import host_matches
 
@@ -227,7 +228,8 @@ def gateway_listeners(idx: Index, proxy: Proxy) -> list[dict[str, Any]]:
             continue
         listener: dict[str, Any] = {
             "name": f"0.0.0.0_{port}",
-            "address": {"socket_address": {"address": "0.0.0.0", "port_value": port}},
+            # local mode (INTERCEPTION_MODE NONE): the gateway's own IP, so two meshes can share a host
+            "address": {"socket_address": {"address": bind_address(proxy), "port_value": port}},
             "traffic_direction": "OUTBOUND",
             "filter_chains": unique,
         }
