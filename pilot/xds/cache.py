@@ -28,7 +28,7 @@ from typing import Any
 from google.protobuf import any_pb2
 from google.protobuf.message import Message
 
-from pilot.model.proxy import ROUTER, Proxy
+from pilot.model.proxy import Proxy
 from pilot.model.push_context import PushContext
 from pilot.xds import resources
 
@@ -114,9 +114,9 @@ def proxy_shape(inputs: ShapeInputs, proxy: Proxy, type_url: str) -> tuple:
     * every type: the proxy type, its namespace (exportTo, Sidecar scope, DestinationRule lookup,
       short host names, ``sourceNamespace``) and its values for the selector label keys
       (``sourceLabels`` routes, Sidecar and Gateway selection);
-    * LDS and CDS of sidecars also read the proxy's IPs: the registry endpoints on them make the
-      inbound chains and clusters (whose address is the first IP), and with ``INTERCEPTION_MODE:
-      NONE`` the listeners bind the first IP. IPs without workloads do not change anything.
+    * LDS and CDS also read the proxy's IPs: the registry endpoints on them make a sidecar's inbound
+      chains and clusters (whose address is the first IP), and with ``INTERCEPTION_MODE: NONE`` the
+      listeners (sidecar and gateway) bind the first IP. IPs without workloads change nothing.
     """
     labels = proxy.labels
     shape: tuple = (
@@ -124,7 +124,7 @@ def proxy_shape(inputs: ShapeInputs, proxy: Proxy, type_url: str) -> tuple:
         proxy.namespace,
         tuple((k, labels.get(k)) for k in sorted(inputs.label_keys)),
     )
-    if proxy.type != ROUTER and type_url in (resources.LISTENER, resources.CLUSTER):
+    if type_url in (resources.LISTENER, resources.CLUSTER):
         workloads = tuple(inputs.workloads.get(ip, ()) for ip in proxy.ip_addresses)
         first_ip = proxy.ip_addresses[0] if proxy.ip_addresses else None
         interception = str(proxy.metadata.get("INTERCEPTION_MODE") or "REDIRECT").upper()
