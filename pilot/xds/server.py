@@ -70,7 +70,19 @@ def registry_diff(old: RegistrySnapshot, new: RegistrySnapshot) -> tuple[set[str
     }
     old_eps, new_eps = endpoint_fingerprints(old), endpoint_fingerprints(new)
     hosts = {h for h in old_eps.keys() | new_eps.keys() if old_eps.get(h) != new_eps.get(h)}
+    # Clusters carry what the endpoints' identities imply (auto mTLS on or off, the SANs to verify),
+    # so a change in who serves a host, not only where, needs a full push, not EDS alone.
+    old_ids, new_ids = _identities(old), _identities(new)
+    services |= {h for h in hosts if old_ids.get(h) != new_ids.get(h)}
     return services, hosts
+
+
+def _identities(snapshot: RegistrySnapshot) -> dict[str, frozenset[tuple[str, str]]]:
+    """Per host: the (tls_mode, service_account) pairs of its endpoints."""
+    out: dict[str, set[tuple[str, str]]] = {}
+    for e in snapshot.endpoints:
+        out.setdefault(e.service, set()).add((e.tls_mode, e.service_account))
+    return {h: frozenset(v) for h, v in out.items()}
 
 
 class DiscoveryServer(ads_pb2_grpc.AggregatedDiscoveryServiceServicer):

@@ -121,7 +121,8 @@ async def test_a_push_reaches_affected_connections_once_and_endpoint_changes_go_
         services, hosts = registry_diff(server._registry_seen, new)
         assert services == {HOST} and hosts == {HOST}
         registry.snap = new
-        server._registry_seen = RegistrySnapshot(new.services)  # services known; only endpoints move
+        # Services known, and an endpoint with the same identity elsewhere: only the address moves.
+        server._registry_seen = RegistrySnapshot(new.services, (Endpoint(HOST, 9080, "10.1.1.2", 9080),))
         server._on_registry_change(new, True)
         for _ in range(100):
             await asyncio.sleep(0.01)
@@ -164,3 +165,25 @@ async def test_reconnecting_delta_client_gets_only_differences_from_its_initial_
     await server.handle_request(again, req)
     [resp] = drain(again)
     assert list(resp.resources) == [] and list(resp.removed_resources) == ["gone"]
+
+
+def test_registry_diff_treats_a_change_of_endpoint_identity_as_a_service_change():
+    from pilot.model.service import Endpoint, Port, RegistrySnapshot, Service
+
+    svc = Service("reviews.default.svc.cluster.local", "default", (Port("http", 9080, "HTTP"),))
+
+    def snap(*eps):
+        return RegistrySnapshot(services=(svc,), endpoints=eps)
+
+    a = Endpoint(svc.hostname, 9080, "127.0.0.12", 9080, service_account="reviews", tls_mode="istio")
+    moved = Endpoint(svc.hostname, 9080, "127.0.0.13", 9080, service_account="reviews", tls_mode="istio")
+    no_sidecar = Endpoint(
+        svc.hostname, 9080, "127.0.0.12", 9080, service_account="reviews", tls_mode="disabled"
+    )
+    other_sa = Endpoint(svc.hostname, 9080, "127.0.0.12", 9080, service_account="bookinfo", tls_mode="istio")
+
+    # Only the address moved: EDS is enough.
+    assert registry_diff(snap(a), snap(moved)) == (set(), {svc.hostname})
+    # The sidecar went away or the identity changed: clusters (TLS, SANs) must be rebuilt too.
+    assert registry_diff(snap(a), snap(no_sidecar)) == ({svc.hostname}, {svc.hostname})
+    assert registry_diff(snap(a), snap(other_sa)) == ({svc.hostname}, {svc.hostname})
