@@ -3,7 +3,8 @@
 Every field Istio defines for these kinds is listed. A field marked ``unsupported`` is a known Istio
 field that Isthmus does not implement yet: using it is an error ("... is not supported by Isthmus yet")
 rather than being silently ignored. Fields Istio has deprecated but still accepts are listed too.
-Security kinds and EnvoyFilter are validated fully here and translated by later issues (pilot warns).
+Security kinds and EnvoyFilter are validated fully here; pilot/networking translates them and reports
+what it cannot apply.
 Pure: no I/O.
 """
 
@@ -573,7 +574,7 @@ SIDECAR = Obj(
     }
 )
 
-# ---------------------------------------------------------------- EnvoyFilter (validated; translated later)
+# ---------------------------------------------------------------- EnvoyFilter (patches: pilot/networking/envoyfilter.py)
 
 _SUB_FILTER = Obj({"name": F(Str())})
 ENVOY_FILTER = Obj(
@@ -905,9 +906,7 @@ KINDS: dict[str, Kind] = {
             ("v1alpha3",),
             "envoyfilters",
             (),
-            ENVOY_FILTER,
-            translated=False,
-            later="EnvoyFilter patches are applied by a later issue",
+            ENVOY_FILTER,  # applied by pilot/networking/envoyfilter.py (what is not: translation warnings)
         ),
         Kind(
             "PeerAuthentication",

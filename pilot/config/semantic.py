@@ -368,7 +368,10 @@ def _check_authz(ap: Config, out: _Out) -> None:
             out.add(P.ERROR, P.SCHEMA, ap, "spec.provider", "action CUSTOM needs a provider")
         out.add(
             P.WARNING, P.NOT_TRANSLATED, ap, "spec.action",
-            "action CUSTOM is accepted but not enforced yet (ext_authz wiring comes with mixer)",
+            "action CUSTOM becomes ext_authz to the mesh extension provider named in spec.provider.name "
+            "(an envoyExtAuthzGrpc provider of the mesh config), on HTTP ports only; the check covers every "
+            "request of the selected workloads (not scoped to the rules), and without such a provider the "
+            "policy is not enforced",
         )  # fmt: skip
     elif spec.get("provider"):
         out.add(

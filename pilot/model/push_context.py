@@ -12,15 +12,8 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from pilot.model.config import ConfigSnapshot
+from pilot.model.mesh import MeshConfig  # noqa: F401  (re-exported: MeshConfig lives in mesh.py)
 from pilot.model.service import RegistrySnapshot
-
-
-@dataclass(frozen=True)
-class MeshConfig:
-    domain: str = "cluster.local"  # --domain
-    root_namespace: str = "istio-system"  # --root-namespace
-    trust_domain: str = "cluster.local"
-    outbound_traffic_policy: str = "ALLOW_ANY"  # or REGISTRY_ONLY
 
 
 @dataclass(frozen=True)

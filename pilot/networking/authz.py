@@ -3,8 +3,8 @@ as Istio's ``pilot/pkg/security/authz`` translates it (pure).
 
 Selection: a policy applies to a workload when it is in the root namespace without a selector
 (mesh-wide), in the workload's namespace without a selector, or in its namespace with a ``selector``
-matching its labels. Per action there is one RBAC filter, in Istio's order: CUSTOM (not translated yet:
-ext_authz comes with mixer; reported), DENY, ALLOW, AUDIT (RBAC ``LOG``). No ALLOW policy: no ALLOW
+matching its labels. Per action there is one RBAC filter, in Istio's order: CUSTOM (ext_authz to the
+mesh extension provider, added by ``mixer``), DENY, ALLOW, AUDIT (RBAC ``LOG``). No ALLOW policy: no ALLOW
 filter (default allow); an ALLOW policy without rules contributes no RBAC policy, so the ALLOW filter
 with nothing in it denies everything, as in Istio.
 
@@ -404,12 +404,7 @@ def authz_warnings(ap: Config, idx: Index) -> list[str]:
     action = _action(ap)
     out = []
     if action == "CUSTOM":
-        provider = (ap.spec.get("provider") or {}).get("name", "")
-        out.append(
-            f"{where}: action CUSTOM (provider {provider!r}) is accepted but not enforced yet "
-            "(ext_authz wiring comes with mixer)"
-        )
-        return out
+        return out  # ext_authz to the mesh provider: reported by mixer.mixer_warnings
     if _uses_target_ref(ap):
         out.append(
             f"{where}: spec.targetRef(s): not supported (sidecars are selected by spec.selector); ignored"

@@ -10,7 +10,10 @@ from envoy.config.cluster.v3 import cluster_pb2
 from envoy.config.endpoint.v3 import endpoint_pb2
 from envoy.config.listener.v3 import listener_pb2
 from envoy.config.route.v3 import route_pb2
+from envoy.extensions.access_loggers.grpc.v3 import als_pb2  # noqa: F401  (Any payload: telemetry loggers)
+from envoy.extensions.filters.http.ext_authz.v3 import ext_authz_pb2  # noqa: F401  (Any payload)
 from envoy.extensions.filters.http.fault.v3 import fault_pb2  # noqa: F401  (Any payload)
+from envoy.extensions.filters.http.ratelimit.v3 import rate_limit_pb2  # noqa: F401  (EnvoyFilter payload)
 from envoy.extensions.filters.http.rbac.v3 import rbac_pb2 as http_rbac_pb2  # noqa: F401
 from envoy.extensions.filters.http.router.v3 import router_pb2  # noqa: F401
 from envoy.extensions.filters.listener.original_dst.v3 import original_dst_pb2  # noqa: F401
@@ -22,6 +25,8 @@ from envoy.extensions.transport_sockets.tls.v3 import tls_pb2  # noqa: F401
 from envoy.extensions.upstreams.http.v3 import http_protocol_options_pb2  # noqa: F401
 from google.protobuf import json_format
 from google.protobuf.message import Message
+
+from api.io.istio.http.peer_metadata import config_pb2 as peer_metadata_pb2  # noqa: F401  (Any payload)
 
 T = TypeVar("T", bound=Message)
 

@@ -7,9 +7,11 @@ from __future__ import annotations
 
 from pilot.model.push_context import PushContext
 from pilot.networking.authz import authz_warnings
+from pilot.networking.envoyfilter import envoyfilter_warnings
 from pilot.networking.gateway import gateway_warnings
 from pilot.networking.httproute import route_warnings
 from pilot.networking.index import index_of
+from pilot.networking.mixer import mixer_warnings
 from pilot.networking.mtls import mixed_endpoint_warnings, peer_authentication_warnings
 from pilot.networking.traffic_policy import policy_warnings
 
@@ -38,5 +40,7 @@ def translation_warnings(push: PushContext) -> list[str]:
             "implemented by the proxy)"
         )
     out += mixed_endpoint_warnings(idx)
+    out += mixer_warnings(push)
+    out += envoyfilter_warnings(push)
     push.indexes[WARNINGS_KEY] = out
     return out
