@@ -11,7 +11,14 @@ import sys
 
 import isthmus.commands
 from isthmus import log
-from isthmus.launcher.topology import APP_PORT, DEFAULT_ADDRESS_BASE, bookinfo, local_addressing
+from isthmus.launcher.state import DEFAULT_STATE_DIR
+from isthmus.launcher.topology import (
+    APP_PORT,
+    DEFAULT_ADDRESS_BASE,
+    DEFAULT_CONTROL_ADDRESS,
+    bookinfo,
+    local_addressing,
+)
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -21,12 +28,47 @@ def build_parser() -> argparse.ArgumentParser:
     commands = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
     up = commands.add_parser(
         "up",
-        help="run Bookinfo locally, one loopback address per workload",
-        description="Start Bookinfo as local processes, each workload on its own 127.0.0.x address: "
-        "productpage on the base address, then details, reviews-v1, reviews-v2, reviews-v3 "
-        "and ratings on the next five. Waits for each to be ready before starting what "
-        "depends on it, streams their logs, restarts crashes with backoff, and stops "
-        "everything on Ctrl-C or SIGTERM. (No sidecars yet: later issues add the mesh.)",
+        help="run the whole mesh with Bookinfo locally, one loopback address per workload",
+        description="Start the mesh as local processes: citadel, pilot and mixer on --control-address, "
+        "then for each Bookinfo workload its agent and sidecar and, once the sidecar is ready, the app "
+        "(productpage on the base address, then details, reviews-v1, reviews-v2, reviews-v3 and ratings "
+        "on the next five; apps call each other through their sidecar with HTTP_PROXY), and last the "
+        "ingress gateway (bookinfo-gateway.yaml, port 8080). Streams their logs, restarts crashes with "
+        "backoff, and on Ctrl-C or SIGTERM stops the gateway, the apps, the sidecars (drained) and the "
+        "control plane in that order. --apps-only runs Bookinfo alone, without the mesh.",
+    )
+    up.add_argument(
+        "--apps-only",
+        action="store_true",
+        help="Bookinfo alone, without control plane, sidecars or gateway (productpage balances reviews)",
+    )
+    up.add_argument(
+        "--control-address",
+        default=DEFAULT_CONTROL_ADDRESS,
+        metavar="ADDR",
+        help="loopback address of citadel (8060-8062), pilot (15010, 15014), mixer (9091, dashboard "
+        f"20001) and the gateway (8080) (default {DEFAULT_CONTROL_ADDRESS})",
+    )
+    up.add_argument(
+        "--state-dir",
+        default=DEFAULT_STATE_DIR,
+        metavar="DIR",
+        help=f"certificates, pilot's config, proxy bootstraps, logs and the PID file (default {DEFAULT_STATE_DIR})",
+    )
+    up.add_argument(
+        "--redis", metavar="URL", help="Redis for mixer's quota counters, e.g. redis://127.0.0.1:6379/0"
+    )
+    up.add_argument(
+        "-d",
+        "--detach",
+        action="store_true",
+        help="run in the background; `isthmus status` and `isthmus down` (same --state-dir) follow it",
+    )
+    up.add_argument(
+        "--drain",
+        default="2s",
+        metavar="DURATION",
+        help="how long each sidecar drains on shutdown, after its app has stopped (default 2s)",
     )
     up.add_argument(
         "--address-base",
@@ -43,9 +85,9 @@ def build_parser() -> argparse.ArgumentParser:
     up.add_argument(
         "--ready-timeout",
         type=float,
-        default=30.0,
+        default=60.0,
         metavar="SECONDS",
-        help="how long a process may take to answer its readiness check (default 30)",
+        help="how long a process may take to answer its readiness check (default 60)",
     )
     up.add_argument(
         "--color",
@@ -67,6 +109,7 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def cmd_up(args: argparse.Namespace, parser: argparse.ArgumentParser) -> int:
+    from isthmus.launcher import local
     from isthmus.launcher.supervisor import Supervisor
 
     try:
@@ -75,16 +118,38 @@ def cmd_up(args: argparse.Namespace, parser: argparse.ArgumentParser) -> int:
         parser.error(f"--address-base: {e}")
     if not 1 <= args.port <= 65535:
         parser.error(f"--port must be between 1 and 65535, got {args.port}")
+    if args.apps_only and (args.detach or args.redis):
+        parser.error("--apps-only runs Bookinfo alone in the foreground: no -d, no --redis")
     color = args.color == "always" or (
         args.color == "auto" and sys.stdout.isatty() and not os.environ.get("NO_COLOR")
     )
+    if args.apps_only:
+        supervisor = Supervisor(
+            bookinfo(addressing, args.port),
+            color=color,
+            ready_timeout=args.ready_timeout,
+            log_level=args.log_level,
+        )
+        return asyncio.run(supervisor.run())
+    try:
+        options = local.options_from_args(args)
+        topology = local.prepare(options)
+    except ValueError as e:
+        parser.error(str(e))
+    if args.detach:
+        return local.detach(options, args)
     supervisor = Supervisor(
-        bookinfo(addressing, args.port),
+        topology,
         color=color,
         ready_timeout=args.ready_timeout,
         log_level=args.log_level,
+        prepare=local.token_writer(options),
+        on_ready=local.state_recorder(options),
     )
-    return asyncio.run(supervisor.run())
+    try:
+        return asyncio.run(supervisor.run())
+    finally:
+        local.forget(options)
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -15,7 +15,7 @@ import os
 import signal
 import sys
 import time
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from typing import TextIO
 
 import httpx
@@ -89,8 +89,12 @@ class Supervisor:
         stop_timeout: float = 5.0,
         backoff: Backoff | None = None,
         log_level: str | None = None,
+        prepare: Callable[[Workload], None] | None = None,
+        on_ready: Callable[[dict[str, int]], None] | None = None,
     ) -> None:
         self.topology = topology
+        self.prepare = prepare  # runs before each spawn (e.g. writes a bootstrap token)
+        self.on_ready = on_ready  # gets {workload: pid} once everything is ready (the state file)
         self.order = topology.start_order()
         self.python = python
         self.out = out or sys.stdout
@@ -119,6 +123,8 @@ class Supervisor:
         try:
             if await self._start_all():
                 self._announce()
+                if self.on_ready is not None:
+                    self.on_ready(self.pids())
                 await self._stopping.wait()
             elif not self._stopping.is_set():
                 status = 1
@@ -154,14 +160,19 @@ class Supervisor:
                 if child.running:
                     self._signal_group(child, signal.SIGKILL)
 
+    def pids(self) -> dict[str, int]:
+        return {name: c.proc.pid for name, c in self.children.items() if c.running}
+
     def _announce(self) -> None:
         entry = self.topology.get(self.topology.entry)
         self.out.write(
-            f"\nBookinfo is up (no sidecars yet). Open {self.topology.entry_url}\n"
-            f"  {'workload':<12} {'listens on':<22} ready check\n"
+            self.topology.banner
+            if self.topology.banner is not None
+            else f"\nBookinfo is up (no sidecars yet). Open {self.topology.entry_url}\n"
         )
+        self.out.write(f"  {'workload':<20} {'listens on':<22} ready check\n")
         for w in self.order:
-            self.out.write(f"  {w.name:<12} {w.address + ':' + str(w.port):<22} {w.ready_url}\n")
+            self.out.write(f"  {w.name:<20} {w.address + ':' + str(w.port):<22} {w.ready_url}\n")
         self.out.write("Press Ctrl-C to stop.\n\n")
         self.out.flush()
         event(log, logging.INFO, "supervisor.ready", url=self.topology.entry_url, entry=entry.name)
@@ -170,6 +181,8 @@ class Supervisor:
 
     async def _spawn(self, child: Child) -> None:
         w = child.workload
+        if self.prepare is not None:
+            self.prepare(w)
         child.proc = await asyncio.create_subprocess_exec(
             *w.argv(self.python),
             env=child_env(os.environ, w, self.log_level),

@@ -30,9 +30,14 @@ class Workload:
     env: Mapping[str, str] = field(default_factory=dict)
     depends_on: tuple[str, ...] = ()
     ready_path: str = "/health"
+    args: tuple[str, ...] = ()
+    # readiness answered somewhere else than address:port (an agent's status port, a gateway route)
+    ready: str | None = None
+    # (namespace, service account, file): a citadel bootstrap token to write before the process starts
+    token: tuple[str, str, str] | None = None
 
     def argv(self, python: str = "python") -> list[str]:
-        return [python, "-m", self.module]
+        return [python, "-m", self.module, *self.args]
 
     def url(self, path: str = "/") -> str:
         host = "127.0.0.1" if self.address == "0.0.0.0" else self.address
@@ -40,7 +45,7 @@ class Workload:
 
     @property
     def ready_url(self) -> str:
-        return self.url(self.ready_path)
+        return self.ready or self.url(self.ready_path)
 
 
 @dataclass(frozen=True)
@@ -48,6 +53,8 @@ class Topology:
     workloads: tuple[Workload, ...]
     entry: str
     entry_path: str = "/"
+    # what `isthmus up` prints once everything is ready (None: the apps-only banner)
+    banner: str | None = None
 
     def get(self, name: str) -> Workload:
         for w in self.workloads:
@@ -57,7 +64,12 @@ class Topology:
 
     @property
     def entry_url(self) -> str:
-        return self.get(self.entry).url(self.entry_path)
+        entry = self.get(self.entry)
+        return (
+            entry.ready
+            if entry.ready and entry.ready.endswith(self.entry_path)
+            else entry.url(self.entry_path)
+        )
 
     def start_order(self) -> list[Workload]:
         """Dependencies first; otherwise in declaration order. Raises ValueError on cycles or unknown names."""
@@ -172,4 +184,230 @@ def bookinfo(addressing: Addressing | None = None, port: int = APP_PORT) -> Topo
         ),
         entry="productpage",
         entry_path="/productpage",
+    )
+
+
+# ------------------------------------------------------------------------------------ the whole mesh
+
+DEFAULT_CONTROL_ADDRESS = "127.0.0.1"
+NAMESPACE = "default"
+GATEWAY_PORT = 8080  # bookinfo-gateway.yaml's server port
+CITADEL_PORTS = {"grpc": 8060, "http": 8061, "mtls": 8062}
+PILOT_PORTS = {"grpc": 15010, "http": 15014}
+MIXER_PORTS = {"grpc": 9091, "http": 20001}
+AGENT_STATUS_PORT = 15021
+SIDECAR_OUTBOUND_PORT = 15001
+
+# workload name -> (service, version); Istio's Bookinfo service accounts are bookinfo-<service>
+BOOKINFO_WORKLOADS = {
+    "productpage": ("productpage", "v1"),
+    "details": ("details", "v1"),
+    "reviews-v1": ("reviews", "v1"),
+    "reviews-v2": ("reviews", "v2"),
+    "reviews-v3": ("reviews", "v3"),
+    "ratings": ("ratings", "v1"),
+}
+
+
+@dataclass(frozen=True)
+class MeshOptions:
+    """Where the mesh runs. Paths are where `isthmus up` keeps its state (made by the caller)."""
+
+    state_dir: str
+    address_base: str = DEFAULT_ADDRESS_BASE
+    control_address: str = DEFAULT_CONTROL_ADDRESS  # citadel, pilot, mixer and the gateway
+    port: int = APP_PORT
+    redis_url: str | None = None
+    drain: str = "2s"
+    xds_type: str = "sotw"
+
+    @property
+    def config_dir(self) -> str:
+        return f"{self.state_dir}/config"
+
+    @property
+    def citadel_root(self) -> str:
+        return f"{self.state_dir}/citadel"
+
+    def proxy_dir(self, name: str) -> str:
+        return f"{self.state_dir}/proxies/{name}"
+
+    @property
+    def pilot_url(self) -> str:
+        return f"http://{self.control_address}:{PILOT_PORTS['http']}"
+
+    @property
+    def dashboard_url(self) -> str:
+        return f"http://{self.control_address}:{MIXER_PORTS['http']}/"
+
+    @property
+    def gateway_url(self) -> str:
+        return f"http://{self.control_address}:{GATEWAY_PORT}/productpage"
+
+
+def _check_address(flag: str, text: str) -> None:
+    try:
+        ip = ipaddress.IPv4Address(text)
+    except ValueError:
+        raise ValueError(f"{flag}: not an IPv4 address: {text!r}") from None
+    if ip not in ipaddress.IPv4Network("127.0.0.0/8"):
+        raise ValueError(f"{flag}: {text} is not a loopback address (127.0.0.0/8)")
+
+
+def mesh_services_yaml(addressing: Addressing, port: int = APP_PORT, namespace: str = NAMESPACE) -> str:
+    """Bookinfo's services for pilot: a ServiceEntry per service (the Kubernetes Service's host name,
+    MESH_INTERNAL, STATIC, selecting its WorkloadEntries by app label) and a WorkloadEntry per workload
+    (its address, app/version labels, service account). Local mode has no inbound capture: a caller's
+    sidecar reaches the app itself, so the entries say ``security.istio.io/tlsMode: disabled`` and
+    auto mTLS keeps those hops plaintext (transparent mode and Compose have mTLS)."""
+    docs = []
+    for service in sorted({s for s, _ in BOOKINFO_WORKLOADS.values()}):
+        docs.append(
+            "apiVersion: networking.istio.io/v1\nkind: ServiceEntry\nmetadata:\n"
+            f"  name: {service}\n  namespace: {namespace}\nspec:\n"
+            f"  hosts: [{service}.{namespace}.svc.cluster.local]\n  location: MESH_INTERNAL\n"
+            "  resolution: STATIC\n"
+            f"  ports:\n  - {{number: {port}, name: http, protocol: HTTP}}\n"
+            f"  workloadSelector:\n    labels: {{app: {service}}}\n"
+        )
+    for name, (service, version) in BOOKINFO_WORKLOADS.items():
+        docs.append(
+            "apiVersion: networking.istio.io/v1\nkind: WorkloadEntry\nmetadata:\n"
+            f"  name: {name}\n  namespace: {namespace}\nspec:\n  address: {addressing.host(name)}\n"
+            f"  labels: {{app: {service}, version: {version}, security.istio.io/tlsMode: disabled}}\n"
+            f"  serviceAccount: bookinfo-{service}\n"
+        )
+    return "---\n".join(docs)
+
+
+def mesh(options: MeshOptions, python_flags: tuple[str, ...] = ()) -> Topology:
+    """The whole mesh as local processes: citadel, pilot, mixer; per Bookinfo workload its agent (which
+    runs its sidecar) and then the app (Istio's holdApplicationUntilProxyStarts); the ingress gateway
+    last. Stopping runs this backwards: gateway, apps, sidecars (drained), control plane."""
+    _check_address("--control-address", options.control_address)
+    a = local_addressing(options.address_base)
+    cp = options.control_address
+    o = options
+    citadel_root = o.citadel_root
+    citadel = Workload(
+        name="citadel",
+        module="citadel",
+        address=cp,
+        port=CITADEL_PORTS["http"],
+        ready_path="/ready",
+        args=(
+            "--root-dir", citadel_root,
+            "--grpc-addr", f"{cp}:{CITADEL_PORTS['grpc']}",
+            "--http-addr", f"{cp}:{CITADEL_PORTS['http']}",
+            "--grpc-mtls-addr", f"{cp}:{CITADEL_PORTS['mtls']}",
+            "--server-ips", cp,
+        ),
+    )  # fmt: skip
+    pilot = Workload(
+        name="pilot",
+        module="pilot",
+        address=cp,
+        port=PILOT_PORTS["http"],
+        ready_path="/ready",
+        args=(
+            "--config-dir", o.config_dir,
+            "--grpc-addr", f"{cp}:{PILOT_PORTS['grpc']}",
+            "--http-addr", f"{cp}:{PILOT_PORTS['http']}",
+        ),
+    )  # fmt: skip
+    mixer_args = ["--grpc-addr", f"{cp}:{MIXER_PORTS['grpc']}", "--http-addr", f"{cp}:{MIXER_PORTS['http']}"]
+    if o.redis_url:
+        mixer_args += ["--redis-url", o.redis_url]
+    mixer = Workload(
+        name="mixer", module="mixer", address=cp, port=MIXER_PORTS["http"], ready_path="/ready",
+        args=tuple(mixer_args),
+    )  # fmt: skip
+    control = ("citadel", "pilot", "mixer")
+
+    def agent(
+        name: str, ip: str, namespace: str, sa: str, labels: dict[str, str], *extra: str, after=()
+    ) -> Workload:
+        d = o.proxy_dir(name)
+        label_args = [x for k, v in labels.items() for x in ("--label", f"{k}={v}")]
+        return Workload(
+            name=f"{name}-sidecar" if "--type" not in extra else name,
+            module="proxy.agent",
+            address=ip,
+            port=AGENT_STATUS_PORT,
+            ready_path="/healthz/ready",
+            depends_on=(*control, *after),
+            token=(namespace, sa, f"{d}/token"),
+            args=(
+                "--citadel", f"{cp}:{CITADEL_PORTS['grpc']}",
+                "--citadel-mtls", f"{cp}:{CITADEL_PORTS['mtls']}",
+                "--root-cert", f"{citadel_root}/root-cert.pem",
+                "--token-file", f"{d}/token",
+                "--sds-socket", f"{d}/SDS",
+                "--bootstrap", f"{d}/envoy-rev.json",
+                "--namespace", namespace, "--service-account", sa,
+                "--name", name, "--ip", ip, *label_args,
+                "--discovery-address", f"{cp}:{PILOT_PORTS['grpc']}",
+                "--xds-type", o.xds_type,
+                "--interception-mode", "NONE",
+                "--drain-duration", o.drain,
+                *extra,
+            ),
+        )  # fmt: skip
+
+    sidecars, apps = [], []
+    port = str(o.port)
+    for name, (service, version) in BOOKINFO_WORKLOADS.items():
+        ip = a.listen(name)
+        sidecar = agent(name, ip, NAMESPACE, f"bookinfo-{service}", {"app": service, "version": version})
+        sidecars.append(sidecar)
+        env = {
+            "LISTEN_ADDRESS": ip,
+            "LISTEN_PORT": port,
+            "SERVICE_VERSION": version,
+            "HOSTNAME": name,
+            "HTTP_PROXY": f"http://{ip}:{SIDECAR_OUTBOUND_PORT}",
+        }
+        if service == "productpage":
+            for upstream in ("details", "reviews", "ratings"):
+                env[f"{upstream.upper()}_HOSTNAME"] = upstream
+                env[f"{upstream.upper()}_SERVICE_PORT"] = port
+        elif service == "reviews":
+            env.update({"RATINGS_HOSTNAME": "ratings", "RATINGS_SERVICE_PORT": port})
+        apps.append(
+            Workload(
+                name=name,
+                module=f"bookinfo.{service}",
+                address=ip,
+                port=o.port,
+                env=env,
+                depends_on=(sidecar.name,),
+            )
+        )
+    gateway = agent(
+        "istio-ingressgateway",
+        cp,
+        "istio-system",
+        "istio-ingressgateway-service-account",
+        {"istio": "ingressgateway", "app": "istio-ingressgateway"},
+        "--type", "router",
+        after=tuple(w.name for w in apps),
+    )  # fmt: skip
+    # ready once the gateway routes to productpage (bookinfo-gateway.yaml), not only when it is LIVE
+    gateway = Workload(**{**gateway.__dict__, "ready": o.gateway_url})
+    banner = (
+        f"\nThe mesh is up. Open {o.gateway_url}\n"
+        f"  dashboard:   {o.dashboard_url}\n"
+        f"  apply Istio config, e.g.\n"
+        f"    isthmus apply -f ../shared/istio-samples/bookinfo/networking/virtual-service-reviews-v3.yaml"
+        + ("" if cp == DEFAULT_CONTROL_ADDRESS else f" --pilot {o.pilot_url}")
+        + "\n"
+        "  sync status: isthmus proxy-status"
+        + ("" if cp == DEFAULT_CONTROL_ADDRESS else f" --pilot {o.pilot_url}")
+        + "\n"
+    )
+    return Topology(
+        workloads=(citadel, pilot, mixer, *sidecars, *apps, gateway),
+        entry=gateway.name,
+        entry_path="/productpage",
+        banner=banner,
     )

@@ -68,7 +68,7 @@ def start(procs, base: str, port: int | None = None) -> Mesh:
     addresses = [str(ipaddress.IPv4Address(base) + i) for i in range(len(BOOKINFO_SLOTS))]
     port = port or free_port_on_all(addresses)
     proc = procs.python(
-        "-m", "isthmus", "up", "--address-base", base, "--port", str(port), "--color", "never"
+        "-m", "isthmus", "up", "--apps-only", "--address-base", base, "--port", str(port), "--color", "never"
     )
     return Mesh(proc, procs, base, port)
 
