@@ -24,11 +24,13 @@ class Headers:
         h._items = items
         return h
 
+    # The lookups below are plain loops on purpose: on the request path they run a dozen times per
+    # request over ~10 short names, where a generator or a side index costs more than it saves.
     def get(self, name: str, default: str | None = None) -> str | None:
         name = name.lower()
-        for k, v in self._items:
-            if k == name:
-                return v
+        for kv in self._items:
+            if kv[0] == name:
+                return kv[1]
         return default
 
     def get_all(self, name: str) -> list[str]:
@@ -36,10 +38,14 @@ class Headers:
         return [v for k, v in self._items if k == name]
 
     def __contains__(self, name: object) -> bool:
-        if not isinstance(name, str):
-            return False
+        if type(name) is not str:
+            if not isinstance(name, str):
+                return False
         name = name.lower()
-        return any(k == name for k, _ in self._items)
+        for kv in self._items:
+            if kv[0] == name:
+                return True
+        return False
 
     def add(self, name: str, value: str) -> None:
         name = name.lower()
@@ -55,10 +61,14 @@ class Headers:
     def set(self, name: str, value: str) -> None:
         """Replace every value of `name` with one value, keeping the first one's position."""
         name = name.lower()
-        for i, (k, _) in enumerate(self._items):
-            if k == name:
-                self._items[i] = (name, value)
-                self._items[i + 1 :] = [kv for kv in self._items[i + 1 :] if kv[0] != name]
+        items = self._items
+        for i, kv in enumerate(items):
+            if kv[0] == name:
+                items[i] = (name, value)
+                for later in items[i + 1 :]:
+                    if later[0] == name:  # rare: drop the other values
+                        items[i + 1 :] = [x for x in items[i + 1 :] if x[0] != name]
+                        break
                 return
         self.add(name, value)
 
@@ -71,9 +81,26 @@ class Headers:
 
     def remove(self, name: str) -> int:
         name = name.lower()
+        for kv in self._items:
+            if kv[0] == name:
+                break
+        else:
+            return 0  # the common case: nothing to remove, nothing rebuilt
         before = len(self._items)
         self._items = [kv for kv in self._items if kv[0] != name]
         return before - len(self._items)
+
+    def remove_names(self, names: frozenset[str] | set[str]) -> int:
+        """Remove every header whose (lower-case) name is in `names`, in one pass; returns how many."""
+        items = self._items
+        for kv in items:
+            if kv[0] in names:
+                break
+        else:
+            return 0
+        kept = [kv for kv in items if kv[0] not in names]
+        self._items = kept
+        return len(items) - len(kept)
 
     def items(self) -> list[tuple[str, str]]:
         return self._items
