@@ -354,6 +354,33 @@ class UpstreamResponse:
             finally:
                 ex.waiter = None
 
+    def next_buffered(self) -> bytes | None:
+        """A body chunk that is already here (no await, no timer needed), or None: await the
+        iterator then. Raises the upstream's error when the exchange failed and nothing is left."""
+        ex = self._ex
+        if ex.chunks:
+            data = ex.chunks.popleft()
+            self._conn.consumed(ex, len(data))
+            return data
+        if ex.state == _FAILED:
+            raise ex.error
+        return None
+
+    def buffered_body(self) -> bytes | None:
+        """When the whole response already arrived (the usual case for small answers: head and body
+        in one read): the rest of its body in one piece, else None."""
+        ex = self._ex
+        if ex.state != _COMPLETE:
+            return None
+        chunks = ex.chunks
+        if len(chunks) == 1:
+            data = chunks.popleft()
+        else:
+            data = b"".join(chunks)
+            chunks.clear()
+        ex.buffered = 0
+        return data
+
     async def read(self) -> bytes:
         return b"".join([chunk async for chunk in self])
 

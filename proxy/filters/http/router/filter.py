@@ -32,6 +32,8 @@ _HOP_BY_HOP = (
     "proxy-authenticate",
     "trailer",
 )
+_HOP_BY_HOP_SET = frozenset(_HOP_BY_HOP)
+_HOP_BY_HOP_UPGRADE = _HOP_BY_HOP_SET - {"upgrade", "connection"}  # a 101 keeps these two
 _BODYLESS_STATUS = (204, 304)
 
 
@@ -162,6 +164,12 @@ class _Attempt:
         self.timed_out = timed_out
         self.per_try_timed_out = per_try_timed_out
         self.idle_timed_out = idle_timed_out
+
+
+def _expire(task: asyncio.Task, fired: list) -> None:
+    if not task.done():
+        fired.append(True)
+        task.cancel()
 
 
 class RouterFilter(HttpFilter):
@@ -505,14 +513,22 @@ class RouterFilter(HttpFilter):
             wait, bound = per_try, "per_try"
         if idle is not None and (wait is None or idle < wait):
             wait, bound = idle, "idle"
+        if wait is None:
+            try:
+                return _Attempt(await pool.request(headers, body))
+            except UpstreamError as e:
+                return _Attempt(error=e)
+        if wait <= 0:
+            return _Attempt(timed_out=True)
+        # One timer handle that cancels this task (what asyncio.timeout does, without its objects).
+        task = asyncio.current_task()
+        fired = []
+        handle = loop.call_at(loop.time() + wait, _expire, task, fired)
         try:
-            if wait is None:
-                return _Attempt(await pool.request(headers, body))
-            if wait <= 0:
-                return _Attempt(timed_out=True)
-            async with asyncio.timeout(wait):
-                return _Attempt(await pool.request(headers, body))
-        except TimeoutError:
+            return _Attempt(await pool.request(headers, body))
+        except asyncio.CancelledError:
+            if not fired or task.uncancel() > 0:
+                raise  # cancelled from outside (stream reset), not by our timer
             return _Attempt(
                 per_try_timed_out=bound == "per_try",
                 timed_out=bound == "global",
@@ -520,6 +536,8 @@ class RouterFilter(HttpFilter):
             )
         except UpstreamError as e:
             return _Attempt(error=e)
+        finally:
+            handle.cancel()
 
     async def _timeout_reply(self, stream, cstats, host) -> None:
         cstats.timeout.inc()
@@ -544,9 +562,7 @@ class RouterFilter(HttpFilter):
         status = resp.status
         rh = resp.headers
         upgrade = status == 101 and resp.duplex is not None
-        for name in _HOP_BY_HOP:
-            if name in rh and not (upgrade and name in ("upgrade", "connection")):
-                rh.remove(name)
+        rh.remove_names(_HOP_BY_HOP_UPGRADE if upgrade else _HOP_BY_HOP_SET)
         if not cfg.suppress_envoy_headers:
             rh.set("x-envoy-upstream-service-time", str(int((time.monotonic() - started) * 1000)))
         if route.virtual_host.include_attempt_count_in_response:
@@ -569,8 +585,13 @@ class RouterFilter(HttpFilter):
             or rh.get("content-length") == "0"
         )
         try:
+            whole = resp.buffered_body() if not no_body and hasattr(resp, "buffered_body") else None
             if no_body:
                 await stream.encode_headers(rh, True)
+            elif whole is not None:
+                # The whole answer is here already: no timers, one write with the head.
+                await stream.encode_headers(rh, False)
+                await stream.encode_data(whole, True)
             else:
                 await stream.encode_headers(rh, False)
                 if deadline is None and idle is None:
@@ -596,7 +617,15 @@ class RouterFilter(HttpFilter):
         """The route timeout covers the whole response; idle_timeout the gap between body chunks.
         Headers already went downstream, so on expiry all Envoy can do is reset the stream."""
         it = resp.__aiter__()
+        next_buffered = getattr(resp, "next_buffered", None)
         while True:
+            if next_buffered is not None:
+                chunk = next_buffered()
+                if chunk is not None:  # already here: no timer needed
+                    await stream.encode_data(chunk, False)
+                    continue
+                if resp.complete:
+                    return
             limit = None if deadline is None else deadline - loop.time()
             idle_bound = idle is not None and (limit is None or idle < limit)
             if idle_bound:
