@@ -14,7 +14,6 @@ import ipaddress
 import logging
 import random
 import time
-import uuid
 from email.utils import formatdate
 
 from proxy.core.headers import Headers
@@ -82,6 +81,18 @@ def http_date() -> str:
     return _date_cache[1]
 
 
+def _request_id() -> str:
+    """A random (version 4) UUID string, as Envoy's request ID. Like Envoy's, from a fast PRNG, not
+    the OS's entropy: an ID for tracing, not a secret (uuid.uuid4() costs a syscall per request)."""
+    n = (random.getrandbits(128) & _UUID_CLEAR) | _UUID_SET
+    h = f"{n:032x}"
+    return f"{h[:8]}-{h[8:12]}-{h[12:16]}-{h[16:20]}-{h[20:]}"
+
+
+_UUID_CLEAR = ~((0xF000 << 64) | (0xC000 << 48))
+_UUID_SET = (0x4000 << 64) | (0x8000 << 48)
+
+
 def _is_internal(ip: str) -> bool:
     try:
         addr = ipaddress.ip_address(ip)
@@ -128,9 +139,9 @@ class ActiveStream:
         "_tunnel",
         "_tunnel_buf",
         "_request_timer",
-        "_idle_timer",
         "_last_activity",
         "_encoding_local_reply",
+        "_pending_head",
     )
 
     def __init__(
@@ -172,9 +183,9 @@ class ActiveStream:
         self._tunnel = None
         self._tunnel_buf: list[bytes] = []
         self._request_timer: asyncio.TimerHandle | None = None
-        self._idle_timer: asyncio.TimerHandle | None = None
         self._last_activity = 0.0
         self._encoding_local_reply = False
+        self._pending_head: bytes | None = None
 
     # ------------------------------------------------------------------ HttpStream: routing
 
@@ -263,7 +274,22 @@ class ActiveStream:
             status = int(status_s)
         except ValueError:
             status = 500
-        items = [kv for kv in headers.items() if kv[0] not in _RESPONSE_HOP]
+        # One pass: drop hop-by-hop headers and note the few this method looks at.
+        items = []
+        has_length = has_server = has_date = has_rid = False
+        for kv in headers.items():
+            k = kv[0]
+            if k in _RESPONSE_HOP:
+                continue
+            if k == "content-length":
+                has_length = True
+            elif k == "date":
+                has_date = True
+            elif k == "server":
+                has_server = True
+            elif k == "x-request-id":
+                has_rid = True
+            items.append(kv)
         out = Headers.from_lowercase(items)
         hcm = self.hcm
         if status == 101 and self.is_upgrade:
@@ -283,7 +309,7 @@ class ActiveStream:
         if self.is_upgrade and status != 101:
             close = True  # the codec is past the upgrade head: the connection cannot carry more requests
         if not no_body and status != 101:
-            if "content-length" in out:
+            if has_length:
                 pass
             elif end_stream:
                 out.add("content-length", "0")
@@ -295,15 +321,18 @@ class ActiveStream:
         self._no_body = no_body
         sht = cfg.server_header_transformation
         if sht == _OVERWRITE:
-            out.set("server", cfg.server_name)
-        elif sht == _APPEND_IF_ABSENT:
-            out.setdefault("server", cfg.server_name)
-        if "date" not in out:
+            if has_server:
+                out.set("server", cfg.server_name)
+            else:
+                out.add("server", cfg.server_name)
+        elif sht == _APPEND_IF_ABSENT and not has_server:
+            out.add("server", cfg.server_name)
+        if not has_date:
             out.add("date", http_date())
-        if cfg.always_set_request_id_in_response:
+        if cfg.always_set_request_id_in_response and not has_rid:
             rid = self.request_headers.get("x-request-id")
             if rid is not None:
-                out.setdefault("x-request-id", rid)
+                out.add("x-request-id", rid)
         if close and status != 101:
             out.set("connection", "close")
             self._close = True
@@ -313,25 +342,43 @@ class ActiveStream:
         info.response_code = status
         info.response_headers = out
         self._last_activity = hcm.loop.time()
-        hcm.conn.write(encode_response_head(out, "1.1"))
+        head = encode_response_head(out, "1.1")
         if end_stream:
+            hcm.conn.write(head)
             self._on_response_end()
+        else:
+            # Held until the body's first bytes (usually in this same loop turn) so head and body
+            # leave in one send(); flushed on the next loop turn at the latest.
+            self._pending_head = head
+            hcm.loop.call_soon(self._flush_head)
+
+    def _flush_head(self) -> None:
+        head = self._pending_head
+        if head is not None:
+            self._pending_head = None
+            self.hcm.conn.write(head)
 
     async def encode_data(self, data: bytes, end_stream: bool) -> None:
         if self.response_complete or self.reset or not self.response_started:
             return
         conn = self.hcm.conn
+        head = self._pending_head
+        out = [head] if head is not None else []
+        self._pending_head = None
         if data and not self._no_body:
             self.stream_info.bytes_sent += len(data)
             if self._chunked:
+                out.append(encode_chunk(data))
                 if end_stream:
-                    conn.writelines([encode_chunk(data), LAST_CHUNK])
-                else:
-                    conn.write(encode_chunk(data))
+                    out.append(LAST_CHUNK)
             else:
-                conn.write(data)
+                out.append(data)
         elif end_stream and self._chunked:
-            conn.write(LAST_CHUNK)
+            out.append(LAST_CHUNK)
+        if len(out) == 1:
+            conn.write(out[0])
+        elif out:
+            conn.writelines(out)
         self._last_activity = self.hcm.loop.time()
         if end_stream:
             self._on_response_end()
@@ -393,6 +440,7 @@ class ActiveStream:
         h, payload = self._local_reply_headers(status, body, None)
         self._write_headers(h, not payload)
         if payload and not self.response_complete:
+            self._flush_head()
             if not self._no_body:
                 self.stream_info.bytes_sent += len(payload)
                 self.hcm.conn.write(payload)
@@ -409,6 +457,7 @@ class ActiveStream:
         stats = self.config.stats
         stats.cx_upgrades_total.inc()
         stats.cx_upgrades_active.inc()
+        self._flush_head()
         try:
             for chunk in self._tunnel_buf:
                 upstream.write(chunk)
@@ -457,7 +506,7 @@ class ActiveStream:
         if cfg.request_timeout:
             self._request_timer = hcm.loop.call_later(cfg.request_timeout, self._on_request_timeout)
         if cfg.stream_idle_timeout:
-            self._idle_timer = hcm.loop.call_later(cfg.stream_idle_timeout, self._on_idle_check)
+            hcm.watch_stream_idle()
         self.filters = [factory.create() for _, factory in cfg.filter_factories]
         self._task = hcm.loop.create_task(self._run(end_stream))
 
@@ -494,13 +543,13 @@ class ActiveStream:
         self._timeout_reply(408, "request timeout", None, "request_overall_timeout")
 
     def _on_idle_check(self) -> None:
-        self._idle_timer = None
+        """The connection's stream-idle timer fired while this stream is current."""
         if self.done:
             return
         timeout = self.config.stream_idle_timeout
         idle = self.hcm.loop.time() - self._last_activity
         if idle < timeout:
-            self._idle_timer = self.hcm.loop.call_later(timeout - idle, self._on_idle_check)
+            self.hcm.watch_stream_idle(timeout - idle)
             return
         self.config.stats.rq_idle_timeout.inc()
         self._timeout_reply(408, "stream timeout", "SI", "stream_idle_timeout")
@@ -543,6 +592,7 @@ class ActiveStream:
         if self._tunnel is not None:
             self._tunnel.close()
         self._wake_body()
+        self._flush_head()  # what was already sent stays sent, as it would have without the hold
         self.hcm.abort()  # first: a closed manager serves nothing pipelined behind this stream
         self._finish()
 
@@ -552,10 +602,9 @@ class ActiveStream:
         if not self.reset and not (self.response_complete and (self.request_complete or self._close)):
             return
         self.done = True
-        for t in (self._request_timer, self._idle_timer):
-            if t is not None:
-                t.cancel()
-        self._request_timer = self._idle_timer = None
+        if self._request_timer is not None:
+            self._request_timer.cancel()
+            self._request_timer = None
         info = self.stream_info
         info.finish()
         stats = self.config.stats
@@ -601,6 +650,7 @@ class HttpConnectionManager(NetworkFilter):
         self._delayed_close: asyncio.TimerHandle | None = None
         self._idle_timer: asyncio.TimerHandle | None = None
         self._last_idle = self.loop.time()
+        self._stream_idle_timer: asyncio.TimerHandle | None = None
         self._started = False
         self._start()
 
@@ -634,17 +684,19 @@ class HttpConnectionManager(NetworkFilter):
 
     def _feed(self, data: bytes) -> None:
         parser = self.parser
-        if self.stream is None and parser.idle and not parser.upgraded:
-            self._on_request_begin()
         events = parser.feed(data)
         if events:
             self._dispatch(events)
-        if (
+        if self._headers_timer is None:
+            # A head that did not arrive whole in this read starts the request-headers timer (a
+            # head that did, the usual case, never needs one).
+            if self.stream is None and parser.in_head and not self.closed and not parser.upgraded:
+                self._on_request_begin()
+        elif (
             self.stream is None
             and not self._blocked
             and parser.idle
             and not self.closed
-            and self._headers_timer is not None
             and not parser.in_head
         ):
             self._disarm_headers_timer()
@@ -693,10 +745,10 @@ class HttpConnectionManager(NetworkFilter):
             s.cx_active.dec()
             s.cx_http1_active.dec()
             s.cx_destroy.inc()
-        for t in (self._headers_timer, self._idle_timer, self._delayed_close):
+        for t in (self._headers_timer, self._idle_timer, self._delayed_close, self._stream_idle_timer):
             if t is not None:
                 t.cancel()
-        self._headers_timer = self._idle_timer = self._delayed_close = None
+        self._headers_timer = self._idle_timer = self._delayed_close = self._stream_idle_timer = None
         self._backlog.clear()
         self._raw = []
 
@@ -741,10 +793,8 @@ class HttpConnectionManager(NetworkFilter):
             i += 1
 
     def _on_request_begin(self) -> None:
-        """The first byte of a new request: start the request-headers timer, stop the idle one."""
-        if self._idle_timer is not None:
-            self._idle_timer.cancel()
-            self._idle_timer = None
+        """A request head is incomplete: start the request-headers timer. (The connection idle timer
+        stays armed; it checks for a request in progress when it fires.)"""
         # Envoy's stream exists from the first byte, so without request_headers_timeout a request
         # whose head never completes still meets the stream idle timeout.
         t = self.config.request_headers_timeout or self.config.stream_idle_timeout
@@ -858,9 +908,9 @@ class HttpConnectionManager(NetworkFilter):
                 headers.add("x-forwarded-proto", self.scheme)
         if cfg.generate_request_id:
             if "x-request-id" not in headers:
-                headers.add("x-request-id", str(uuid.uuid4()))
+                headers.add("x-request-id", _request_id())
             elif edge and not cfg.preserve_external_request_id:
-                headers.set("x-request-id", str(uuid.uuid4()))
+                headers.set("x-request-id", _request_id())
         if cfg.via:
             via = headers.get("via")
             headers.set("via", f"{via}, {cfg.via}" if via else cfg.via)
@@ -946,15 +996,36 @@ class HttpConnectionManager(NetworkFilter):
             if not self.closed and not self._read_paused_for_backlog:
                 self.conn.resume_reading()
 
+    def watch_stream_idle(self, delay: float | None = None) -> None:
+        """Envoy's stream idle timeout, with one timer per connection (HTTP/1 has one stream at a
+        time) that checks the current stream's last activity when it fires, instead of a new timer
+        for every request."""
+        if self._stream_idle_timer is None and not self.closed:
+            t = self.config.stream_idle_timeout if delay is None else delay
+            self._stream_idle_timer = self.loop.call_later(t, self._on_stream_idle_timer)
+
+    def _on_stream_idle_timer(self) -> None:
+        self._stream_idle_timer = None
+        st = self.stream
+        if st is not None and not st.done and not self.closed:
+            st._on_idle_check()
+
     def _arm_idle(self) -> None:
+        """Idle from now. One timer per connection, re-armed lazily when it fires early, instead of a
+        new timer for every request."""
         t = self.config.idle_timeout
-        if t and self._idle_timer is None:
+        if t:
             self._last_idle = self.loop.time()
-            self._idle_timer = self.loop.call_later(t, self._on_idle_timeout)
+            if self._idle_timer is None:
+                self._idle_timer = self.loop.call_later(t, self._on_idle_timeout)
 
     def _on_idle_timeout(self) -> None:
         self._idle_timer = None
         if self.closed or self.stream is not None or not self.parser.idle:
+            return  # busy: stream_done arms it again
+        left = self._last_idle + self.config.idle_timeout - self.loop.time()
+        if left > 0:
+            self._idle_timer = self.loop.call_later(left, self._on_idle_timeout)
             return
         self.config.stats.cx_idle_timeout.inc()
         self.close()
