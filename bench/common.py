@@ -72,6 +72,8 @@ def isthmus_proxy(upstream_port: int, *extra: str, interpreter_args: tuple | lis
     ``proc.isthmus_admin_port`` is its admin port; ``interpreter_args`` go before ``-m proxy``
     (e.g. ``-m cProfile -o out``)."""
     listen, admin = free_port(), free_port()
+    log_dir = tempfile.TemporaryDirectory(prefix="isthmus-bench-log-")
+    access_log = str(Path(log_dir.name) / "access.log")
     bootstrap = {
         "admin": {"address": {"socket_address": {"address": "127.0.0.1", "port_value": admin}}},
         "static_resources": {
@@ -87,6 +89,16 @@ def isthmus_proxy(upstream_port: int, *extra: str, interpreter_args: tuple | lis
                                     "typed_config": {
                                         "@type": "type.googleapis.com/envoy.extensions.filters.network.http_connection_manager.v3.HttpConnectionManager",
                                         "stat_prefix": "bench",
+                                        # Stats are always on; an access log too, as a sidecar runs.
+                                        "access_log": [
+                                            {
+                                                "name": "envoy.access_loggers.file",
+                                                "typed_config": {
+                                                    "@type": "type.googleapis.com/envoy.extensions.access_loggers.file.v3.FileAccessLog",
+                                                    "path": access_log,
+                                                },
+                                            }
+                                        ],
                                         "route_config": {
                                             "virtual_hosts": [
                                                 {
@@ -154,7 +166,10 @@ def isthmus_proxy(upstream_port: int, *extra: str, interpreter_args: tuple | lis
             proc.isthmus_admin_port = admin
             wait_for_http(f"http://127.0.0.1:{admin}/ready", proc=proc)
             wait_for_port("127.0.0.1", listen, proc=proc)
-            yield listen, proc
+            try:
+                yield listen, proc
+            finally:
+                log_dir.cleanup()
 
 
 def wrk(url: str, seconds: int, connections: int = 32, threads: int = 1) -> dict:
