@@ -6,6 +6,7 @@ import signal
 import sys
 
 from isthmus import flags, log
+from pilot.model.mesh import MeshConfigError, load_mesh_config
 from pilot.server.app import Pilot, Settings
 
 
@@ -71,6 +72,19 @@ def build_parser() -> argparse.ArgumentParser:
         help="how long a disconnected proxy's workload stays registered (default 10s)",
     )
     p.add_argument(
+        "--mesh-config",
+        metavar="FILE",
+        help="Istio MeshConfig YAML: extensionProviders (envoyExtAuthzGrpc, envoyHttpAls, envoyTcpAls), "
+        "defaultProviders.accessLogging, trustDomain, outboundTrafficPolicy",
+    )
+    p.add_argument(
+        "--mixer-address",
+        type=flags.host_port,
+        metavar="HOST:PORT",
+        help="mixer's gRPC address, e.g. 127.0.0.4:9091: providers 'mixer' (CUSTOM ext_authz) and "
+        "'mixer-telemetry'/'mixer-tcp-telemetry' (default access logs) for every sidecar and gateway",
+    )
+    p.add_argument(
         "--log-level",
         choices=log.LEVEL_NAMES,
         metavar="LEVEL",
@@ -95,7 +109,14 @@ def main(argv=None) -> int:
         debounce_max=args.debounce_max,
         push_concurrency=args.push_concurrency,
         unregister_grace=args.unregister_grace,
+        mesh_config=args.mesh_config,
+        mixer_address=args.mixer_address,
     )
+    if args.mesh_config:
+        try:
+            load_mesh_config(args.mesh_config)  # a bad mesh config stops here, with its path
+        except MeshConfigError as e:
+            parser.error(str(e))
     return asyncio.run(_run(settings))
 
 

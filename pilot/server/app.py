@@ -37,6 +37,7 @@ from prometheus_client import (
 )
 
 from isthmus.log import event
+from pilot.model.mesh import load_mesh_config, with_mixer
 from pilot.model.push_context import MeshConfig
 from pilot.xds import debug
 from pilot.xds.generators import Generators
@@ -57,6 +58,21 @@ class Settings:
     debounce_max: float = 1.0
     push_concurrency: int = 100
     unregister_grace: float = 10.0
+    mesh_config: str | None = None  # Istio MeshConfig YAML (extensionProviders, defaultProviders, ...)
+    mixer_address: tuple[str, int] | None = None  # mixer as the default CUSTOM and telemetry provider
+
+
+def mesh_from_settings(settings: Settings) -> MeshConfig:
+    """--domain/--root-namespace, then the --mesh-config file, then --mixer-address's defaults (a file's
+    providers of the same name win). Raises MeshConfigError; unknown fields are logged."""
+    mesh = MeshConfig(domain=settings.domain, root_namespace=settings.root_namespace)
+    if settings.mesh_config:
+        mesh = load_mesh_config(settings.mesh_config, mesh)
+        for w in mesh.warnings:
+            event(log, logging.WARNING, "mesh_config.unsupported", detail=w)
+    if settings.mixer_address:
+        mesh = with_mixer(mesh, settings.mixer_address[0], settings.mixer_address[1])
+    return mesh
 
 
 class MeshRegistry:
@@ -109,7 +125,7 @@ class Pilot:
             "isthmus_component", "Which Isthmus component this process is", registry=self.metrics_registry
         ).info({"component": "pilot"})
         self.metrics = XdsMetrics(self.metrics_registry)
-        mesh = MeshConfig(domain=settings.domain, root_namespace=settings.root_namespace)
+        mesh = mesh_from_settings(settings)
         self.xds = DiscoveryServer(
             self.store,
             self.registry,
