@@ -1,0 +1,279 @@
+"""The whole mesh in local mode, as a user runs it: `isthmus up` (citadel, pilot, mixer, an agent and
+sidecar per Bookinfo workload, the ingress gateway), then Istio's Bookinfo traffic-management tasks
+applied verbatim from ../shared/istio-samples with `isthmus apply -f`, then Ctrl-C.
+
+It runs on its own loopback block (random 127.X.Y.0/24) and its own --state-dir, so it does not clash
+with a demo the user is running. One mesh serves the whole module (bringing it up takes ~20 s); each
+task test applies its files and deletes them again. The last test stops the mesh with SIGINT and
+checks that no process it started is left.
+"""
+
+from __future__ import annotations
+
+import os
+import random
+import re
+import signal
+import socket
+import subprocess
+import sys
+import time
+from collections import Counter
+from pathlib import Path
+
+import httpx
+import pytest
+
+from bookinfo.common.headers import USER_COOKIE
+from isthmus.launcher import state
+from tests.support.processes import REPO
+
+SAMPLES = REPO.parent / "shared" / "istio-samples" / "bookinfo" / "networking"
+PORTS = (8060, 8061, 8062, 15010, 15014, 9091, 20001, 8080, 15000, 15001, 15006, 15021, 15090, 9080)
+
+pytestmark = pytest.mark.skipif(not SAMPLES.is_dir(), reason=f"needs Istio's samples in {SAMPLES}")
+
+
+def free_block() -> tuple[str, str]:
+    """(control address, workload base) in a /24 of 127.0.0.0/8 where every port we use is free."""
+    for _ in range(50):
+        prefix = f"127.{random.randint(100, 250)}.{random.randint(0, 255)}"
+        control, base = f"{prefix}.9", f"{prefix}.10"
+        try:
+            for last in range(9, 16):
+                for port in PORTS:
+                    with socket.socket() as s:
+                        s.bind((f"{prefix}.{last}", port))
+        except OSError:
+            continue
+        return control, base
+    raise RuntimeError("no free loopback block")
+
+
+class Mesh:
+    def __init__(self, tmp: Path) -> None:
+        self.control, self.base = free_block()
+        self.state_dir = tmp / "state"
+        self.log = tmp / "up.log"
+        self._log = open(self.log, "wb")
+        self.proc = subprocess.Popen(
+            [sys.executable, "-m", "isthmus", "up", "--address-base", self.base,
+             "--control-address", self.control, "--state-dir", str(self.state_dir), "--color", "never",
+             "--drain", "1s"],
+            stdout=self._log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL, cwd=tmp,
+        )  # fmt: skip
+        self.gateway = f"http://{self.control}:8080/productpage"
+        self.pilot = f"http://{self.control}:15014"
+        self.http = httpx.Client(trust_env=False, timeout=30)
+
+    def output(self) -> str:
+        return self.log.read_text(errors="replace")
+
+    def wait_up(self, timeout: float = 180) -> state.UpState:
+        deadline = time.monotonic() + timeout
+        while True:
+            st = state.read(self.state_dir)
+            if st is not None and st.supervisor_pid == self.proc.pid:
+                return st
+            assert self.proc.poll() is None, (
+                f"isthmus up exited {self.proc.returncode}:\n{self.output()[-5000:]}"
+            )
+            assert time.monotonic() < deadline, f"not up after {timeout}s:\n{self.output()[-5000:]}"
+            time.sleep(0.2)
+
+    def isthmus(self, *args: str) -> str:
+        out = subprocess.run(
+            [sys.executable, "-m", "isthmus", *args, "--pilot", self.pilot],
+            capture_output=True, text=True, timeout=60,
+        )  # fmt: skip
+        assert out.returncode == 0, out.stderr + out.stdout
+        return out.stdout
+
+    def page(self, user: str | None = None) -> str:
+        r = self.http.get(self.gateway, headers={"cookie": f"{USER_COOKIE}={user}"} if user else {})
+        assert r.status_code == 200, r.text[:500]
+        return r.text
+
+    def stop(self) -> None:
+        if self.proc.poll() is None:
+            self.proc.send_signal(signal.SIGINT)
+            try:
+                self.proc.wait(90)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()  # our own child, by PID
+                self.proc.wait()
+        self.http.close()
+        self._log.close()
+
+
+def stars(html: str) -> str:
+    if 'color="red"' in html:
+        return "red"
+    if 'color="black"' in html:
+        return "black"
+    return "none"
+
+
+def served_by(html: str) -> str:
+    m = re.search(r'class="served-by">([^<]+)<', html)
+    return m.group(1) if m else ""
+
+
+def eventually(check, timeout: float = 20):
+    """Config reaches the proxies asynchronously: poll until `check()` is truthy."""
+    deadline = time.monotonic() + timeout
+    while True:
+        result = check()
+        if result:
+            return result
+        assert time.monotonic() < deadline, "the applied config did not take effect in time"
+        time.sleep(0.2)
+
+
+@pytest.fixture(scope="module")
+def mesh(tmp_path_factory):
+    m = Mesh(tmp_path_factory.mktemp("mesh"))
+    try:
+        m.up = m.wait_up()
+        yield m
+    finally:
+        m.stop()
+        for pid in (getattr(m, "up", None) or state.UpState(0)).children.values():
+            if state.alive(pid):  # only if the SIGINT test did not already fail on it
+                try:
+                    os.killpg(pid, signal.SIGKILL)
+                except ProcessLookupError:
+                    pass
+
+
+@pytest.fixture
+def applied(mesh):
+    """Apply task files verbatim; delete them afterwards (destination-rule-all stays, as pilot loaded it)."""
+    files: list[Path] = []
+
+    def apply(*names: str) -> None:
+        for name in names:
+            files.append(SAMPLES / name)
+            mesh.isthmus("apply", "-f", str(SAMPLES / name))
+
+    yield apply
+    for f in reversed(files):
+        if f.name != "destination-rule-all.yaml":
+            subprocess.run(
+                [sys.executable, "-m", "isthmus", "delete", "-f", str(f), "--pilot", mesh.pilot],
+                capture_output=True, timeout=60,
+            )  # fmt: skip
+    # back to the base config: every reviews version answers again
+    eventually(lambda: {served_by(mesh.page()) for _ in range(12)} >= {"reviews-v1", "reviews-v3"}, 30)
+
+
+def test_gateway_to_productpage_details_reviews_ratings_through_the_sidecars(mesh):
+    html = mesh.page()
+    assert "The Comedy of Errors" in html
+    assert "Book Details" in html and "PublisherA" in html  # details, through productpage's sidecar
+    assert "Book Reviews" in html and "Reviewer1" in html  # reviews
+    seen = Counter()
+    for _ in range(30):
+        p = mesh.page()
+        seen[(served_by(p), stars(p))] += 1
+    # reviews v2/v3 call ratings (stars); v1 does not; the sidecar balances all three
+    assert {v for v, _ in seen} == {"reviews-v1", "reviews-v2", "reviews-v3"}, seen
+    assert all(s == {"reviews-v1": "none", "reviews-v2": "black", "reviews-v3": "red"}[v] for v, s in seen)
+
+    # every app-to-app call went through the caller's sidecar (its HTTP proxy listener on <ip>:15001)
+    def stat(ip: str, name: str) -> int:
+        text = mesh.http.get(f"http://{ip}:15000/stats").text
+        m = re.search(rf"^{re.escape(name)}: (\d+)$", text, re.M)
+        return int(m.group(1)) if m else 0
+
+    pp, rv3 = mesh.base, mesh.base.rsplit(".", 1)[0] + ".14"
+    assert stat(pp, f"http.outbound_{pp}_15001.downstream_rq_total") >= 60  # details + reviews per page
+    assert stat(rv3, f"http.outbound_{rv3}_15001.downstream_rq_total") >= 1  # reviews-v3 -> ratings
+    assert stat(mesh.control, "http.outbound_0.0.0.0_8080.downstream_rq_total") >= 31
+
+
+def test_proxy_status_shows_every_proxy_synced(mesh):
+    out = mesh.isthmus("proxy-status")
+    rows = [line.split() for line in out.splitlines()[1:] if line.strip()]
+    names = {r[0] for r in rows}
+    expected = {f"{w}.default" for w in ("productpage", "details", "reviews-v1", "reviews-v2", "reviews-v3")}
+    assert expected | {"ratings.default", "istio-ingressgateway.istio-system"} == names, out
+    assert all(r[2:6] == ["SYNCED"] * 4 for r in rows), out
+
+
+def test_virtual_service_all_v1_no_stars_in_100_requests(mesh, applied):
+    applied("virtual-service-all-v1.yaml")
+    eventually(lambda: all(stars(mesh.page()) == "none" for _ in range(5)))
+    pages = [mesh.page() for _ in range(100)]
+    assert Counter(stars(p) for p in pages) == {"none": 100}
+    assert {served_by(p) for p in pages} == {"reviews-v1"}
+
+
+def test_virtual_service_reviews_v3_red_stars_every_time(mesh, applied):
+    applied("virtual-service-reviews-v3.yaml")
+    eventually(lambda: all(stars(mesh.page()) == "red" for _ in range(5)))
+    assert Counter(stars(mesh.page()) for _ in range(50)) == {"red": 50}
+
+
+def test_virtual_service_reviews_50_v3_splits_half_and_half(mesh, applied):
+    applied("virtual-service-reviews-50-v3.yaml")
+    eventually(lambda: "reviews-v2" not in {served_by(mesh.page()) for _ in range(20)})
+    count = Counter(stars(mesh.page()) for _ in range(200))
+    assert set(count) <= {"none", "red"}, count
+    assert 80 <= count["red"] <= 120, count  # 50/50 within ±10% over 200 requests
+
+
+def test_virtual_service_reviews_jason_v2_v3(mesh, applied):
+    applied("virtual-service-reviews-jason-v2-v3.yaml")
+    eventually(lambda: stars(mesh.page("jason")) == "black" and stars(mesh.page()) == "red")
+    assert Counter(stars(mesh.page("jason")) for _ in range(20)) == {"black": 20}
+    assert Counter(stars(mesh.page()) for _ in range(20)) == {"red": 20}
+    assert Counter(stars(mesh.page("alice")) for _ in range(10)) == {"red": 10}
+
+
+def test_ratings_delay_for_jason_makes_reviews_unavailable(mesh, applied):
+    # Istio's task: 7 s delay ratings for jason; productpage's timeout to reviews (3 s + 1 retry) expires
+    applied("virtual-service-all-v1.yaml", "virtual-service-reviews-test-v2.yaml")
+    applied("virtual-service-ratings-test-delay.yaml")
+    eventually(lambda: stars(mesh.page()) == "none")
+    started = time.monotonic()
+    html = eventually(
+        lambda: (p := mesh.page("jason")) and "reviews are currently unavailable" in p and p, 40
+    )
+    assert "Error fetching product reviews!" in html
+    assert "Sorry, product reviews are currently unavailable for this book." in html
+    assert time.monotonic() - started >= 3  # it is the delay that did it
+    assert stars(mesh.page()) == "none"  # everyone else: v1, no delay
+
+
+def test_ratings_abort_for_jason_shows_ratings_unavailable(mesh, applied):
+    applied("virtual-service-all-v1.yaml", "virtual-service-reviews-test-v2.yaml")
+    applied("virtual-service-ratings-test-abort.yaml")
+    html = eventually(
+        lambda: (p := mesh.page("jason")) and "Ratings service is currently unavailable" in p and p
+    )
+    assert served_by(html) == "reviews-v2"
+    assert "Ratings service is currently unavailable" not in mesh.page()
+
+
+def test_fault_injection_details_v1_shows_details_error(mesh, applied):
+    applied("fault-injection-details-v1.yaml")
+    html = eventually(lambda: (p := mesh.page()) and "Error fetching product details!" in p and p)
+    assert "Sorry, product details are currently unavailable for this book." in html
+    assert "Book Reviews" in html  # the rest of the page still renders
+
+
+def test_ctrl_c_stops_everything_in_order_and_leaves_no_process(mesh):
+    pids = mesh.up.children
+    assert len(pids) == 16 and all(state.alive(p) for p in pids.values())
+    mesh.proc.send_signal(signal.SIGINT)
+    assert mesh.proc.wait(90) == 0, mesh.output()[-3000:]
+    left = {name: pid for name, pid in pids.items() if state.alive(pid)}
+    assert left == {}, f"still running after Ctrl-C: {left}"
+    stopped = re.findall(r"event=process\.stopped workload=(\S+)", mesh.output())
+    # gateway first, then the apps, then their sidecars (drained), then the control plane
+    assert stopped[0] == "istio-ingressgateway"
+    apps = ("productpage", "details", "reviews-v1", "reviews-v2", "reviews-v3", "ratings")
+    assert max(stopped.index(a) for a in apps) < min(stopped.index(f"{a}-sidecar") for a in apps)
+    assert stopped[-3:] == ["mixer", "pilot", "citadel"]
+    assert not state.path(mesh.state_dir).exists()  # the state file goes with it
