@@ -120,6 +120,12 @@ def _check(ef: Config) -> tuple[list[tuple[int, dict[str, Any]]], list[str]]:
             problems.append(f"{path}.patch.filterClass: not supported by Isthmus yet; patch not applied")
             continue
         bad = _unsupported_match(cp.get("match") or {}, f"{path}.match")
+        if apply_to in ("ROUTE_CONFIGURATION", "VIRTUAL_HOST") and (cp.get("match") or {}).get("context") == (
+            "SIDECAR_INBOUND"
+        ):
+            bad.append(
+                f"{path}.match.context: SIDECAR_INBOUND route configs are inline in virtualInbound; not supported"
+            )
         if bad:
             problems += [f"{b}; patch not applied" for b in bad]
             continue
