@@ -28,6 +28,7 @@ from typing import TYPE_CHECKING
 
 from proxy.core import http1
 from proxy.core.headers import Headers
+from proxy.upstream.connect import open_connection
 from proxy.upstream.errors import PoolOverflow, UpstreamConnectError, UpstreamResetError
 
 if TYPE_CHECKING:
@@ -108,6 +109,7 @@ class UpstreamConnection(asyncio.Protocol):
         self.closed = False
         self.closed_locally = False
         self.idle_handle: asyncio.TimerHandle | None = None
+        self.idle_since = 0.0
         self.write_paused = False
         self.drain_waiter: asyncio.Future | None = None
         self.reading_paused = False
@@ -409,6 +411,8 @@ def _request_needs_chunked(headers: Headers) -> bool:
 class HttpConnectionPool:
     """HTTP/1.1 connections to one host of one cluster."""
 
+    transport_socket = None  # the cluster's TlsSocketFactory (set by Cluster.http_pool); None: plaintext
+
     def __init__(
         self, host: Host, settings: PoolSettings, stats: ClusterStats, resources: ResourceManager
     ) -> None:
@@ -530,7 +534,8 @@ class HttpConnectionPool:
             conn = idle.pop()  # most recently used first: least likely to have been closed upstream
             if conn.closed:
                 continue
-            conn._cancel_idle_timer()
+            # The idle timer stays armed: it finds the connection busy and lets go (no cancel and
+            # re-arm per request).
             return conn
         return None
 
@@ -592,7 +597,13 @@ class HttpConnectionPool:
         conn = None
         try:
             async with asyncio.timeout(self.settings.connect_timeout):
-                _, conn = await loop.create_connection(lambda: UpstreamConnection(self), ip, port)
+                _, conn = await open_connection(
+                    loop,
+                    lambda: UpstreamConnection(self),
+                    (ip, port),
+                    self.transport_socket,
+                    self.stats.scope,
+                )
         except TimeoutError:
             self.stats.upstream_cx_connect_timeout.inc()
             error = UpstreamConnectError(f"connect to {self.host.address_str} timed out", timeout=True)
@@ -632,14 +643,22 @@ class HttpConnectionPool:
         self.idle.append(conn)
         timeout = self.settings.idle_timeout
         if timeout:
-            conn.idle_handle = asyncio.get_running_loop().call_later(timeout, self._idle_expired, conn)
+            loop = asyncio.get_running_loop()
+            conn.idle_since = loop.time()
+            if conn.idle_handle is None:
+                conn.idle_handle = loop.call_later(timeout, self._idle_expired, conn)
 
     def _idle_expired(self, conn: UpstreamConnection) -> None:
         conn.idle_handle = None
-        if conn in self.idle and not conn.closed:
-            self.stats.upstream_cx_idle_timeout.inc()
-            self.idle.remove(conn)
-            conn.close()
+        if conn not in self.idle or conn.closed:
+            return  # busy (or gone): armed again when it is freed
+        left = conn.idle_since + self.settings.idle_timeout - asyncio.get_running_loop().time()
+        if left > 0:  # it was used since this timer was armed
+            conn.idle_handle = asyncio.get_running_loop().call_later(left, self._idle_expired, conn)
+            return
+        self.stats.upstream_cx_idle_timeout.inc()
+        self.idle.remove(conn)
+        conn.close()
 
     def _on_exchange_done(
         self, conn: UpstreamConnection, ex: _Exchange, *, success: bool, reusable: bool

@@ -32,6 +32,7 @@ from proxy.core.http1 import (
 from proxy.core.stream_info import StreamInfo
 from proxy.filters.http.base import STOP
 from proxy.filters.network.base import NetworkFilter
+from proxy.tls import xfcc
 
 log = logging.getLogger("proxy.hcm")
 
@@ -854,6 +855,8 @@ class HttpConnectionManager(NetworkFilter):
         if cfg.path_normalizer is not None and not cfg.path_normalizer.apply(st, headers, end_stream):
             return
         self._mutate_request_headers(st, head)
+        if cfg.xfcc is not None:  # x-forwarded-client-cert, per forward_client_cert_details
+            xfcc.apply_to_headers(cfg.xfcc, headers, getattr(self.conn.ssl, "info", None))
         if head.expect_continue and not end_stream:
             self.conn.write(CONTINUE_100)
         if end_stream and not st.is_upgrade:
