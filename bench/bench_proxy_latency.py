@@ -19,7 +19,7 @@ RATE = 1000
 
 
 def run(quick: bool) -> list[dict]:
-    seconds, repeats, warmup = (3, 1, 1.0) if quick else (10, 3, 2.0)
+    seconds, repeats, warmup = (2, 1, 0.5) if quick else (10, 3, 2.0)
     names = ["direct", "nginx (1 worker)", "haproxy (1 thread)", "isthmus (1 worker)"]
     results: dict[str, list[dict]] = {n: [] for n in names}
     with contextlib.ExitStack() as stack:
