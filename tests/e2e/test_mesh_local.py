@@ -277,3 +277,39 @@ def test_ctrl_c_stops_everything_in_order_and_leaves_no_process(mesh):
     assert max(stopped.index(a) for a in apps) < min(stopped.index(f"{a}-sidecar") for a in apps)
     assert stopped[-3:] == ["mixer", "pilot", "citadel"]
     assert not state.path(mesh.state_dir).exists()  # the state file goes with it
+
+
+def test_up_detached_then_status_then_down_leaves_nothing(tmp_path):
+    control, base = free_block()
+    sd = str(tmp_path / "state")
+    common = ["--state-dir", sd]
+    up = subprocess.run(
+        [sys.executable, "-m", "isthmus", "up", "-d", "--address-base", base, "--control-address", control,
+         "--drain", "1s", *common],
+        capture_output=True, text=True, timeout=300, cwd=tmp_path,
+    )  # fmt: skip
+    st = state.read(sd)
+    try:
+        assert up.returncode == 0, up.stdout + up.stderr
+        assert f"http://{control}:8080/productpage" in up.stdout
+        assert st is not None and len(st.children) == 16
+        with httpx.Client(trust_env=False, timeout=30) as http:
+            assert "Book Reviews" in http.get(st.gateway_url).text
+        shown = subprocess.run(
+            [sys.executable, "-m", "isthmus", "status", *common], capture_output=True, text=True
+        )
+        assert shown.returncode == 0 and shown.stdout.count("running") == 17, shown.stdout
+        down = subprocess.run(
+            [sys.executable, "-m", "isthmus", "down", *common], capture_output=True, text=True, timeout=120
+        )
+        assert down.returncode == 0 and "killed" not in down.stdout, down.stdout + down.stderr
+        assert not any(state.alive(p) for p in [st.supervisor_pid, *st.children.values()])
+        gone = subprocess.run(
+            [sys.executable, "-m", "isthmus", "status", *common], capture_output=True, text=True
+        )
+        assert gone.returncode == 1 and "not running" in gone.stdout
+    finally:
+        if st is not None:  # on failure: the recorded PIDs only
+            for pid in [st.supervisor_pid, *st.children.values()]:
+                if state.alive(pid):
+                    os.kill(pid, signal.SIGKILL)
