@@ -24,7 +24,6 @@ from dataclasses import dataclass
 
 import grpc
 import uvicorn
-from envoy.service.discovery.v3 import ads_pb2_grpc
 from fastapi import FastAPI, Request
 from fastapi.responses import JSONResponse, PlainTextResponse, Response
 from prometheus_client import (
@@ -40,6 +39,7 @@ from isthmus.log import event
 from pilot.model.mesh import load_mesh_config, with_mixer
 from pilot.model.push_context import MeshConfig
 from pilot.xds import debug
+from pilot.xds import server as xds_server
 from pilot.xds.generators import Generators
 from pilot.xds.metrics import XdsMetrics
 from pilot.xds.server import DiscoveryServer
@@ -200,8 +200,8 @@ class Pilot:
 
     # -- run ----------------------------------------------------------------------------------------
     async def run(self, stop: asyncio.Event) -> int:
-        server = grpc.aio.server(options=[("grpc.max_concurrent_streams", 100000)])
-        ads_pb2_grpc.add_AggregatedDiscoveryServiceServicer_to_server(self.xds, server)
+        server = grpc.aio.server(options=list(xds_server.SERVER_OPTIONS))
+        xds_server.add_to_server(self.xds, server)
         host, port = self.settings.grpc_addr
         try:
             self.grpc_port = server.add_insecure_port(f"{host}:{port}")

@@ -31,6 +31,7 @@ from google.protobuf.message import Message
 from pilot.model.proxy import Proxy
 from pilot.model.push_context import PushContext
 from pilot.xds import resources
+from pilot.xds.wire import encode_resources
 
 CACHE_KEY = "xds-cache"
 TYPE_PREFIX = "type.googleapis.com/"
@@ -152,6 +153,7 @@ class XdsCache:
     _inputs: ShapeInputs | None = None
     _entries: dict[tuple, tuple[Built, ...]] = field(default_factory=dict)
     _digests: dict[int, tuple[tuple[Built, ...], str]] = field(default_factory=dict)
+    _bodies: dict[int, tuple[tuple[Built, ...], bytes]] = field(default_factory=dict)
 
     @property
     def inputs(self) -> ShapeInputs:
@@ -192,6 +194,15 @@ class XdsCache:
         if found is None or found[0] is not built:
             text = "\n".join(f"{b.name}\t{b.version}" for b in built)
             found = self._digests[key] = (built, _hash(text.encode()))
+        return found[1]
+
+    def body(self, built: tuple[Built, ...]) -> bytes:
+        """The answer's ``resources`` field as DiscoveryResponse bytes, encoded once per cached entry
+        and shared by every SotW response that carries it (``pilot.xds.wire``)."""
+        key = id(built)
+        found = self._bodies.get(key)
+        if found is None or found[0] is not built:
+            found = self._bodies[key] = (built, encode_resources(b.resource for b in built))
         return found[1]
 
     def byte_size(self) -> int:

@@ -18,6 +18,7 @@ from pilot.model.push_context import PushContext
 from pilot.xds import resources
 from pilot.xds.cache import XdsCache
 from pilot.xds.status import SYNCED, WatchState
+from pilot.xds.wire import PreparedResponse
 
 _nonces = itertools.count(1)
 
@@ -47,7 +48,7 @@ class Connection:
     # -- SotW ---------------------------------------------------------------------------------------
     def sotw_response(
         self, watch: WatchState, push: PushContext, cache: XdsCache, now: float, always: bool = True
-    ) -> discovery_pb2.DiscoveryResponse | None:
+    ) -> PreparedResponse | None:
         """The whole state of the type. None (unless `always`, as for an answer to a request) when the
         proxy has ACKed exactly this content already: Envoy would take it as a no-op."""
         names = None if watch.wildcard else sorted(watch.names)
@@ -56,10 +57,8 @@ class Connection:
         if not always and watch.content_sent == digest and watch.status == SYNCED:
             return None
         watch.content_sent = digest
-        response = discovery_pb2.DiscoveryResponse(
-            version_info=push.version, type_url=watch.type_url, nonce=new_nonce()
-        )
-        response.resources.extend(b.resource for b in built)  # already serialized: a copy of bytes
+        # the resources are the cache's encoded bytes, shared by every proxy of this shape (no copy)
+        response = PreparedResponse(push.version, watch.type_url, new_nonce(), cache.body(built))
         watch.record_sent(push.version, response.nonce, now)
         return response
 

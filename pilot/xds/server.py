@@ -34,12 +34,45 @@ from pilot.xds.generators import Generators, UnsupportedType
 from pilot.xds.metrics import XdsMetrics
 from pilot.xds.pushqueue import PushQueue
 from pilot.xds.status import WatchState
+from pilot.xds.wire import serialize_response
 
 log = logging.getLogger("pilot.xds")
 
 REGISTRY_KINDS = frozenset({"ServiceEntry", "WorkloadEntry"})
 # a type -> the type whose update makes Envoy wait for it (cluster and listener warming)
 WARMED_BY = {resources.ENDPOINT: resources.CLUSTER, resources.ROUTE: resources.LISTENER}
+
+
+ADS_SERVICE = "envoy.service.discovery.v3.AggregatedDiscoveryService"
+# grpc.aio server options for the xDS port. Thousands of streams per process: no HTTP/2 stream limit
+# per connection (gRPC's default is 100 on some builds). gRPC core cancels a call the application has
+# not picked up within `server_max_unrequested_time_in_server` (30 s by default); with grpc.aio the
+# calls are picked up by the event loop, so a burst of connecting proxies must not starve it (responses
+# share the cache's bytes, see pilot.xds.wire), and the limit is raised so that a slow start-up under a
+# reconnect storm delays streams instead of cancelling them.
+SERVER_OPTIONS = (
+    ("grpc.max_concurrent_streams", 100000),
+    ("grpc.server_max_unrequested_time_in_server", 600),
+)
+
+
+def add_to_server(servicer: ads_pb2_grpc.AggregatedDiscoveryServiceServicer, server) -> None:
+    """Register the ADS service like the generated ``add_..._to_server``, except that responses may be
+    ``PreparedResponse`` (SotW with pre-encoded resources) as well as protobuf messages."""
+    handlers = {
+        "StreamAggregatedResources": grpc.stream_stream_rpc_method_handler(
+            servicer.StreamAggregatedResources,
+            request_deserializer=discovery_pb2.DiscoveryRequest.FromString,
+            response_serializer=serialize_response,
+        ),
+        "DeltaAggregatedResources": grpc.stream_stream_rpc_method_handler(
+            servicer.DeltaAggregatedResources,
+            request_deserializer=discovery_pb2.DeltaDiscoveryRequest.FromString,
+            response_serializer=serialize_response,
+        ),
+    }
+    server.add_generic_rpc_handlers((grpc.method_handlers_generic_handler(ADS_SERVICE, handlers),))
+    server.add_registered_method_handlers(ADS_SERVICE, handlers)
 
 
 def endpoint_fingerprints(snapshot: RegistrySnapshot) -> dict[str, frozenset]:
@@ -509,4 +542,4 @@ def proxy_summary(proxy: Proxy) -> dict:
     return {"id": proxy.id, "type": proxy.type, "namespace": proxy.namespace, "ips": proxy.ip_addresses}
 
 
-__all__ = ["DiscoveryServer", "FULL", "EDS_ONLY", "registry_diff"]
+__all__ = ["DiscoveryServer", "SERVER_OPTIONS", "add_to_server", "FULL", "EDS_ONLY", "registry_diff"]
