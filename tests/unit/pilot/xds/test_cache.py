@@ -72,6 +72,25 @@ def test_proxies_of_one_shape_share_the_serialized_resources():
     assert built.version == resources.resource_version(rc)
 
 
+async def test_sotw_responses_of_one_shape_share_the_encoded_resources_without_copies():
+    p = push("destination-rule-all.yaml", "virtual-service-all-v1.yaml")
+    store = Store(ConfigSnapshot({c.key: c for c in p.config.all()}, 1))
+    server = DiscoveryServer(store, Registry(registry()), push_concurrency=1)
+    conns = [Connection(f"c{i}", bare_sidecar(i + 1, labels={"n": str(i)}), delta=False) for i in range(3)]
+    for conn in conns:
+        await server.handle_request(conn, discovery_pb2.DiscoveryRequest(type_url=CLUSTER_TYPE))
+    sent = [c.outbox.get_nowait() for c in conns]
+    assert sent[0].body is sent[1].body is sent[2].body and len(sent[0].body) > 1000
+    assert len({r.nonce for r in sent}) == 3
+    decoded = discovery_pb2.DiscoveryResponse.FromString(sent[0].SerializeToString())
+    names = [cluster_pb2.Cluster.FromString(r.value).name for r in decoded.resources]
+    assert names == fresh_names(CLUSTER_TYPE, conns[0].proxy, server.push_context)
+
+
+def fresh_names(type_url, proxy, p):
+    return [name for name, _ in fresh(type_url, proxy, p)]
+
+
 def test_requested_names_are_part_of_the_key():
     p = push()
     cache = new_cache(p)
