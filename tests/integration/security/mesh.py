@@ -108,11 +108,11 @@ class SecurityMesh:
             "--root-cert", str(root), "--token-file", str(token),
             "--sds-socket", str(d / "SDS"), "--bootstrap", str(d / "envoy-rev.json"),
             "--namespace", namespace, "--service-account", sa, "--name", name, "--ip", ip,
-            "--label", f"app={service or name}", "--discovery-address", f"{CONTROL_IP}:{self.grpc_port}",
+            "--discovery-address", f"{CONTROL_IP}:{self.grpc_port}",
             "--interception-mode", "NONE", "--drain-duration", "1s", "--cert-ttl", "1h",
         ]  # fmt: skip
         if service:
-            args += ["--service", service, "--service-ports", f"http:{port}"]
+            args += ["--label", f"app={service}", "--service", service, "--service-ports", f"http:{port}"]
             # the server's sidecar runs with the proxy GID, so its calls to the app are not captured
             args = ["setpriv", f"--regid={PROXY_GID}", "--clear-groups", *args]
         w.agent = self.procs.start(args, env={"HOME": str(d)})

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import json
 import shutil
+import subprocess
 import tempfile
 import time
 from pathlib import Path
@@ -18,6 +19,7 @@ import pytest
 from tests.integration.security.mesh import (
     SecurityMesh,
     install_capture,
+    raw_http,
     remove_capture,
     via_sidecar,
 )
@@ -111,3 +113,122 @@ def test_sidecars_speak_mutual_tls_by_default_and_the_app_sees_the_callers_spiff
     assert (
         "URI=spiffe://cluster.local/ns/baz/sa/other" in json.loads(body)["headers"]["x-forwarded-client-cert"]
     )
+
+
+# -- PeerAuthentication ----------------------------------------------------------------------------------
+
+
+def plaintext(path: str = "/plain") -> tuple[int, bytes] | None:
+    """A client without a sidecar, straight to the server's port (its sidecar answers): None = refused."""
+    try:
+        reply = raw_http(
+            SERVER_IP,
+            PORT,
+            f"GET {path} HTTP/1.1\r\nHost: {HOST}\r\nConnection: close\r\n\r\n".encode(),
+            timeout=5,
+        )
+        return reply if reply[0] else None  # closed without an HTTP response
+    except (OSError, ValueError, IndexError):
+        return None
+
+
+def openssl_without_client_cert(mesh) -> subprocess.CompletedProcess:
+    root = mesh.tmp / "sleep" / "root-cert.pem"
+    return subprocess.run(
+        ["openssl", "s_client", "-connect", f"{SERVER_IP}:{PORT}", "-CAfile", str(root), "-quiet",
+         "-verify_return_error"],
+        input=f"GET /tls HTTP/1.1\r\nHost: {HOST}\r\nConnection: close\r\n\r\n",
+        capture_output=True, text=True, timeout=20,
+    )  # fmt: skip
+
+
+def test_strict_refuses_plaintext_and_tls_without_a_client_cert_permissive_accepts_both(mesh):
+    # default (no PeerAuthentication anywhere): PERMISSIVE, plaintext and mTLS both reach the app
+    status, body = eventually(lambda: plaintext(), "plaintext under the default PERMISSIVE")
+    assert status == 200 and json.loads(body)["path"] == "/plain"
+    assert "x-forwarded-client-cert" not in json.loads(body)["headers"]  # no peer certificate
+    mesh.apply(peer_auth("STRICT"))
+    try:
+        eventually(lambda: plaintext() is None, "STRICT refuses a plaintext client")
+        assert plaintext() is None  # and keeps refusing
+        tls = openssl_without_client_cert(mesh)
+        assert "HTTP/1.1" not in tls.stdout, tls.stdout
+        assert tls.returncode != 0 or "alert" in tls.stderr.lower(), tls.stderr
+        # the mesh client (mTLS through its sidecar) still gets through
+        status, body = call(mesh, "sleep", "/strict")
+        assert status == 200 and "URI=spiffe://cluster.local/ns/foo/sa/sleep" in body.decode()
+
+        mesh.apply(peer_auth("PERMISSIVE"))
+        status, body = eventually(lambda: plaintext("/again"), "PERMISSIVE accepts plaintext again")
+        assert status == 200 and json.loads(body)["path"] == "/again"
+        status, body = call(mesh, "sleep", "/mtls")
+        assert status == 200 and "URI=spiffe://cluster.local/ns/foo/sa/sleep" in body.decode()
+    finally:
+        mesh.delete(peer_auth("PERMISSIVE"))
+
+
+# -- AuthorizationPolicy ---------------------------------------------------------------------------------
+
+
+def with_policy(mesh, yaml_text: str):
+    class _Policy:
+        def __enter__(self):
+            mesh.apply(yaml_text)
+
+        def __exit__(self, *exc):
+            mesh.delete(yaml_text)
+            # restored: both clients get through again before the next test
+            eventually(status_is(mesh, "sleep", "/restored", 200), "policy removed (sleep)")
+            eventually(status_is(mesh, "other", "/restored", 200), "policy removed (other)")
+
+    return _Policy()
+
+
+def test_allow_by_principal(mesh):
+    rules = '  - from: [{source: {principals: ["cluster.local/ns/foo/sa/sleep"]}}]\n'
+    with with_policy(mesh, authz("allow-sleep", "ALLOW", rules)):
+        status, body = eventually(status_is(mesh, "other", "/get", 403), "other denied")
+        assert body == DENIED
+        assert call(mesh, "sleep", "/get")[0] == 200
+
+
+def test_allow_by_namespace(mesh):
+    rules = "  - from: [{source: {namespaces: [baz]}}]\n"
+    with with_policy(mesh, authz("allow-baz", "ALLOW", rules)):
+        status, body = eventually(status_is(mesh, "sleep", "/get", 403), "namespace foo denied")
+        assert body == DENIED
+        assert call(mesh, "other", "/get")[0] == 200
+
+
+def test_allow_when_a_request_header_matches(mesh):
+    rules = "  - when: [{key: 'request.headers[x-token]', values: [letmein]}]\n"
+    with with_policy(mesh, authz("allow-token", "ALLOW", rules)):
+        status, body = eventually(status_is(mesh, "sleep", "/get", 403), "no header denied")
+        assert body == DENIED
+        assert call(mesh, "sleep", "/get", {"x-token": "letmein"})[0] == 200
+        assert call(mesh, "sleep", "/get", {"x-token": "nope"})[0] == 403
+
+
+TRICKY_ADMIN_PATHS = ["/admin", "/admin/../admin", "//admin", "/%61dmin", "/public/%2e%2e/admin", "/admin#x",
+                      "/admin?x", "/admin/users"]  # fmt: skip
+
+
+def test_deny_by_path_is_not_bypassed_by_encoding_tricks(mesh):
+    rules = '  - to: [{operation: {paths: ["/admin*"]}}]\n'
+    with with_policy(mesh, authz("deny-admin", "DENY", rules)):
+        eventually(status_is(mesh, "sleep", "/admin", 403), "DENY /admin* applied")
+        for path in TRICKY_ADMIN_PATHS:
+            status, body = call(mesh, "sleep", path)
+            assert (status, body) == (403, DENIED), f"{path}: {status} {body[:200]!r}"
+        status, body = call(mesh, "sleep", "/public/page")
+        assert status == 200 and json.loads(body)["path"] == "/public/page"
+
+
+def test_proxy_status_shows_both_proxies_synced(mesh):
+    def synced():
+        out = mesh.isthmus("proxy-status", "--pilot", mesh.pilot_url).stdout
+        rows = [line for line in out.splitlines() if "httpbin" in line or "sleep" in line]
+        return out if len(rows) >= 2 and all(line.count("SYNCED") >= 2 for line in rows) else None
+
+    out = eventually(synced, "proxy-status SYNCED")
+    assert "NACK" not in out and "STALE" not in out, out
