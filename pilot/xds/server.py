@@ -33,8 +33,9 @@ from pilot.xds.debounce import Debouncer, PushRequest, config_push, endpoint_pus
 from pilot.xds.generators import Generators, UnsupportedType
 from pilot.xds.metrics import XdsMetrics
 from pilot.xds.pushqueue import PushQueue
+from pilot.xds.sendbudget import SendBudget
 from pilot.xds.status import WatchState
-from pilot.xds.wire import serialize_response
+from pilot.xds.wire import response_size, serialize_response
 
 log = logging.getLogger("pilot.xds")
 
@@ -132,6 +133,7 @@ class DiscoveryServer(ads_pb2_grpc.AggregatedDiscoveryServiceServicer):
         unregister_grace: float = 10.0,
         clock: Callable[[], float] = time.monotonic,
         verify_cache: bool = False,
+        send_budget_bytes: int = 64 << 20,
     ) -> None:
         if push_concurrency < 1:
             raise ValueError("push_concurrency must be at least 1")
@@ -145,6 +147,8 @@ class DiscoveryServer(ads_pb2_grpc.AggregatedDiscoveryServiceServicer):
         self.clock = clock
         self.verify_cache = verify_cache  # regenerate on every cache hit and compare (tests)
         self.connections: dict[str, Connection] = {}
+        # serialized responses being written, all streams together (see pilot.xds.sendbudget)
+        self.send_budget = SendBudget(send_budget_bytes)
         self._by_proxy: dict[str, dict[str, Connection]] = {}  # proxy id -> its streams, oldest first
         self.queue: PushQueue[str] = PushQueue()
         self._versions = itertools.count(1)
@@ -386,7 +390,12 @@ class DiscoveryServer(ads_pb2_grpc.AggregatedDiscoveryServiceServicer):
                 response = await conn.outbox.get()
                 if response is None:
                     break
-                yield response
+                size = response_size(response)
+                await self.send_budget.acquire(size)
+                try:
+                    yield response  # returns once gRPC has taken the serialized message
+                finally:
+                    self.send_budget.release(size)
         finally:
             reader.cancel()
             await asyncio.gather(reader, return_exceptions=True)

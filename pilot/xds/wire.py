@@ -74,3 +74,10 @@ class PreparedResponse:
 def serialize_response(response) -> bytes:
     """gRPC's response serializer for the ADS service: prepared responses and plain messages."""
     return response.SerializeToString()
+
+
+def response_size(response) -> int:
+    """About the bytes gRPC will hold for the response once serialized."""
+    if isinstance(response, PreparedResponse):
+        return len(response.body) + len(response.version_info) + len(response.type_url) + 64
+    return response.ByteSize()
