@@ -22,7 +22,8 @@ Isthmus adds two keys (Istio learns these from Kubernetes Services, which we do 
     The service ports, comma-separated ``name:port`` or ``name:port:targetPort``:
     ``"http:9080"`` or ``"http:9080,grpc-api:7070:17070"``. The protocol follows Istio's port-name
     convention (``http``, ``http2``, ``grpc``, ``tcp``, ``tls``, ... up to the first ``-``).
-    Required when a service is named.
+    Required when ``ISTHMUS_SERVICE`` names a service; with only an ``app`` label and no ports the
+    workload is a client that serves nothing, and registers nothing (as a pod no Service selects).
 
 A workload is one proxy id. ``register(proxy)`` (on connect) adds or replaces it;
 ``unregister(proxy, grace_seconds)`` (on disconnect) removes it once ``grace_seconds`` have passed
@@ -89,6 +90,9 @@ def workload_from_proxy(proxy: Proxy, domain: str = "cluster.local") -> Workload
     if not names:
         return Workload((), ())
     raw_ports = md.get(SERVICE_PORTS_KEY)
+    if not raw_ports and not md.get(SERVICE_KEY):
+        # Only an app label and no ports: a client-only workload (in Kubernetes, a pod no Service selects).
+        return Workload((), ())
     if not raw_ports:
         raise MetadataError(f"{SERVICE_PORTS_KEY} is required when the workload serves {', '.join(names)}")
     ports = parse_service_ports(str(raw_ports))

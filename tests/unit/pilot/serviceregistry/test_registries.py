@@ -245,3 +245,12 @@ def test_aggregate_merges_and_flags_endpoint_only_changes():
         "db.default.svc.cluster.local",
     }
     assert snapshot.version == 3
+
+
+def test_a_client_with_only_an_app_label_registers_nothing_but_a_named_service_needs_ports():
+    node = "sidecar~127.0.0.162~sleep-1.foo~foo.svc.cluster.local"
+    client = parse_node(node, {"LABELS": {"app": "sleep"}})
+    assert workload_from_proxy(client).services == ()
+    named = parse_node(node, {"LABELS": {"app": "sleep"}, "ISTHMUS_SERVICE": "sleep"})
+    with pytest.raises(MetadataError, match="ISTHMUS_SERVICE_PORTS is required"):
+        workload_from_proxy(named)
