@@ -369,9 +369,9 @@ def _check_authz(ap: Config, out: _Out) -> None:
         out.add(
             P.WARNING, P.NOT_TRANSLATED, ap, "spec.action",
             "action CUSTOM becomes ext_authz to the mesh extension provider named in spec.provider.name "
-            "(an envoyExtAuthzGrpc provider of the mesh config), on HTTP ports only; the check covers every "
-            "request of the selected workloads (not scoped to the rules), and without such a provider the "
-            "policy is not enforced",
+            "(an envoyExtAuthzGrpc provider of the mesh config), on HTTP ports only; rules scope the check on "
+            "sidecars when they use only to.operation.paths/methods, otherwise (and on gateways) every "
+            "request is checked; without such a provider the policy is not enforced",
         )  # fmt: skip
     elif spec.get("provider"):
         out.add(

@@ -12,11 +12,14 @@ authorization (pure; applied by ``generate`` after the per-type builders, before
 * **CUSTOM authorization**: an AuthorizationPolicy ``action: CUSTOM`` selecting the workload, whose
   ``provider.name`` is an ``envoyExtAuthzGrpc`` provider, puts ``envoy.filters.http.ext_authz`` into
   the inbound HCMs (gateways: every HCM) before the RBAC filters (Istio's order CUSTOM, DENY, ALLOW):
-  ``failOpen`` → ``failure_mode_allow``, ``timeout`` → the gRPC timeout, ``statusOnError``. Scope: the
-  whole workload (every request is checked) when a rule matches every request; Istio scopes the check
-  to the requests the rules match (a shadow RBAC filter + dynamic metadata), which the Isthmus proxy
-  cannot express yet, so narrower rules are reported and the check still covers the whole workload
-  (the provider's own rules decide). A policy without rules matches nothing (Istio) → no check.
+  ``failOpen`` → ``failure_mode_allow``, ``timeout`` → the gRPC timeout, ``statusOnError``. Scope:
+  Istio checks only the requests the rules match (a shadow RBAC filter + dynamic metadata, which the
+  Isthmus proxy does not have). Isthmus scopes by route instead, on sidecars: when every rule uses only
+  ``to.operation.paths``/``methods``, the inbound route config gets a copy of its catch-all route per
+  (path, method) of the rules, first, and the catch-all itself gets ``ExtAuthzPerRoute{disabled: true}``.
+  A rule that matches everything, or uses anything else (sources, ``when``, hosts, ports, ``not*``),
+  and every gateway (routes from RDS): the whole workload is checked (reported). A policy without rules
+  matches nothing (Istio) → no check.
 * **Provider clusters**: each provider in use is reached through ``outbound|<port>||<service>``. A
   service in the registry keeps the cluster the registry gives it (EDS); otherwise pilot emits a STATIC
   cluster on the address given for the host (``--mixer-address``), or the host itself when it is an IP,
@@ -26,6 +29,7 @@ authorization (pure; applied by ``generate`` after the per-type builders, before
 from __future__ import annotations
 
 import ipaddress
+import re
 from typing import Any
 
 from pilot.model.mesh import EXT_AUTHZ_GRPC, HTTP_ALS, TCP_ALS, ExtensionProvider, MeshConfig
@@ -41,6 +45,7 @@ MX_FILTER = "istio.metadata_exchange"
 MX_CONFIG = "io.istio.http.peer_metadata.Config"
 EXT_AUTHZ_FILTER = "envoy.filters.http.ext_authz"
 EXT_AUTHZ = "envoy.extensions.filters.http.ext_authz.v3.ExtAuthz"
+EXT_AUTHZ_PER_ROUTE = "envoy.extensions.filters.http.ext_authz.v3.ExtAuthzPerRoute"
 HTTP_GRPC_LOGGER = "envoy.access_loggers.http_grpc"
 TCP_GRPC_LOGGER = "envoy.access_loggers.tcp_grpc"
 HTTP_GRPC_ALS = "envoy.extensions.access_loggers.grpc.v3.HttpGrpcAccessLogConfig"
@@ -127,6 +132,78 @@ def _rule_matches_all(rule: dict[str, Any]) -> bool:
     )
 
 
+_SCOPABLE_OPERATION = {"paths", "methods"}
+
+
+def _path_route_match(path: str | None) -> dict[str, Any]:
+    """Istio's AuthorizationPolicy path forms as a route match: exact, ``/x*`` prefix, ``*x`` suffix,
+    ``*`` (or none) any."""
+    if path is None or path == "*":
+        return {"prefix": "/"}
+    if path.endswith("*"):
+        return {"prefix": path[:-1]}
+    if path.startswith("*"):
+        return {"safe_regex": {"regex": ".*" + re.escape(path[1:])}}
+    return {"path": path}
+
+
+def rule_route_matches(rule: dict[str, Any]) -> list[dict[str, Any]] | None:
+    """The route matches covering exactly the requests one CUSTOM rule matches, when the rule only
+    uses ``to.operation.paths`` / ``methods``; None when it uses anything else (sources, ``when``,
+    hosts, ports, ``not*``)."""
+    if rule.get("when") or any((f.get("source") or {}) for f in rule.get("from") or []):
+        return None
+    out = []
+    for t in rule.get("to") or [{}]:
+        op = t.get("operation") or {}
+        if set(op) - _SCOPABLE_OPERATION:
+            return None
+        for path in op.get("paths") or [None]:
+            for method in op.get("methods") or [None]:
+                m = _path_route_match(path)
+                if method is not None:
+                    m["headers"] = [{"name": ":method", "string_match": {"exact": str(method)}}]
+                out.append(m)
+    return out
+
+
+def custom_scope(
+    idx: Index, mesh: MeshConfig, proxy: Proxy, provider: ExtensionProvider
+) -> list[dict] | None:
+    """Route matches of the requests the workload's CUSTOM policies (for this provider) match, or None
+    for every request (a rule matches everything, or cannot be expressed as route matches)."""
+    out: list[dict[str, Any]] = []
+    for ap in _custom_policies(idx, proxy):
+        if mesh.provider(str((ap.spec.get("provider") or {}).get("name", ""))) != provider:
+            continue
+        for rule in ap.spec.get("rules") or []:
+            matches = rule_route_matches(rule)
+            if matches is None or {"prefix": "/"} in matches:
+                return None
+            out += [m for m in matches if m not in out]
+    return out
+
+
+def _scope_routes(route_config: dict[str, Any], scope: list[dict[str, Any]]) -> dict[str, Any]:
+    """Inbound route config with ext_authz only on ``scope``: a copy of each catch-all route per match
+    first, then the catch-all itself with ext_authz ``disabled`` (Envoy's ExtAuthzPerRoute)."""
+    disabled = {EXT_AUTHZ_FILTER: typed(EXT_AUTHZ_PER_ROUTE, {"disabled": True})}
+    vhosts = []
+    for vh in route_config.get("virtual_hosts") or []:
+        routes = []
+        for r in vh.get("routes") or []:
+            if r.get("match") == {"prefix": "/"}:
+                base = {k: v for k, v in r.items() if k not in ("match", "name")}
+                routes += [
+                    {**base, "name": f"{r.get('name', 'default')}-ext-authz-{i}", "match": m}
+                    for i, m in enumerate(scope)
+                ]
+                r = {**r, "typed_per_filter_config": {**(r.get("typed_per_filter_config") or {}), **disabled}}
+            routes.append(r)
+        vhosts.append({**vh, "routes": routes})
+    return {**route_config, "virtual_hosts": vhosts}
+
+
 def custom_provider(idx: Index, mesh: MeshConfig, proxy: Proxy) -> ExtensionProvider | None:
     """The ext_authz provider the workload's CUSTOM policies ask for (the first usable one; the rest
     is reported by ``mixer_warnings``)."""
@@ -165,9 +242,14 @@ def mixer_warnings(push: PushContext) -> list[str]:
                 f"{where}: spec.rules: empty, so the policy matches no request (Istio); nothing is checked"
             )
         elif not any(_rule_matches_all(r) for r in rules):
+            if any(rule_route_matches(r) is None for r in rules):
+                out.append(
+                    f"{where}: spec.rules: only to.operation.paths/methods can scope a CUSTOM check in Isthmus; "
+                    f"every HTTP request to the selected workloads is checked by {name!r}"
+                )
             out.append(
-                f"{where}: spec.rules: Isthmus does not scope CUSTOM checks to the rules yet; every HTTP request "
-                f"to the selected workloads is checked by {name!r}"
+                f"{where}: spec.rules: on gateways every HTTP request is checked by {name!r} (the rules scope "
+                "the check on sidecars only)"
             )
         out.append(
             f"{where}: CUSTOM is enforced on HTTP ports only (no envoy.filters.network.ext_authz in the proxy); "
@@ -180,8 +262,10 @@ def mixer_warnings(push: PushContext) -> list[str]:
 # ----------------------------------------------------------------------------- listeners
 
 
-def _with_hcm(f: dict[str, Any], inbound: bool, http_logs, authz: dict | None) -> dict[str, Any]:
+def _with_hcm(f: dict[str, Any], inbound: bool, http_logs, authz: dict | None, scope=None) -> dict[str, Any]:
     tc = dict(f["typed_config"])
+    if authz is not None and scope is not None and tc.get("route_config"):
+        tc["route_config"] = _scope_routes(tc["route_config"], scope)
     filters = list(tc.get("http_filters") or [])
     if authz is not None and not any(x.get("name") == EXT_AUTHZ_FILTER for x in filters):
         at = next((i for i, x in enumerate(filters) if x.get("name") in _BEFORE_AUTHZ), len(filters))
@@ -210,6 +294,11 @@ def wire_listeners(listeners: list[dict[str, Any]], proxy: Proxy, push: PushCont
     tcp_logs = [tcp_access_log(p) for p in providers if p.kind == TCP_ALS]
     authz_provider = custom_provider(index_of(push), mesh, proxy) if mesh.extension_providers else None
     authz = ext_authz_filter(authz_provider) if authz_provider is not None else None
+    # Sidecars: only the requests the CUSTOM rules match are checked, when the rules can be expressed
+    # as route matches; gateways (routes from RDS) and other rules: every request.
+    scope = None
+    if authz_provider is not None and proxy.type != ROUTER:
+        scope = custom_scope(index_of(push), mesh, proxy, authz_provider)
     if not (http_logs or tcp_logs or authz):
         return listeners
     out = []
@@ -217,11 +306,11 @@ def wire_listeners(listeners: list[dict[str, Any]], proxy: Proxy, push: PushCont
         inbound = lst.get("traffic_direction") == "INBOUND"
         chk = authz if (inbound or proxy.type == ROUTER) else None
 
-        def chain(c: dict[str, Any], inbound=inbound, chk=chk) -> dict[str, Any]:
+        def chain(c: dict[str, Any], inbound=inbound, chk=chk, scope=scope) -> dict[str, Any]:
             filters = []
             for f in c.get("filters") or []:
                 if f.get("name") == HCM_NAME:
-                    f = _with_hcm(f, inbound, http_logs, chk)
+                    f = _with_hcm(f, inbound, http_logs, chk, scope if chk is not None else None)
                 elif f.get("name") == TCP_PROXY_NAME and tcp_logs:
                     f = _with_tcp(f, tcp_logs)
                 filters.append(f)

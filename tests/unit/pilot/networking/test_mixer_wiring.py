@@ -295,7 +295,7 @@ def test_custom_problems_are_reported_by_path():
         configs=[
             custom("unknown", provider="opa"),
             custom("empty", rules=()),
-            custom("scoped", rules=({"to": [{"operation": {"paths": ["/admin"]}}]},)),
+            custom("by-source", rules=({"from": [{"source": {"namespaces": ["x"]}}]},)),
             custom("telemetry-provider", provider="mixer-telemetry"),
         ],
         mesh=MESH,
@@ -306,12 +306,12 @@ def test_custom_problems_are_reported_by_path():
         in w
     )
     assert "AuthorizationPolicy/default/empty: spec.rules: empty" in w
-    assert "AuthorizationPolicy/default/scoped: spec.rules: Isthmus does not scope CUSTOM checks" in w
+    assert "AuthorizationPolicy/default/by-source: spec.rules: only to.operation.paths/methods can scope" in w
     assert (
         "AuthorizationPolicy/default/telemetry-provider: spec.provider.name: provider 'mixer-telemetry' is envoyHttpAls"
         in w
     )
-    # "scoped" still checks the whole workload; "empty" matches nothing
+    # "by-source" checks the whole workload; "empty" matches nothing
     (vi,) = [x for x in listeners(sidecar(), p) if x["name"] == "virtualInbound"]
     assert all(filter_names(h).count("envoy.filters.http.ext_authz") == 1 for h in hcms(vi))
 
@@ -496,3 +496,35 @@ def test_golden_ratelimit_gateway():
     if os.environ.get("UPDATE_GOLDEN"):
         GOLDEN.write_text(json.dumps(got, indent=2, sort_keys=True) + "\n")
     assert got == json.loads(GOLDEN.read_text())
+
+
+def test_custom_rules_on_paths_and_methods_scope_the_check_per_route():
+    rules = (
+        {"to": [{"operation": {"paths": ["/admin*", "/login"], "methods": ["POST"]}}]},
+        {"to": [{"operation": {"paths": ["*.php"]}}]},
+    )
+    p = push(configs=[custom("scoped", rules=rules, selector={"app": "reviews"})], mesh=MESH)
+    w = "\n".join(translation_warnings(p))
+    assert "only to.operation.paths/methods" not in w and "on gateways every HTTP request" in w
+    proxy = sidecar("reviews", "v1", "127.0.0.12")
+    (vi,) = [x for x in listeners(proxy, p) if x["name"] == "virtualInbound"]
+    for hcm in hcms(vi):
+        assert "envoy.filters.http.ext_authz" in filter_names(hcm)
+        (vh,) = hcm["route_config"]["virtual_hosts"]
+        matches = [r["match"] for r in vh["routes"]]
+        post = [{"name": ":method", "string_match": {"exact": "POST"}}]
+        assert matches == [
+            {"prefix": "/admin", "headers": post},
+            {"path": "/login", "headers": post},
+            {"safe_regex": {"regex": ".*\\.php"}},
+            {"prefix": "/"},
+        ]
+        *checked, catch_all = vh["routes"]
+        assert all("typed_per_filter_config" not in r for r in checked)
+        assert all(r["route"] == catch_all["route"] for r in checked)
+        per_route = catch_all["typed_per_filter_config"]["envoy.filters.http.ext_authz"]
+        assert per_route == {
+            "@type": "type.googleapis.com/envoy.extensions.filters.http.ext_authz.v3.ExtAuthzPerRoute",
+            "disabled": True,
+        }
+    check_all(proxy, p)
