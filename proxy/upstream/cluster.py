@@ -19,7 +19,7 @@ from envoy.config.core.v3 import health_check_pb2
 from proxy.config.errors import ConfigError
 from proxy.upstream import dns
 from proxy.upstream.cluster_stats import ClusterStats
-from proxy.upstream.config import check_cluster, check_protocol_options
+from proxy.upstream.config import bind_source_address, check_cluster, check_protocol_options
 from proxy.upstream.errors import PoolOverflow, UpstreamConnectError
 from proxy.upstream.host import DEGRADED_EDS_HEALTH, FAILED_EDS_HEALTH, Host
 from proxy.upstream.lb import (
@@ -214,6 +214,8 @@ class Cluster:
             self.transport_socket = build_transport_socket(
                 proto.transport_socket, ctx, f"{path}.transport_socket", upstream=True
             )
+        # upstream_bind_config.source_address: the local (ip, port) every upstream connection binds.
+        self.source_address = bind_source_address(proto, path)
         self.host_sets: list[HostSet] = []
         self._lb = PriorityLoadBalancer([], self.lb_config)
         self._pools: dict[int, HttpConnectionPool] = {}  # id(host) -> pool
@@ -268,6 +270,7 @@ class Cluster:
                 host, self.pool_settings, self.stats, self.resources
             )
             pool.transport_socket = self.transport_socket
+            pool.source_address = self.source_address
         return pool
 
     async def connect_tcp(self, host: Host, protocol_factory=None):

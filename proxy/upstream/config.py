@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import ipaddress
+
 # Imported here so that json_format can resolve this Any in a bootstrap (see DESIGN.md pitfalls).
 from envoy.extensions.upstreams.http.v3 import http_protocol_options_pb2
 from google.protobuf.message import Message
@@ -74,6 +76,9 @@ CLUSTER_SPEC = {
     "metadata": True,
     "eds_cluster_config": {"eds_config": True, "service_name": True},  # eds_config checked by EdsCluster
     "transport_socket": True,  # checked by proxy.tls.transport_socket.build_transport_socket
+    # Istio's inbound clusters in REDIRECT mode bind 127.0.0.6 so istio-init lets the connection to the
+    # app through; only the source address is implemented (checked by bind_source_address).
+    "upstream_bind_config": {"source_address": {"address": True, "port_value": True, "protocol": True}},
 }
 
 # Clear messages for the fields users most often bring.
@@ -99,6 +104,30 @@ def check_cluster(cluster: Message, path: str) -> None:
         if cluster.HasField(name) if _is_singular(cluster, name) else len(getattr(cluster, name)):
             raise ConfigError(f"{path}.{name}", why)
     reject_unsupported(cluster, CLUSTER_SPEC, path)
+
+
+def bind_source_address(cluster: Message, path: str) -> tuple[str, int] | None:
+    """``upstream_bind_config.source_address`` as ``(ip, port)`` for ``local_addr``, or None.
+
+    The address must be an IP literal (Envoy resolves no names here) and the protocol TCP; port 0 lets
+    the kernel pick the source port (what Istio sends)."""
+    if not cluster.HasField("upstream_bind_config"):
+        return None
+    here = f"{path}.upstream_bind_config"
+    bind = cluster.upstream_bind_config
+    if not bind.HasField("source_address"):
+        raise ConfigError(f"{here}.source_address", "a source_address is required")
+    sa = bind.source_address
+    spath = f"{here}.source_address"
+    try:
+        ip = ipaddress.ip_address(sa.address)
+    except ValueError:
+        raise ConfigError(f"{spath}.address", f"'{sa.address}' is not an IP address") from None
+    if sa.protocol != 0:  # TCP
+        raise ConfigError(f"{spath}.protocol", "only TCP is supported")
+    if sa.port_value > 65535:
+        raise ConfigError(f"{spath}.port_value", "must be at most 65535")
+    return (str(ip), sa.port_value)
 
 
 def _is_singular(msg: Message, name: str) -> bool:

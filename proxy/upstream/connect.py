@@ -1,7 +1,7 @@
 """Opening one upstream connection: TCP or a Unix socket (a ``pipe`` address), with TLS when the
 cluster has a ``transport_socket``.
 
-``open_connection(loop, protocol_factory, address, transport_socket, stats_scope)`` returns
+``open_connection(loop, protocol_factory, address, transport_socket, stats_scope, source_address)`` returns
 ``(transport, protocol)`` like ``loop.create_connection``, but only once the TLS handshake (and the
 SAN check) succeeded. Every failure is an ``OSError`` (``UpstreamTlsError`` for TLS), which the pools
 already map to a connect failure (Envoy's UF).
@@ -65,10 +65,12 @@ class _Gate(asyncio.Protocol):
             protocol.connection_lost(self.lost[0])
 
 
-async def _raw_connect(loop, factory, address: tuple[str, int]):
+async def _raw_connect(loop, factory, address: tuple[str, int], source_address=None):
     if is_pipe(address):
         return await loop.create_unix_connection(factory, address[0])
-    return await loop.create_connection(factory, address[0], address[1])
+    # upstream_bind_config: bind the local address first (127.0.0.6 lets istio-init's rule pass the
+    # inbound cluster's connection to the app instead of capturing it again).
+    return await loop.create_connection(factory, address[0], address[1], local_addr=source_address)
 
 
 async def open_connection(
@@ -77,17 +79,20 @@ async def open_connection(
     address: tuple[str, int],
     transport_socket=None,
     stats_scope=None,
+    source_address: tuple[str, int] | None = None,
 ):
     """Connect (and handshake): ``(transport, protocol)``. Raises OSError (UpstreamTlsError for TLS);
-    the caller's timeout covers the handshake too."""
+    the caller's timeout covers the handshake too. With `source_address` (the cluster's
+    ``upstream_bind_config.source_address``) the socket is bound to it before connecting; a pipe
+    address has no source."""
     if transport_socket is None:
-        return await _raw_connect(loop, protocol_factory, address)
+        return await _raw_connect(loop, protocol_factory, address, source_address)
     gate = _Gate()
     try:
         tls_factory = transport_socket.protocol_factory(lambda: gate, stats_scope)
     except ConnectionError as e:  # no secrets yet
         raise UpstreamTlsError(str(e), "no_secrets") from None
-    _, tls = await _raw_connect(loop, tls_factory, address)
+    _, tls = await _raw_connect(loop, tls_factory, address, source_address)
     try:
         await tls.wait_handshake()
     except TlsError as e:

@@ -412,6 +412,7 @@ class HttpConnectionPool:
     """HTTP/1.1 connections to one host of one cluster."""
 
     transport_socket = None  # the cluster's TlsSocketFactory (set by Cluster.http_pool); None: plaintext
+    source_address = None  # the cluster's upstream_bind_config source (ip, port) (set by Cluster.http_pool)
 
     def __init__(
         self, host: Host, settings: PoolSettings, stats: ClusterStats, resources: ResourceManager
@@ -603,6 +604,7 @@ class HttpConnectionPool:
                     (ip, port),
                     self.transport_socket,
                     self.stats.scope,
+                    self.source_address,
                 )
         except TimeoutError:
             self.stats.upstream_cx_connect_timeout.inc()

@@ -136,6 +136,7 @@ async def open_tcp(cluster, host, protocol_factory=None):
                 host.address,
                 getattr(cluster, "transport_socket", None),
                 cluster.stats_scope,
+                getattr(cluster, "source_address", None),
             )
     except (OSError, TimeoutError) as e:
         cx.dec()

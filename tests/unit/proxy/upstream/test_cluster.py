@@ -145,8 +145,8 @@ def test_alt_stat_name():
         ),
         ({"http2_protocol_options": {}}, ".http2_protocol_options", "HTTP/2"),
         (
-            {"upstream_bind_config": {"source_address": {"address": "1.2.3.4", "port_value": 0}}},
-            ".upstream_bind_config",
+            {"upstream_bind_config": {"source_address": {"address": "1.2.3.4"}, "freebind": True}},
+            ".upstream_bind_config.freebind",
             "not supported",
         ),
         (
