@@ -9,9 +9,7 @@ lists what the configuration asks for that the Isthmus proxy cannot do yet (neve
 
 After the builders, ``mixer`` wires the mesh extension providers (telemetry loggers, metadata exchange,
 CUSTOM ext_authz, provider clusters) and ``envoyfilter`` applies the EnvoyFilter patches, last, as
-Istio does. Both work on the JSON form and run only when the mesh has providers or the proxy has
-patches; a patched resource that does not parse keeps its generated form (``envoyfilter_warnings``
-reports every patch that is not applied).
+Istio does (``postprocess``, called by each builder on its dicts before they become protos).
 """
 
 from __future__ import annotations
@@ -20,7 +18,6 @@ from google.protobuf.message import Message
 
 from pilot.model.proxy import Proxy
 from pilot.model.push_context import PushContext
-from pilot.networking import envoyfilter, mixer, protos
 from pilot.networking.clusters import build_clusters
 from pilot.networking.endpoints import build_endpoints
 from pilot.networking.listeners import build_listeners
@@ -45,40 +42,7 @@ def generate(type_url: str, proxy: Proxy, push: PushContext, names: set[str] | N
     builder = BUILDERS.get(type_url)
     if builder is None:
         raise UnknownTypeError(f"pilot does not generate {type_url}")
-    out = builder(proxy, push, names)
-    return _post_process(type_url, out, proxy, push, names)
-
-
-def _post_process(type_url, resources, proxy, push, names):
-    patches = envoyfilter.patches_for(proxy, push)
-    wired = bool(push.mesh.extension_providers) and type_url in (LISTENER_TYPE, CLUSTER_TYPE)
-    if not patches and not wired:
-        return resources
-    dicts = [protos.to_dict(r) for r in resources]
-    if type_url == LISTENER_TYPE:
-        new = envoyfilter.patch_listeners(mixer.wire_listeners(dicts, proxy, push), proxy, patches)
-        parse = protos.listener
-    elif type_url == CLUSTER_TYPE:
-        new = envoyfilter.patch_clusters(mixer.wire_clusters(dicts, proxy, push), proxy, patches)
-        new = [c for c in new if names is None or c["name"] in names]
-        parse = protos.cluster
-    elif type_url == ROUTE_TYPE:
-        new = envoyfilter.patch_routes(dicts, proxy, patches)
-        parse = protos.route_configuration
-    else:
-        return resources
-    out = []
-    for i, d in enumerate(new):
-        try:
-            out.append(parse(d))
-        except Exception:  # noqa: BLE001  a patched resource that does not parse keeps its generated form
-            if (
-                i < len(resources)
-                and resources[i] is not None
-                and getattr(resources[i], "name", None) == d.get("name")
-            ):
-                out.append(resources[i])
-    return out
+    return builder(proxy, push, names)
 
 
 __all__ = [

@@ -33,6 +33,7 @@ from pilot.networking.names import (
     inbound_cluster,
     outbound_cluster,
 )
+from pilot.networking.postprocess import finish_clusters
 
 
 def _metadata(svc: Service, subset: str) -> dict[str, Any]:
@@ -174,4 +175,5 @@ def build_clusters(
     else:
         dicts += [inbound_cluster_dict(proxy, port) for port, _ in workload_ports(idx, proxy)]
         dicts += special_clusters()
+    dicts = finish_clusters(dicts, proxy, push)  # mesh provider clusters (mixer), then EnvoyFilter patches
     return [protos.cluster(c) for c in dicts if names is None or c["name"] in names]

@@ -59,6 +59,7 @@ from pilot.networking.names import (
     inbound_cluster,
     outbound_cluster,
 )
+from pilot.networking.postprocess import finish_listeners
 from pilot.networking.protos import ORIGINAL_DST, TLS_INSPECTOR
 from pilot.networking.routes import HTTP_PROXY_ROUTE
 from pilot.networking.tls import ALPN_INBOUND_HTTP, ALPN_INBOUND_TCP, istio_mutual_downstream
@@ -349,4 +350,5 @@ def build_listeners(
         dicts = grpc_listeners(idx, proxy, names)
     else:
         dicts = sidecar_listeners(idx, push, proxy)
+    dicts = finish_listeners(dicts, proxy, push)  # mesh providers (mixer), then EnvoyFilter patches
     return [protos.listener(d) for d in dicts if names is None or d["name"] in names or proxy.type == GRPC]

@@ -34,6 +34,7 @@ from pilot.networking.index import (
     visible_services,
 )
 from pilot.networking.names import MESH_GATEWAY, PASSTHROUGH_CLUSTER
+from pilot.networking.postprocess import finish_routes
 from pilot.serviceregistry.names import is_http
 
 HTTP_PROXY_ROUTE = "http_proxy"
@@ -151,4 +152,5 @@ def build_routes(
 
         if interception_none(proxy) and (names is None or HTTP_PROXY_ROUTE in names):
             configs.append(http_proxy_route_config(idx, push, proxy))
+    configs = finish_routes(configs, proxy, push)  # EnvoyFilter patches
     return [protos.route_configuration(c) for c in configs]
