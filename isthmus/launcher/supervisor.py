@@ -296,9 +296,22 @@ class Supervisor:
             except ProcessLookupError:
                 pass
 
+    def stop_waves(self) -> list[list[Workload]]:
+        """The start waves backwards: what depends on others stops first (the gateway, then the apps,
+        then their sidecars, then the control plane); within a wave, reversed start order."""
+        level: dict[str, int] = {}
+        for w in self.order:  # dependencies come first in self.order
+            level[w.name] = 1 + max((level[d] for d in w.depends_on), default=-1)
+        waves: dict[int, list[Workload]] = {}
+        for w in reversed(self.order):
+            waves.setdefault(level[w.name], []).append(w)
+        return [waves[k] for k in sorted(waves, reverse=True)]
+
     async def _stop_all(self) -> None:
+        # One at a time, in the order of stop_waves. (Stopping a whole wave at once was tried: six
+        # sidecars draining together overran the stop timeout and were killed.)
         self._stopping.set()
-        for workload in reversed(self.order):
+        for workload in [w for wave in self.stop_waves() for w in wave]:
             child = self.children[workload.name]
             if not child.running:
                 continue

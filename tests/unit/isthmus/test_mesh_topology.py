@@ -130,3 +130,13 @@ def test_status_shows_each_process_and_fails_when_one_is_gone():
     assert not ok
     assert "ratings" in text and "GONE" in text and "http://g/" in text
     assert status.render(st, lambda pid: True)[1]
+
+
+def test_stop_waves_gateway_then_apps_then_sidecars_then_control_plane():
+    from isthmus.launcher.supervisor import Supervisor
+
+    waves = [[w.name for w in wave] for wave in Supervisor(topo()).stop_waves()]
+    assert waves[0] == ["istio-ingressgateway"]
+    assert set(waves[1]) == set(APPS)
+    assert set(waves[2]) == {f"{a}-sidecar" for a in APPS}  # drained together, after every app stopped
+    assert waves[3] == ["mixer", "pilot", "citadel"]
