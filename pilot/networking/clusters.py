@@ -9,7 +9,9 @@
 * Sidecars also get ``inbound|<port>||`` STATIC clusters for their own workload's ports, pointing at
   the workload's instance IP (Istio ≥ 1.10 forwards inbound traffic to the pod IP; in local mode apps
   listen on their workload IP, so 127.0.0.1 would not reach them), plus ``BlackHoleCluster``,
-  ``PassthroughCluster`` and ``InboundPassthroughClusterIpv4``.
+  ``PassthroughCluster`` and ``InboundPassthroughClusterIpv4``. With ``INTERCEPTION_MODE: REDIRECT``
+  (the default) the inbound clusters and the inbound passthrough bind ``127.0.0.6``
+  (``upstream_bind_config``), which istio-init's rules let through to the app.
 * gRPC clients get only the outbound EDS clusters (ROUND_ROBIN, no Envoy-only fields).
 """
 
@@ -109,10 +111,19 @@ def workload_ports(idx: Index, proxy: Proxy) -> list[tuple[int, str]]:
     return sorted(found.items())
 
 
+# Istio's InboundPassthroughBindIpv4: istio-init RETURNs connections from this source over lo, so the
+# sidecar's connection to its own pod IP reaches the app instead of being redirected to 15006 again.
+INBOUND_PASSTHROUGH_BIND = {"source_address": {"address": "127.0.0.6", "port_value": 0}}
+
+
+def _interception_redirect(proxy: Proxy) -> bool:
+    return str(proxy.metadata.get("INTERCEPTION_MODE") or "REDIRECT").upper() == "REDIRECT"
+
+
 def inbound_cluster_dict(proxy: Proxy, port: int) -> dict[str, Any]:
     name = inbound_cluster(port)
     address = proxy.ip_addresses[0] if proxy.ip_addresses else "127.0.0.1"
-    return {
+    c: dict[str, Any] = {
         "name": name,
         "type": "STATIC",
         "connect_timeout": tp.DEFAULT_CONNECT_TIMEOUT,
@@ -123,6 +134,9 @@ def inbound_cluster_dict(proxy: Proxy, port: int) -> dict[str, Any]:
             "endpoints": [{"lb_endpoints": [{"endpoint": _socket(address, port)}]}],
         },
     }
+    if _interception_redirect(proxy):
+        c["upstream_bind_config"] = dict(INBOUND_PASSTHROUGH_BIND)
+    return c
 
 
 def special_clusters() -> list[dict[str, Any]]:
@@ -174,6 +188,11 @@ def build_clusters(
         dicts += special_clusters()[:2]
     else:
         dicts += [inbound_cluster_dict(proxy, port) for port, _ in workload_ports(idx, proxy)]
-        dicts += special_clusters()
+        specials = special_clusters()
+        if _interception_redirect(proxy):  # Istio binds the inbound passthrough to 127.0.0.6 too
+            for c in specials:
+                if c["name"] == INBOUND_PASSTHROUGH_CLUSTER:
+                    c["upstream_bind_config"] = dict(INBOUND_PASSTHROUGH_BIND)
+        dicts += specials
     dicts = finish_clusters(dicts, proxy, push)  # mesh provider clusters (mixer), then EnvoyFilter patches
     return [protos.cluster(c) for c in dicts if names is None or c["name"] in names]
