@@ -45,14 +45,18 @@ WARMED_BY = {resources.ENDPOINT: resources.CLUSTER, resources.ROUTE: resources.L
 
 
 ADS_SERVICE = "envoy.service.discovery.v3.AggregatedDiscoveryService"
-# grpc.aio server options for the xDS port. Thousands of streams per process: no HTTP/2 stream limit
-# per connection (gRPC's default is 100 on some builds). gRPC core cancels a call the application has
-# not picked up within `server_max_unrequested_time_in_server` (30 s by default); with grpc.aio the
-# calls are picked up by the event loop, so a burst of connecting proxies must not starve it (responses
-# share the cache's bytes, see pilot.xds.wire), and the limit is raised so that a slow start-up under a
-# reconnect storm delays streams instead of cancelling them.
+# grpc.aio server options for the xDS port, for thousands of streams per process:
+# * no HTTP/2 stream limit per connection (gRPC's default is 100 on some builds);
+# * gRPC core queues calls the application has not picked up yet, and above
+#   `max_pending_requests` (1000 by default, hard limit 3000) it cancels new calls at random, and
+#   after `server_max_unrequested_time_in_server` (30 s) it cancels waiting ones. grpc.aio picks calls
+#   up on the event loop, so 2000 proxies connecting at once lost streams with the defaults. Responses
+#   now share the cache's bytes (pilot.xds.wire) so the loop is not starved, and the limits are raised
+#   so that a reconnect storm delays streams instead of cancelling them.
 SERVER_OPTIONS = (
     ("grpc.max_concurrent_streams", 100000),
+    ("grpc.server.max_pending_requests", 100000),
+    ("grpc.server.max_pending_requests_hard_limit", 100000),
     ("grpc.server_max_unrequested_time_in_server", 600),
 )
 
