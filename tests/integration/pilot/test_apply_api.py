@@ -58,7 +58,7 @@ def test_every_sample_file_applies_with_isthmus_apply(pilot):
     ).json()
     assert se["spec"]["hosts"] == ["www.googleapis.com"]
     r = isthmus("apply", "-f", str(SAMPLES / "productpage_envoy_ratelimit.yaml"), pilot=pilot.http)
-    assert r.returncode == 0 and "later issue" in r.stderr  # accepted; translated by a later issue
+    assert r.returncode == 0 and "later issue" not in r.stderr  # accepted and translated (issue 7)
     r = isthmus("get", "envoyfilter", "-n", "istio-system", pilot=pilot.http)
     assert "filter-ratelimit-svc" in r.stdout
 
