@@ -353,6 +353,11 @@ class Listener:
                 lf.name, lf.typed_config if lf.HasField("typed_config") else None, lpath
             )
             self.listener_filters.append(ext.factory(msg, self.ctx, f"{lpath}.typed_config"))
+        if self.use_original_dst:  # Envoy adds the original_dst listener filter itself for use_original_dst
+            from proxy.filters.listener.original_dst import OriginalDstFactory
+
+            if not any(isinstance(f, OriginalDstFactory) for f in self.listener_filters):
+                self.listener_filters.insert(0, OriginalDstFactory())
 
         self.chains: list[tuple[ChainMatch, FilterChain]] = []
         seen: dict[tuple, int] = {}
