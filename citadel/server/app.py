@@ -5,6 +5,7 @@ from __future__ import annotations
 import datetime as dt
 import logging
 import signal
+import sys
 import threading
 from concurrent import futures
 from dataclasses import dataclass
@@ -81,7 +82,7 @@ def run(config: CitadelConfig) -> int:
         token_key = storage.load_or_create_token_key(config.root_dir)
     except (ValueError, OSError) as e:
         event(log, logging.ERROR, "ca.load_failed", error=str(e))
-        print(f"citadel: {e}", flush=True)
+        print(f"citadel: {e}", file=sys.stderr, flush=True)
         return 1
     Info("isthmus_component", "Which Isthmus component this process is").info({"component": "citadel"})
     metrics = CitadelMetrics(REGISTRY)
@@ -109,7 +110,7 @@ def run(config: CitadelConfig) -> int:
         http = http_endpoint.start(config.http_addr, REGISTRY, ready.is_set, lambda: ca.root_pem)
     except (OSError, RuntimeError) as e:
         event(log, logging.ERROR, "server.listen_failed", error=str(e))
-        print(f"citadel: {e}", flush=True)
+        print(f"citadel: {e}", file=sys.stderr, flush=True)
         return 1
     server.start()
     ready.set()

@@ -43,7 +43,10 @@ def make_handler(registry: CollectorRegistry, is_ready: Callable[[], bool], root
 
 def start(address, registry, is_ready, root_pem) -> ThreadingHTTPServer:
     """Bind and serve in a daemon thread; raises OSError when the address is taken."""
-    server = ThreadingHTTPServer(address, make_handler(registry, is_ready, root_pem))
+    try:
+        server = ThreadingHTTPServer(address, make_handler(registry, is_ready, root_pem))
+    except OSError as e:
+        raise OSError(f"cannot listen on {address[0]}:{address[1]}: {e.strerror or e}") from None
     server.daemon_threads = True
     threading.Thread(target=server.serve_forever, name="citadel-http", daemon=True).start()
     event(

@@ -11,7 +11,6 @@ import asyncio
 import contextlib
 import logging
 import signal
-import socket
 import sys
 from dataclasses import dataclass
 
@@ -22,6 +21,7 @@ from envoy.service.auth.v3 import external_auth_pb2_grpc
 from envoy.service.ratelimit.v3 import rls_pb2_grpc
 from prometheus_client import REGISTRY, CollectorRegistry, Info
 
+from isthmus.listen import ListenError, bind_tcp, check_free
 from isthmus.log import event
 from mixer.adapters.accesslog import JsonLinesWriter
 from mixer.adapters.prometheus import IstioMetrics
@@ -47,10 +47,6 @@ class MixerOptions:
     grpc_addr: tuple[str, int] = ("127.0.0.1", 9091)
     http_addr: tuple[str, int] = ("127.0.0.1", 20001)
     reload_interval: float = 0.5
-
-
-class ListenError(Exception):
-    pass
 
 
 class Telemetry:
@@ -115,23 +111,6 @@ class _HttpServer(uvicorn.Server):
         yield
 
 
-def _bind(address: tuple[str, int]) -> socket.socket:
-    host, port = address
-    sock = socket.socket(socket.AF_INET6 if ":" in host else socket.AF_INET, socket.SOCK_STREAM)
-    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-    try:
-        sock.bind(address)
-    except OSError as e:
-        sock.close()
-        raise ListenError(f"cannot listen on {host}:{port}: {e.strerror or e}") from None
-    return sock
-
-
-def _check_free(address: tuple[str, int]) -> None:
-    # grpc's bind error does not say why; probe first so a taken port is named clearly
-    _bind(address).close()
-
-
 def run(options: MixerOptions) -> int:
     return asyncio.run(_serve(options))
 
@@ -167,9 +146,9 @@ async def _serve(options: MixerOptions) -> int:
 
     grpc_target = f"{options.grpc_addr[0]}:{options.grpc_addr[1]}"
     try:
-        http_sock = _bind(options.http_addr)
+        http_sock = bind_tcp(options.http_addr)
         if options.grpc_addr[1] != 0:
-            _check_free(options.grpc_addr)
+            check_free(options.grpc_addr)
     except ListenError as e:
         print(f"mixer: {e}", file=sys.stderr, flush=True)
         event(log, logging.ERROR, "server.listen_failed", error=str(e))

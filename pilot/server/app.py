@@ -20,6 +20,7 @@ import dataclasses
 import logging
 import os
 import socket
+import sys
 from dataclasses import dataclass
 
 import grpc
@@ -35,6 +36,7 @@ from prometheus_client import (
     generate_latest,
 )
 
+from isthmus.listen import ListenError, bind_tcp, check_free
 from isthmus.log import event
 from pilot.model.mesh import load_mesh_config, with_mixer
 from pilot.model.push_context import MeshConfig
@@ -204,25 +206,26 @@ class Pilot:
         xds_server.add_to_server(self.xds, server)
         host, port = self.settings.grpc_addr
         try:
+            http_sock = bind_tcp(self.settings.http_addr)
+            if port != 0:
+                check_free(self.settings.grpc_addr)
+        except ListenError as e:
+            print(f"pilot: {e}", file=sys.stderr, flush=True)
+            event(log, logging.ERROR, "server.listen_failed", error=str(e))
+            return 1
+        try:
             self.grpc_port = server.add_insecure_port(f"{host}:{port}")
         except RuntimeError as e:
+            http_sock.close()
+            print(f"pilot: cannot listen on {host}:{port}: {e}", file=sys.stderr, flush=True)
             event(log, logging.ERROR, "server.listen_failed", address=f"{host}:{port}", error=str(e))
             return 1
-        http = _QuietServer(
-            uvicorn.Config(
-                self.http,
-                host=self.settings.http_addr[0],
-                port=self.settings.http_addr[1],
-                log_level="warning",
-                access_log=False,
-                lifespan="off",
-            )
-        )
+        http = _QuietServer(uvicorn.Config(self.http, log_level="warning", access_log=False, lifespan="off"))
         await server.start()
         await self.xds.start()
         watcher = await self._start_watcher()
         await self.xds.flush()  # what the config dir loaded is served before /ready says so
-        http_task = asyncio.create_task(http.serve(), name="pilot-http")
+        http_task = asyncio.create_task(http.serve(sockets=[http_sock]), name="pilot-http")
         while not http.started and not http_task.done():
             await asyncio.sleep(0.01)
         if http_task.done():

@@ -81,6 +81,10 @@ class XdsHandlers:
         self.clock = clock
         self.client: api.XdsClientApi | None = None
         self._interest: dict[str, set[str]] = {}
+        # CDS and LDS batches never interleave: a listener update that arrives while a cluster
+        # update is still starting its clusters waits for it, as Envoy pauses LDS during CDS, so a
+        # listener can name a cluster (e.g. ext_authz's gRPC cluster) from the same push.
+        self.config_lock = asyncio.Lock()
         self.rds = RdsHandler(self)
         self.eds = EdsHandler(self)
         self.cds = CdsHandler(self)
@@ -401,7 +405,8 @@ class CdsHandler:
         return {n for n, c in cm.clusters.items() if getattr(c, "dynamic", False)} | set(cm.warming)
 
     async def on_update(self, update: api.ResourceUpdate) -> None:
-        await self.batch_stats.run(self._apply, update)
+        async with self.owner.config_lock:
+            await self.batch_stats.run(self._apply, update)
 
     def on_decode_error(self, exc) -> None:
         self.batch_stats.decode_error()
@@ -512,7 +517,7 @@ class LdsHandler:
         self.initialized = _Initialized()
         self._first_applied = False
         self._timers: dict[str, asyncio.TimerHandle] = {}
-        self._lock = asyncio.Lock()
+        self._lock = owner.config_lock  # shared with CDS (see XdsHandlers)
         self.batch_stats = _BatchStats(owner.stats.scope("listener_manager.lds."))
 
     def _dynamic_names(self) -> set[str]:

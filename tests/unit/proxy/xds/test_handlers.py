@@ -487,3 +487,41 @@ def test_lds_and_cds_batches_are_counted_under_envoys_names():
         ] == [1, 0, 1]
 
     run(t)
+
+
+def test_a_listener_update_waits_for_a_cluster_update_still_starting_its_clusters():
+    """Pilot pushes CDS then LDS; a listener naming a new cluster must not see the CDS batch half done."""
+
+    async def t(env: Env):
+        gate = asyncio.Event()
+        from proxy.upstream import cluster as cluster_module
+
+        original_start = cluster_module.Cluster.start
+
+        async def slow_start(self):
+            await gate.wait()
+            return await original_start(self)
+
+        cluster_module.Cluster.start = slow_start
+        try:
+            cds = asyncio.create_task(env.push(env.handlers.cds, "1", {"new": cluster("new", 1001)}))
+            await asyncio.sleep(0)  # CDS is now inside its batch, starting the cluster
+            seen = {}
+
+            async def lds():
+                await env.handlers.lds.on_update(
+                    api.ResourceUpdate(type_url=api.LISTENER, version_info="1", resources={})
+                )
+                seen["cluster_at_lds"] = env.cm.get("new")
+
+            lds_task = asyncio.create_task(lds())
+            await asyncio.sleep(0.05)
+            assert not lds_task.done()  # LDS waits for the CDS batch
+            gate.set()
+            await cds
+            await lds_task
+            assert seen["cluster_at_lds"] is not None
+        finally:
+            cluster_module.Cluster.start = original_start
+
+    run(t)
