@@ -313,8 +313,8 @@ def mesh(options: MeshOptions, python_flags: tuple[str, ...] = ()) -> Topology:
             "--config-dir", o.config_dir,
             "--grpc-addr", f"{cp}:{PILOT_PORTS['grpc']}",
             "--http-addr", f"{cp}:{PILOT_PORTS['http']}",
-            # Not yet "--mixer-address": with it the sidecars NACK LDS ("unknown gRPC client cluster
-            # outbound|9091||mixer.istio-system...") and the mesh never gets ready; so no telemetry yet.
+            # Sidecars and the gateway report telemetry to mixer and honour CUSTOM policies.
+            "--mixer-address", f"{cp}:{MIXER_PORTS['grpc']}",
         ),
     )  # fmt: skip
     mixer_args = ["--grpc-addr", f"{cp}:{MIXER_PORTS['grpc']}", "--http-addr", f"{cp}:{MIXER_PORTS['http']}"]
