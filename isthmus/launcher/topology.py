@@ -254,12 +254,23 @@ def _check_address(flag: str, text: str) -> None:
         raise ValueError(f"{flag}: {text} is not a loopback address (127.0.0.0/8)")
 
 
+APP_ADDRESS_OFFSET = 256  # 127.0.0.10 -> 127.0.1.10
+
+
+def app_address(workload_ip: str) -> str:
+    """The app's private address behind its sidecar in local mode: the workload IP + 256 (127.0.0.<n> ->
+    127.0.1.<n>). The sidecar binds <workload ip>:<port> (mTLS, telemetry) and forwards to the app here."""
+    ip = ipaddress.IPv4Address(workload_ip) + APP_ADDRESS_OFFSET
+    if ip not in ipaddress.IPv4Network("127.0.0.0/8"):
+        raise ValueError(f"{workload_ip}: no room for the app's private address {ip} in 127.0.0.0/8")
+    return str(ip)
+
+
 def mesh_services_yaml(addressing: Addressing, port: int = APP_PORT, namespace: str = NAMESPACE) -> str:
     """Bookinfo's services for pilot: a ServiceEntry per service (the Kubernetes Service's host name,
     MESH_INTERNAL, STATIC, selecting its WorkloadEntries by app label) and a WorkloadEntry per workload
-    (its address, app/version labels, service account). Local mode has no inbound capture: a caller's
-    sidecar reaches the app itself, so the entries say ``security.istio.io/tlsMode: disabled`` and
-    auto mTLS keeps those hops plaintext (transparent mode and Compose have mTLS)."""
+    (its address, app/version labels, service account). The address is the workload's sidecar (local
+    mode: it binds <ip>:<port> and forwards to the app's private address), so auto mTLS applies."""
     docs = []
     for service in sorted({s for s, _ in BOOKINFO_WORKLOADS.values()}):
         docs.append(
@@ -274,7 +285,7 @@ def mesh_services_yaml(addressing: Addressing, port: int = APP_PORT, namespace: 
         docs.append(
             "apiVersion: networking.istio.io/v1\nkind: WorkloadEntry\nmetadata:\n"
             f"  name: {name}\n  namespace: {namespace}\nspec:\n  address: {addressing.host(name)}\n"
-            f"  labels: {{app: {service}, version: {version}, security.istio.io/tlsMode: disabled}}\n"
+            f"  labels: {{app: {service}, version: {version}}}\n"
             f"  serviceAccount: bookinfo-{service}\n"
         )
     return "---\n".join(docs)
@@ -283,7 +294,8 @@ def mesh_services_yaml(addressing: Addressing, port: int = APP_PORT, namespace: 
 def mesh(options: MeshOptions, python_flags: tuple[str, ...] = ()) -> Topology:
     """The whole mesh as local processes: citadel, pilot, mixer; per Bookinfo workload its agent (which
     runs its sidecar) and then the app (Istio's holdApplicationUntilProxyStarts); the ingress gateway
-    last. Stopping runs this backwards: gateway, apps, sidecars (drained), control plane."""
+    last. Each app listens on its private address (``app_address``) behind its sidecar, which owns the
+    workload IP's service port. Stopping runs this backwards: gateway, apps, sidecars (drained), control plane."""
     _check_address("--control-address", options.control_address)
     a = local_addressing(options.address_base)
     cp = options.control_address
@@ -360,10 +372,12 @@ def mesh(options: MeshOptions, python_flags: tuple[str, ...] = ()) -> Topology:
     port = str(o.port)
     for name, (service, version) in BOOKINFO_WORKLOADS.items():
         ip = a.listen(name)
-        sidecar = agent(name, ip, NAMESPACE, f"bookinfo-{service}", {"app": service, "version": version})
+        private = app_address(ip)
+        labels = {"app": service, "version": version}
+        sidecar = agent(name, ip, NAMESPACE, f"bookinfo-{service}", labels, "--app-address", private)
         sidecars.append(sidecar)
         env = {
-            "LISTEN_ADDRESS": ip,
+            "LISTEN_ADDRESS": private,
             "LISTEN_PORT": port,
             "SERVICE_VERSION": version,
             "HOSTNAME": name,
@@ -379,7 +393,7 @@ def mesh(options: MeshOptions, python_flags: tuple[str, ...] = ()) -> Topology:
             Workload(
                 name=name,
                 module=f"bookinfo.{service}",
-                address=ip,
+                address=private,
                 port=o.port,
                 env=env,
                 depends_on=(sidecar.name,),

@@ -8,7 +8,9 @@
   upstream TLS (auto mTLS or the DestinationRule's ``tls``) is chosen by ``mtls``.
 * Sidecars also get ``inbound|<port>||`` STATIC clusters for their own workload's ports, pointing at
   the workload's instance IP (Istio ≥ 1.10 forwards inbound traffic to the pod IP; in local mode apps
-  listen on their workload IP, so 127.0.0.1 would not reach them), plus ``BlackHoleCluster``,
+  listen on their workload IP, so 127.0.0.1 would not reach them; with ``INTERCEPTION_MODE: NONE`` and
+  ``ISTHMUS_APP_ADDRESS`` the sidecar owns the workload IP's ports and the endpoint is the app's
+  private address instead), plus ``BlackHoleCluster``,
   ``PassthroughCluster`` and ``InboundPassthroughClusterIpv4``. With ``INTERCEPTION_MODE: REDIRECT``
   (the default) the inbound clusters and the inbound passthrough bind ``127.0.0.6``
   (``upstream_bind_config``), which istio-init's rules let through to the app.
@@ -123,6 +125,8 @@ def _interception_redirect(proxy: Proxy) -> bool:
 def inbound_cluster_dict(proxy: Proxy, port: int) -> dict[str, Any]:
     name = inbound_cluster(port)
     address = proxy.ip_addresses[0] if proxy.ip_addresses else "127.0.0.1"
+    if not _interception_redirect(proxy) and proxy.metadata.get("ISTHMUS_APP_ADDRESS"):
+        address = str(proxy.metadata["ISTHMUS_APP_ADDRESS"])  # local mode: the app's private address
     c: dict[str, Any] = {
         "name": name,
         "type": "STATIC",

@@ -24,6 +24,14 @@ belongs to an HTTP proxy listener ``<ip>_15001``, what Istio builds for a Sideca
 port protocol is ``HTTP_PROXY``: an HCM on RDS ``http_proxy`` holding the virtual hosts of every visible
 service on every HTTP port (requests arrive in absolute form, ``GET http://reviews:9080/...``, and the
 proxy's codec fills ``:authority`` from the URL).
+
+Inbound in that mode (Istio's Sidecar ``ingress`` listeners, ``port`` + ``defaultEndpoint``): when the
+node metadata also carries ``ISTHMUS_APP_ADDRESS`` (the app listens there, not on the workload IP), the
+sidecar binds ``<ip>:<port>`` for every workload port with an ``INBOUND`` listener ``<ip>_<port>``: the
+same PeerAuthentication chains and HCM (RBAC, XFCC, telemetry) as ``virtualInbound``, routing to
+``inbound|<port>||`` whose endpoint is ``<app address>:<port>``. Callers' sidecars then reach the peer
+sidecar at ``<ip>:<port>`` (the registry endpoint) with auto mTLS. The outbound port listener of the
+same name (``bind_to_port: false``, reachable only through capture) is left out for those ports.
 """
 
 from __future__ import annotations
@@ -74,6 +82,14 @@ def bind_address(proxy: Proxy) -> str:
     if interception_none(proxy) and proxy.ip_addresses:
         return proxy.ip_addresses[0]
     return "0.0.0.0"
+
+
+def app_address(proxy: Proxy) -> str:
+    """The app's private address in local mode (``ISTHMUS_APP_ADDRESS``), or "" (the app is on the
+    workload IP, or capture redirects inbound traffic)."""
+    if not interception_none(proxy):
+        return ""
+    return str(proxy.metadata.get("ISTHMUS_APP_ADDRESS") or "")
 
 
 def _address(ip: str, port: int) -> dict[str, Any]:
@@ -283,6 +299,37 @@ def mtls_chains(
     ]
 
 
+def _with_tls_inspector(listener: dict[str, Any], chains: list[dict[str, Any]]) -> dict[str, Any]:
+    if any("transport_protocol" in c.get("filter_chain_match", {}) for c in chains):
+        listener["listener_filters"] = [
+            *listener.get("listener_filters", []),
+            listener_filter("envoy.filters.listener.tls_inspector", TLS_INSPECTOR),
+        ]
+    return listener
+
+
+def ingress_listeners(idx: Index, proxy: Proxy) -> list[dict[str, Any]]:
+    """Local mode with ``ISTHMUS_APP_ADDRESS``: one bound ``INBOUND`` listener ``<ip>_<port>`` per
+    workload port (Istio's Sidecar ingress listener), chains by the port's PeerAuthentication mode."""
+    if not app_address(proxy):
+        return []
+    bind = bind_address(proxy)
+    peer = effective_mtls(idx, proxy.namespace, proxy.labels)
+    out = []
+    for port, proto in workload_ports(idx, proxy):
+        alpn = ALPN_INBOUND_HTTP if is_http(proto) else ALPN_INBOUND_TCP
+        filters = _inbound_filters(idx, proxy, port, proto)
+        chains = mtls_chains(inbound_cluster(port), {}, filters, peer.mode_for(port), alpn)
+        listener = {
+            "name": f"{bind}_{port}",
+            "address": _address(bind, port),
+            "traffic_direction": "INBOUND",
+            "filter_chains": chains,
+        }
+        out.append(_with_tls_inspector(listener, chains))
+    return out
+
+
 def virtual_inbound(idx: Index, proxy: Proxy) -> dict[str, Any]:
     """Per workload port, the chains of its PeerAuthentication mode (``mtls``) around an HCM with the
     workload's RBAC filters (``authz``) or RBAC + ``tcp_proxy``. Connections to other ports pass through
@@ -328,10 +375,14 @@ def virtual_inbound(idx: Index, proxy: Proxy) -> dict[str, Any]:
 def sidecar_listeners(idx: Index, push: PushContext, proxy: Proxy) -> list[dict[str, Any]]:
     policy = outbound_traffic_policy(idx, proxy, push.mesh.outbound_traffic_policy)
     local = [http_proxy_listener(proxy)] if interception_none(proxy) else []
+    ingress = ingress_listeners(idx, proxy)
+    taken = {lst["name"] for lst in ingress}
+    outbound = [lst for lst in outbound_port_listeners(idx, proxy) if lst["name"] not in taken]
     return [
         virtual_outbound(proxy, policy),
         *local,
-        *outbound_port_listeners(idx, proxy),
+        *outbound,
+        *ingress,
         virtual_inbound(idx, proxy),
     ]
 

@@ -86,6 +86,10 @@ def build_parser() -> argparse.ArgumentParser:
                    help="ADS flavour: sotw (GRPC, default) or delta (DELTA_GRPC)")  # fmt: skip
     w.add_argument("--interception-mode", choices=bootstrap_builder.INTERCEPTION_MODES, default="NONE",
                    help="NONE (local mode: listeners bind --ip; default) or REDIRECT (iptables capture)")  # fmt: skip
+    w.add_argument("--app-address", default="", metavar="IP",
+                   help="with --interception-mode NONE: the app's private address; the sidecar then binds "
+                   "--ip:<workload port> itself (mTLS, telemetry) and forwards to the app here "
+                   "(ISTHMUS_APP_ADDRESS node metadata)")  # fmt: skip
     w.add_argument("--cluster-id", default="Kubernetes", help="CLUSTER_ID node metadata (default Kubernetes)")
     w.add_argument(
         "--domain", default="cluster.local", help="DNS domain of the node id (default cluster.local)"
@@ -150,6 +154,7 @@ def main(argv=None) -> int:
                 interception_mode=args.interception_mode,
                 cluster_id=args.cluster_id,
                 dns_domain=args.domain,
+                app_address=args.app_address,
             )
             bootstrap_builder.validate(options)
         except bootstrap_builder.BootstrapError as e:

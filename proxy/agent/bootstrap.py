@@ -6,7 +6,9 @@ What it carries, and why:
   and Istio's metadata keys (``NAMESPACE``, ``LABELS``, ``SERVICE_ACCOUNT``, ``INSTANCE_IPS``,
   ``WORKLOAD_NAME``, ``CLUSTER_ID``, ``INTERCEPTION_MODE``), plus the Isthmus keys pilot's
   auto-registration reads (``ISTHMUS_SERVICE``, ``ISTHMUS_SERVICE_PORTS``; see
-  pilot/serviceregistry/autoregister.py) and ``ISTHMUS_ADMIN`` (the admin address, for the CLI).
+  pilot/serviceregistry/autoregister.py), ``ISTHMUS_ADMIN`` (the admin address, for the CLI) and, in
+  local mode, ``ISTHMUS_APP_ADDRESS`` (the app's private address: the sidecar binds ``<ip>:<port>`` with
+  inbound listeners and forwards to the app there; see docs/pilot-architecture.md).
 * ``admin`` on ``<ip>:<admin port>`` (15000).
 * ``dynamic_resources``: ADS (SotW ``GRPC`` or ``DELTA_GRPC``) to the static ``xds-grpc`` cluster (pilot);
   listeners and clusters over ADS with ``initial_fetch_timeout: 0s`` as Istio sets it (the proxy is not
@@ -81,6 +83,8 @@ class BootstrapOptions:
     interception_mode: str = "NONE"
     cluster_id: str = "Kubernetes"
     dns_domain: str = "cluster.local"
+    # ISTHMUS_APP_ADDRESS: where the app listens when the sidecar owns <ip>:<port> (local mode, no capture)
+    app_address: str = ""
 
 
 def split_host_port(address: str, option: str = "--discovery-address") -> tuple[str, int]:
@@ -123,6 +127,12 @@ def validate(opts: BootstrapOptions) -> None:
             raise BootstrapError(f"--service-ports: {item!r} is not name:port or name:port:targetPort")
     if opts.service and not ports:
         raise BootstrapError("--service needs --service-ports (pilot registers the service on those ports)")
+    if opts.app_address and not _is_ip(opts.app_address):
+        raise BootstrapError(f"--app-address {opts.app_address!r} is not an IP address")
+    if opts.app_address and opts.app_address == opts.ip:
+        raise BootstrapError(
+            f"--app-address {opts.app_address}: must differ from --ip (the sidecar binds --ip)"
+        )
     split_host_port(opts.discovery_address)
     for option, port in (("--proxy-admin-port", opts.admin_port), ("--stats-port", opts.stats_port)):
         if not 0 <= port < 65536 or (port == 0 and option == "--proxy-admin-port"):
@@ -150,6 +160,8 @@ def node_metadata(opts: BootstrapOptions) -> dict[str, object]:
         "INTERCEPTION_MODE": opts.interception_mode,
         "ISTHMUS_ADMIN": admin_address(opts),
     }
+    if opts.app_address:
+        meta["ISTHMUS_APP_ADDRESS"] = opts.app_address
     if opts.service:
         meta["ISTHMUS_SERVICE"] = opts.service
     if opts.service_ports:

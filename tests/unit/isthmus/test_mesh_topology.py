@@ -33,7 +33,9 @@ def test_start_order_control_plane_then_sidecars_then_apps_then_gateway():
 def test_apps_talk_through_their_own_sidecar_by_service_name():
     t = topo(address_base="127.0.0.30")
     pp = t.get("productpage")
-    assert pp.address == "127.0.0.30" and pp.env["HTTP_PROXY"] == "http://127.0.0.30:15001"
+    # behind its sidecar: the app listens on its private address, the sidecar owns 127.0.0.30:9080
+    assert pp.address == "127.0.1.30" and pp.env["LISTEN_ADDRESS"] == "127.0.1.30"
+    assert pp.env["HTTP_PROXY"] == "http://127.0.0.30:15001"
     assert (pp.env["DETAILS_HOSTNAME"], pp.env["REVIEWS_HOSTNAME"]) == ("details", "reviews")
     r3 = t.get("reviews-v3")
     assert r3.env["HTTP_PROXY"] == "http://127.0.0.34:15001" and r3.env["RATINGS_HOSTNAME"] == "ratings"
@@ -43,6 +45,7 @@ def test_apps_talk_through_their_own_sidecar_by_service_name():
     assert argv[:3] == ["python", "-m", "proxy.agent"]
     flag = dict(zip(argv[3::1], argv[4::1], strict=False))
     assert flag["--ip"] == "127.0.0.34" and flag["--interception-mode"] == "NONE"
+    assert flag["--app-address"] == "127.0.1.34" == t.get("reviews-v3").env["LISTEN_ADDRESS"]
     assert (
         flag["--service-account"] == "bookinfo-reviews" and flag["--discovery-address"] == "127.0.0.1:15010"
     )
@@ -140,3 +143,19 @@ def test_stop_waves_gateway_then_apps_then_sidecars_then_control_plane():
     assert set(waves[1]) == set(APPS)
     assert set(waves[2]) == {f"{a}-sidecar" for a in APPS}  # drained together, after every app stopped
     assert waves[3] == ["mixer", "pilot", "citadel"]
+
+
+def test_app_address_is_the_workload_ip_plus_256_inside_loopback():
+    from isthmus.launcher.topology import app_address
+
+    assert app_address("127.0.0.10") == "127.0.1.10"
+    with pytest.raises(ValueError, match="127.0.0.0/8"):
+        app_address("127.255.255.10")
+
+
+def test_workload_entries_let_auto_mtls_apply():
+    from isthmus.launcher.topology import local_addressing, mesh_services_yaml
+
+    text = mesh_services_yaml(local_addressing("127.0.0.10"))
+    assert "tlsMode" not in text  # endpoints are the sidecars: tls_mode istio
+    assert "address: 127.0.0.10" in text  # productpage's sidecar, not the app's private address

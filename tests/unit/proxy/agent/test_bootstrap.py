@@ -130,6 +130,27 @@ def test_no_prometheus_listener_with_stats_port_0():
     assert "prometheus_stats" not in [c["name"] for c in b["static_resources"]["clusters"]]
 
 
+def test_app_address_becomes_node_metadata_only_when_given():
+    from dataclasses import replace
+
+    assert "ISTHMUS_APP_ADDRESS" not in build_bootstrap(SIDECAR)["node"]["metadata"]
+    b = build_bootstrap(replace(SIDECAR, app_address="127.0.1.12"))
+    assert b["node"]["metadata"]["ISTHMUS_APP_ADDRESS"] == "127.0.1.12"
+    proxy = parse_node(b["node"]["id"], b["node"]["metadata"])
+    assert proxy.metadata["ISTHMUS_APP_ADDRESS"] == "127.0.1.12"  # what pilot's ingress listeners read
+
+
+@pytest.mark.parametrize(
+    ("app_address", "message"),
+    [("reviews", "--app-address 'reviews' is not an IP address"), ("127.0.0.12", "must differ from --ip")],
+)
+def test_bad_app_address_is_refused(app_address, message):
+    from dataclasses import replace
+
+    with pytest.raises(BootstrapError, match=message):
+        build_bootstrap(replace(SIDECAR, app_address=app_address))
+
+
 @pytest.mark.parametrize(
     ("change", "message"),
     [
