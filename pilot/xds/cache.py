@@ -118,6 +118,8 @@ def proxy_shape(inputs: ShapeInputs, proxy: Proxy, type_url: str) -> tuple:
     * LDS and CDS also read the proxy's IPs: the registry endpoints on them make a sidecar's inbound
       chains and clusters (whose address is the first IP), and with ``INTERCEPTION_MODE: NONE`` the
       listeners (sidecar and gateway) bind the first IP. IPs without workloads change nothing.
+      In that mode ``ISTHMUS_APP_ADDRESS`` (where the app listens behind its sidecar) shapes the
+      ingress listeners and the inbound clusters.
     """
     labels = proxy.labels
     shape: tuple = (
@@ -134,6 +136,7 @@ def proxy_shape(inputs: ShapeInputs, proxy: Proxy, type_url: str) -> tuple:
             workloads if hosts_workload else (),
             first_ip if hosts_workload or interception == "NONE" else None,
             interception == "NONE",
+            str(proxy.metadata.get("ISTHMUS_APP_ADDRESS") or "") if interception == "NONE" else "",
         )
     return shape
 

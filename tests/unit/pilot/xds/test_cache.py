@@ -205,6 +205,9 @@ def every_bookinfo_proxy():
     proxies += [bare_sidecar(1), bare_sidecar(2, labels={"app": "reviews", "version": "v2"})]
     proxies += [bare_sidecar(3, ns="other"), router(), grpc_client(), grpc_client("other")]
     proxies += [sidecar(INTERCEPTION_MODE="NONE")]
+    # Local mode with the app behind its sidecar: the app address shapes listeners and clusters.
+    proxies += [sidecar(INTERCEPTION_MODE="NONE", ISTHMUS_APP_ADDRESS="127.0.1.10")]
+    proxies += [sidecar(INTERCEPTION_MODE="NONE", ISTHMUS_APP_ADDRESS="127.0.1.99")]
     for ip in ("127.0.0.1", "127.0.0.2"):  # local-mode gateways bind their own IP
         local_gw = router(ip)
         local_gw.metadata["INTERCEPTION_MODE"] = "NONE"
