@@ -54,7 +54,11 @@ class ConfigSnapshot:
 
     def list(self, kind: str, namespace: str | None = None) -> list[Config]:
         return sorted(
-            (c for k, c in self._by_key.items() if k.kind == kind and (namespace is None or k.namespace == namespace)),
+            (
+                c
+                for k, c in self._by_key.items()
+                if k.kind == kind and (namespace is None or k.namespace == namespace)
+            ),
             key=lambda c: (c.namespace, c.name),
         )
 

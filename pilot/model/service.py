@@ -59,4 +59,6 @@ class RegistrySnapshot:
         return None
 
     def endpoints_of(self, hostname: str, port: int | None = None) -> list[Endpoint]:
-        return [e for e in self.endpoints if e.service == hostname and (port is None or e.service_port == port)]
+        return [
+            e for e in self.endpoints if e.service == hostname and (port is None or e.service_port == port)
+        ]

@@ -73,7 +73,9 @@ class PacedLoad:
                 resp = conn.getresponse()
                 body = resp.read()
                 if resp.status != 200:
-                    self.result.failures.append(f"#{n}: {resp.status} {resp.getheader('x-envoy-response-flags')}")
+                    self.result.failures.append(
+                        f"#{n}: {resp.status} {resp.getheader('x-envoy-response-flags')}"
+                    )
                 else:
                     self.result.ok += 1
                     xfcc = json.loads(body)["headers"].get("x-forwarded-client-cert", "")

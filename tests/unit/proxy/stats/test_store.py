@@ -6,7 +6,8 @@ from proxy.stats.store import Histogram, Store, _bin_floor
 
 
 @pytest.mark.parametrize(
-    "value,floor", [(1, 1.0), (3, 3.0), (29.99, 29.0), (30, 30.0), (0.57, 0.57), (1000, 1000.0), (1234, 1200.0)]
+    "value,floor",
+    [(1, 1.0), (3, 3.0), (29.99, 29.0), (30, 30.0), (0.57, 0.57), (1000, 1000.0), (1234, 1200.0)],
 )
 def test_values_land_in_two_significant_digit_bins(value, floor):
     assert _bin_floor(value) == pytest.approx(floor)
