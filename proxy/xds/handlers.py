@@ -387,7 +387,34 @@ class EdsHandler:
 # --------------------------------------------------------------------------------------------------
 
 
-class CdsHandler:
+class _WildcardHandler:
+    """What CDS and LDS share: whole batches applied under the owner's config lock (so the two never
+    interleave), Envoy's batch stats, and which dynamic resources a batch removes."""
+
+    owner: XdsHandlers
+    batch_stats: _BatchStats
+
+    def _dynamic_names(self) -> set[str]:
+        raise NotImplementedError
+
+    async def _apply(self, update: api.ResourceUpdate) -> None:
+        raise NotImplementedError
+
+    async def on_update(self, update: api.ResourceUpdate) -> None:
+        async with self.owner.config_lock:
+            await self.batch_stats.run(self._apply, update)
+
+    def on_decode_error(self, exc) -> None:
+        self.batch_stats.decode_error()
+
+    def _removed(self, update: api.ResourceUpdate) -> set[str]:
+        """Delta names its removals; in SotW a wildcard type removes what the response leaves out."""
+        if update.delta:
+            return set(update.removed) & self._dynamic_names()
+        return self._dynamic_names() - set(update.resources)
+
+
+class CdsHandler(_WildcardHandler):
     type_url = api.CLUSTER
     wildcard = True
 
@@ -404,22 +431,12 @@ class CdsHandler:
         cm = self.owner.cm
         return {n for n, c in cm.clusters.items() if getattr(c, "dynamic", False)} | set(cm.warming)
 
-    async def on_update(self, update: api.ResourceUpdate) -> None:
-        async with self.owner.config_lock:
-            await self.batch_stats.run(self._apply, update)
-
-    def on_decode_error(self, exc) -> None:
-        self.batch_stats.decode_error()
-
     async def _apply(self, update: api.ResourceUpdate) -> None:
         from proxy.upstream.cluster import EdsCluster, build_cluster
 
         cm = self.owner.cm
         now = self.owner.clock()
-        if update.delta:
-            removed = set(update.removed) & self._dynamic_names()
-        else:
-            removed = self._dynamic_names() - set(update.resources)
+        removed = self._removed(update)
         errors: dict[str, str] = {}
         built: dict[str, Any] = {}
         for name, proto in update.resources.items():
@@ -506,7 +523,7 @@ class CdsHandler:
 # --------------------------------------------------------------------------------------------------
 
 
-class LdsHandler:
+class LdsHandler(_WildcardHandler):
     type_url = api.LISTENER
     wildcard = True
 
@@ -588,20 +605,10 @@ class LdsHandler:
                     listener.stop_accepting()
         return built, take_from, errors
 
-    async def on_update(self, update: api.ResourceUpdate) -> None:
-        async with self._lock:
-            await self.batch_stats.run(self._apply, update)
-
-    def on_decode_error(self, exc) -> None:
-        self.batch_stats.decode_error()
-
     async def _apply(self, update: api.ResourceUpdate) -> None:
         lm = self.owner.lm
         now = self.owner.clock()
-        if update.delta:
-            removed = set(update.removed) & self._dynamic_names()
-        else:
-            removed = self._dynamic_names() - set(update.resources)
+        removed = self._removed(update)
         built, take_from, errors = self._validate(update, removed)
         if errors:
             self.owner.rds.refresh_interest()  # forget route names only the rejected listeners used
