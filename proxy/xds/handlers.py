@@ -407,6 +407,22 @@ class _WildcardHandler:
     def on_decode_error(self, exc) -> None:
         self.batch_stats.decode_error()
 
+    def _applied(
+        self, kind: str, update: api.ResourceUpdate, now: float, changed: int, removed: int, warming: int
+    ) -> None:
+        self.version_info = update.version_info
+        self.last_updated = now
+        self._first_applied = True
+        event(
+            log,
+            logging.INFO,
+            f"xds.{kind}.applied",
+            changed=changed,
+            removed=removed,
+            warming=warming,
+            version=update.version_info,
+        )
+
     def _removed(self, update: api.ResourceUpdate) -> set[str]:
         """Delta names its removals; in SotW a wildcard type removes what the response leaves out."""
         if update.delta:
@@ -478,18 +494,7 @@ class CdsHandler(_WildcardHandler):
                     )
             else:
                 cm.activate(c)
-        self.version_info = update.version_info
-        self.last_updated = now
-        self._first_applied = True
-        event(
-            log,
-            logging.INFO,
-            "xds.cds.applied",
-            changed=len(built),
-            removed=len(removed),
-            warming=len(cm.warming),
-            version=update.version_info,
-        )
+        self._applied("cds", update, now, len(built), len(removed), len(cm.warming))
         self.owner.eds.refresh_interest()
         self._check_initialized()
 
@@ -640,18 +645,7 @@ class LdsHandler(_WildcardHandler):
                     )
         for listener in activate:
             await self._activate(listener)
-        self.version_info = update.version_info
-        self.last_updated = now
-        self._first_applied = True
-        event(
-            log,
-            logging.INFO,
-            "xds.lds.applied",
-            changed=len(built),
-            removed=len(removed),
-            warming=len(lm.warming),
-            version=update.version_info,
-        )
+        self._applied("lds", update, now, len(built), len(removed), len(lm.warming))
         self.owner.rds.refresh_interest()
         self._check_initialized()
 
