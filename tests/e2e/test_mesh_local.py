@@ -10,12 +10,9 @@ checks that no process it started is left.
 
 from __future__ import annotations
 
-import ipaddress
 import os
-import random
 import re
 import signal
-import socket
 import subprocess
 import sys
 import time
@@ -25,113 +22,10 @@ from pathlib import Path
 import httpx
 import pytest
 
-from bookinfo.common.headers import USER_COOKIE
 from isthmus.launcher import state
-from tests.support.processes import REPO
-
-SAMPLES = REPO.parent / "shared" / "istio-samples" / "bookinfo" / "networking"
-PORTS = (8060, 8061, 8062, 15010, 15014, 9091, 20001, 8080, 15000, 15001, 15006, 15021, 15090, 9080)
+from tests.support.mesh import SAMPLES, Mesh, eventually, free_block, served_by, stars
 
 pytestmark = pytest.mark.skipif(not SAMPLES.is_dir(), reason=f"needs Istio's samples in {SAMPLES}")
-
-
-def free_block() -> tuple[str, str]:
-    """(control address, workload base) in a /24 of 127.0.0.0/8 where every port we use is free."""
-    for _ in range(50):
-        prefix = f"127.{random.randint(100, 250)}.{random.randint(0, 255)}"
-        control, base = f"{prefix}.9", f"{prefix}.10"
-        try:
-            for last in range(9, 16):
-                for port in PORTS:
-                    with socket.socket() as s:
-                        s.bind((f"{prefix}.{last}", port))
-            for last in range(10, 16):  # the apps' private addresses behind their sidecars (+256)
-                with socket.socket() as s:
-                    s.bind((str(ipaddress.IPv4Address(f"{prefix}.{last}") + 256), 9080))
-        except OSError:
-            continue
-        return control, base
-    raise RuntimeError("no free loopback block")
-
-
-class Mesh:
-    def __init__(self, tmp: Path) -> None:
-        self.control, self.base = free_block()
-        self.state_dir = tmp / "state"
-        self.log = tmp / "up.log"
-        self._log = open(self.log, "wb")
-        self.proc = subprocess.Popen(
-            [sys.executable, "-m", "isthmus", "up", "--address-base", self.base,
-             "--control-address", self.control, "--state-dir", str(self.state_dir), "--color", "never",
-             "--drain", "1s"],
-            stdout=self._log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL, cwd=tmp,
-        )  # fmt: skip
-        self.gateway = f"http://{self.control}:8080/productpage"
-        self.pilot = f"http://{self.control}:15014"
-        self.http = httpx.Client(trust_env=False, timeout=30)
-
-    def output(self) -> str:
-        return self.log.read_text(errors="replace")
-
-    def wait_up(self, timeout: float = 180) -> state.UpState:
-        deadline = time.monotonic() + timeout
-        while True:
-            st = state.read(self.state_dir)
-            if st is not None and st.supervisor_pid == self.proc.pid:
-                return st
-            assert self.proc.poll() is None, (
-                f"isthmus up exited {self.proc.returncode}:\n{self.output()[-5000:]}"
-            )
-            assert time.monotonic() < deadline, f"not up after {timeout}s:\n{self.output()[-5000:]}"
-            time.sleep(0.2)
-
-    def isthmus(self, *args: str) -> str:
-        out = subprocess.run(
-            [sys.executable, "-m", "isthmus", *args, "--pilot", self.pilot],
-            capture_output=True, text=True, timeout=60,
-        )  # fmt: skip
-        assert out.returncode == 0, out.stderr + out.stdout
-        return out.stdout
-
-    def page(self, user: str | None = None) -> str:
-        r = self.http.get(self.gateway, headers={"cookie": f"{USER_COOKIE}={user}"} if user else {})
-        assert r.status_code == 200, r.text[:500]
-        return r.text
-
-    def stop(self) -> None:
-        if self.proc.poll() is None:
-            self.proc.send_signal(signal.SIGINT)
-            try:
-                self.proc.wait(90)
-            except subprocess.TimeoutExpired:
-                self.proc.kill()  # our own child, by PID
-                self.proc.wait()
-        self.http.close()
-        self._log.close()
-
-
-def stars(html: str) -> str:
-    if 'color="red"' in html:
-        return "red"
-    if 'color="black"' in html:
-        return "black"
-    return "none"
-
-
-def served_by(html: str) -> str:
-    m = re.search(r'class="served-by">([^<]+)<', html)
-    return m.group(1) if m else ""
-
-
-def eventually(check, timeout: float = 20):
-    """Config reaches the proxies asynchronously: poll until `check()` is truthy."""
-    deadline = time.monotonic() + timeout
-    while True:
-        result = check()
-        if result:
-            return result
-        assert time.monotonic() < deadline, "the applied config did not take effect in time"
-        time.sleep(0.2)
 
 
 @pytest.fixture(scope="module")
