@@ -65,96 +65,80 @@ http {{
             yield port
 
 
-@contextlib.contextmanager
-def isthmus_proxy(upstream_port: int, *extra: str, interpreter_args: tuple | list = ()):
-    """An Isthmus proxy (1 worker) routing everything to 127.0.0.1:upstream_port; yields (port, proc).
+HCM_TYPE = (
+    "type.googleapis.com/envoy.extensions.filters.network.http_connection_manager.v3.HttpConnectionManager"
+)
+FILE_LOG_TYPE = "type.googleapis.com/envoy.extensions.access_loggers.file.v3.FileAccessLog"
+ROUTER_TYPE = "type.googleapis.com/envoy.extensions.filters.http.router.v3.Router"
+DOWNSTREAM_TLS = "type.googleapis.com/envoy.extensions.transport_sockets.tls.v3.DownstreamTlsContext"
+UPSTREAM_TLS = "type.googleapis.com/envoy.extensions.transport_sockets.tls.v3.UpstreamTlsContext"
 
-    ``proc.isthmus_admin_port`` is its admin port; ``interpreter_args`` go before ``-m proxy``
-    (e.g. ``-m cProfile -o out``)."""
-    listen, admin = free_port(), free_port()
-    log_dir = tempfile.TemporaryDirectory(prefix="isthmus-bench-log-")
-    access_log = str(Path(log_dir.name) / "access.log")
-    bootstrap = {
-        "admin": {"address": {"socket_address": {"address": "127.0.0.1", "port_value": admin}}},
-        "static_resources": {
-            "listeners": [
+
+def _socket_address(port: int) -> dict:
+    return {"socket_address": {"address": "127.0.0.1", "port_value": port}}
+
+
+def _hcm(stat_prefix: str, cluster: str, access_log: str, **extra) -> dict:
+    """An HTTP connection manager routing everything to `cluster`; stats and a file access log on,
+    as a sidecar runs."""
+    return {
+        "name": "envoy.filters.network.http_connection_manager",
+        "typed_config": {
+            "@type": HCM_TYPE,
+            "stat_prefix": stat_prefix,
+            "access_log": [
                 {
-                    "name": "bench",
-                    "address": {"socket_address": {"address": "127.0.0.1", "port_value": listen}},
-                    "filter_chains": [
-                        {
-                            "filters": [
-                                {
-                                    "name": "envoy.filters.network.http_connection_manager",
-                                    "typed_config": {
-                                        "@type": "type.googleapis.com/envoy.extensions.filters.network.http_connection_manager.v3.HttpConnectionManager",
-                                        "stat_prefix": "bench",
-                                        # Stats are always on; an access log too, as a sidecar runs.
-                                        "access_log": [
-                                            {
-                                                "name": "envoy.access_loggers.file",
-                                                "typed_config": {
-                                                    "@type": "type.googleapis.com/envoy.extensions.access_loggers.file.v3.FileAccessLog",
-                                                    "path": access_log,
-                                                },
-                                            }
-                                        ],
-                                        "route_config": {
-                                            "virtual_hosts": [
-                                                {
-                                                    "name": "all",
-                                                    "domains": ["*"],
-                                                    "routes": [
-                                                        {
-                                                            "match": {"prefix": "/"},
-                                                            "route": {"cluster": "upstream"},
-                                                        }
-                                                    ],
-                                                }
-                                            ]
-                                        },
-                                        "http_filters": [
-                                            {
-                                                "name": "envoy.filters.http.router",
-                                                "typed_config": {
-                                                    "@type": "type.googleapis.com/envoy.extensions.filters.http.router.v3.Router"
-                                                },
-                                            }
-                                        ],
-                                    },
-                                }
-                            ]
-                        }
-                    ],
+                    "name": "envoy.access_loggers.file",
+                    "typed_config": {"@type": FILE_LOG_TYPE, "path": access_log},
                 }
             ],
-            "clusters": [
-                {
-                    "name": "upstream",
-                    "type": "STATIC",
-                    "connect_timeout": "1s",
-                    "load_assignment": {
-                        "cluster_name": "upstream",
-                        "endpoints": [
-                            {
-                                "lb_endpoints": [
-                                    {
-                                        "endpoint": {
-                                            "address": {
-                                                "socket_address": {
-                                                    "address": "127.0.0.1",
-                                                    "port_value": upstream_port,
-                                                }
-                                            }
-                                        }
-                                    }
-                                ]
-                            }
-                        ],
-                    },
-                }
-            ],
+            "route_config": {
+                "virtual_hosts": [
+                    {
+                        "name": "all",
+                        "domains": ["*"],
+                        "routes": [{"match": {"prefix": "/"}, "route": {"cluster": cluster}}],
+                    }
+                ]
+            },
+            "http_filters": [{"name": "envoy.filters.http.router", "typed_config": {"@type": ROUTER_TYPE}}],
+            **extra,
         },
+    }
+
+
+def _listener(name: str, port: int, hcm: dict, transport_socket: dict | None = None) -> dict:
+    chain: dict = {"filters": [hcm]}
+    if transport_socket is not None:
+        chain["transport_socket"] = transport_socket
+    return {"name": name, "address": _socket_address(port), "filter_chains": [chain]}
+
+
+def _cluster(name: str, port: int, transport_socket: dict | None = None) -> dict:
+    cluster = {
+        "name": name,
+        "type": "STATIC",
+        "connect_timeout": "1s",
+        "load_assignment": {
+            "cluster_name": name,
+            "endpoints": [{"lb_endpoints": [{"endpoint": {"address": _socket_address(port)}}]}],
+        },
+    }
+    if transport_socket is not None:
+        cluster["transport_socket"] = transport_socket
+    return cluster
+
+
+@contextlib.contextmanager
+def isthmus_process(
+    listeners: list[dict], clusters: list[dict], *extra: str, interpreter_args: tuple | list = ()
+):
+    """An Isthmus proxy (1 worker) with a static bootstrap; yields its process once its admin says
+    ready and every listener accepts. ``proc.isthmus_admin_port`` is its admin port."""
+    admin = free_port()
+    bootstrap = {
+        "admin": {"address": _socket_address(admin)},
+        "static_resources": {"listeners": listeners, "clusters": clusters},
     }
     with tempfile.NamedTemporaryFile("w", suffix=".yaml", prefix="isthmus-bench-") as f:
         yaml.safe_dump(bootstrap, f)
@@ -165,11 +149,125 @@ def isthmus_proxy(upstream_port: int, *extra: str, interpreter_args: tuple | lis
         ) as proc:
             proc.isthmus_admin_port = admin
             wait_for_http(f"http://127.0.0.1:{admin}/ready", proc=proc)
-            wait_for_port("127.0.0.1", listen, proc=proc)
-            try:
-                yield listen, proc
-            finally:
-                log_dir.cleanup()
+            for listener in listeners:
+                wait_for_port("127.0.0.1", listener["address"]["socket_address"]["port_value"], proc=proc)
+            yield proc
+
+
+@contextlib.contextmanager
+def isthmus_proxy(upstream_port: int, *extra: str, interpreter_args: tuple | list = ()):
+    """An Isthmus proxy (1 worker, stats and a file access log on) routing everything to
+    127.0.0.1:upstream_port; yields (port, proc).
+
+    ``extra`` are more proxy flags (e.g. ``--concurrency 2``); ``proc.isthmus_admin_port`` is its admin
+    port; ``interpreter_args`` go before ``-m proxy`` (e.g. ``-m cProfile -o out``)."""
+    listen = free_port()
+    with tempfile.TemporaryDirectory(prefix="isthmus-bench-log-") as log_dir:
+        hcm = _hcm("bench", "upstream", str(Path(log_dir) / "access.log"))
+        with isthmus_process(
+            [_listener("bench", listen, hcm)],
+            [_cluster("upstream", upstream_port)],
+            *extra,
+            interpreter_args=interpreter_args,
+        ) as proc:
+            yield listen, proc
+
+
+def _mtls_identities(names: tuple[str, ...]) -> tuple[str, dict[str, tuple[str, str]]]:
+    """A root CA and one X.509-SVID per service account, made with citadel's CA code:
+    (root PEM, {name: (certificate PEM, key PEM)})."""
+    import datetime as dt
+
+    from citadel.ca import certs, keys
+
+    now = dt.datetime.now(dt.UTC)
+    root_key = keys.generate()
+    root = certs.self_signed_root(root_key, "isthmus-bench", now)
+    out = {}
+    for name in names:
+        key = keys.generate()
+        leaf = certs.workload_svid(
+            key.public_key(),
+            spiffe_id(name),
+            root,
+            root_key,
+            now - dt.timedelta(minutes=5),
+            now + dt.timedelta(hours=1),
+        )
+        out[name] = (certs.to_pem(leaf), keys.to_pem(key).decode())
+    return certs.to_pem(root), out
+
+
+def spiffe_id(service_account: str) -> str:
+    return f"spiffe://cluster.local/ns/default/sa/{service_account}"
+
+
+def _tls_context(kind: str, cert: tuple[str, str], root: str, alpn: list[str], **extra) -> dict:
+    context = {
+        "alpn_protocols": alpn,
+        "tls_certificates": [
+            {"certificate_chain": {"inline_string": cert[0]}, "private_key": {"inline_string": cert[1]}}
+        ],
+        "validation_context": {"trusted_ca": {"inline_string": root}, **extra.pop("validation", {})},
+    }
+    return {
+        "name": "envoy.transport_sockets.tls",
+        "typed_config": {"@type": kind, "common_tls_context": context, **extra},
+    }
+
+
+@contextlib.contextmanager
+def mtls_pair(upstream_port: int):
+    """Two Isthmus sidecars as Istio wires them: client app -> client sidecar (plaintext listener)
+    -> mutual TLS (SVIDs from citadel's CA code, SNI, SAN check, ALPN istio) -> server sidecar
+    (client certificate required, XFCC set) -> 127.0.0.1:upstream_port. Stats and a file access log
+    on both. Yields (client sidecar port, [client proc, server proc])."""
+    root, ids = _mtls_identities(("productpage", "reviews"))
+    inbound, outbound = free_port(), free_port()
+    server_tls = _tls_context(
+        DOWNSTREAM_TLS,
+        ids["reviews"],
+        root,
+        ["istio-peer-exchange", "h2", "http/1.1"],
+        require_client_certificate=True,
+    )
+    client_tls = _tls_context(
+        UPSTREAM_TLS,
+        ids["productpage"],
+        root,
+        ["istio-peer-exchange", "istio"],
+        sni="outbound_.9080_._.reviews.default.svc.cluster.local",
+        validation={
+            "match_typed_subject_alt_names": [{"san_type": "URI", "matcher": {"exact": spiffe_id("reviews")}}]
+        },
+    )
+    xfcc = {
+        "forward_client_cert_details": "APPEND_FORWARD",
+        "set_current_client_cert_details": {"subject": True, "dns": True, "uri": True},
+    }
+    with contextlib.ExitStack() as stack:
+        logs = stack.enter_context(tempfile.TemporaryDirectory(prefix="isthmus-bench-mtls-"))
+        server = stack.enter_context(
+            isthmus_process(
+                [
+                    _listener(
+                        "inbound",
+                        inbound,
+                        _hcm("inbound", "inbound|app", f"{logs}/server.log", **xfcc),
+                        server_tls,
+                    )
+                ],
+                [_cluster("inbound|app", upstream_port)],
+            )
+        )
+        cluster = "outbound|9080||reviews.default.svc.cluster.local"
+        client = stack.enter_context(
+            isthmus_process(
+                [_listener("outbound", outbound, _hcm("outbound", cluster, f"{logs}/client.log"))],
+                [_cluster(cluster, inbound, client_tls)],
+            )
+        )
+        yield outbound, [client, server]
 
 
 def wrk(url: str, seconds: int, connections: int = 32, threads: int = 1) -> dict:
