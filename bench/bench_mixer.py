@@ -1,17 +1,27 @@
 """mixer: access-log ingest rate (entries/s over real gRPC) and Check/ShouldRateLimit latency p50/p99.
 
-A real `python -m mixer` process; the client runs in this process. Then the proxy-side cost: the same
-proxy (1 worker, in front of nginx, driven by wrk) with telemetry and policy off, and on as an Istio
-sidecar runs them (istio.metadata_exchange, ext_authz to mixer with the check cache, http_grpc access
-logs to mixer), reported as a throughput ratio. The issue's goal is under 10% cost.
+A real `python -m mixer` process; the client runs in this process. Then the proxy-side cost: one
+proxy per configuration (1 worker each, an Istio inbound sidecar in front of nginx, driven by wrk with
+the caller's metadata-exchange headers): telemetry and policy off; each mixer feature alone
+(istio.metadata_exchange, ext_authz to mixer with the check cache, http_grpc access logs to mixer, the
+rate-limit filter); and mx + ext_authz + http_grpc together, as a sidecar runs them. Runs are
+interleaved round by round; medians of requests/s and of the proxy's CPU seconds per 1000 requests
+(/proc/<pid>/stat) are compared with "off". The issue's goal is under 10% cost.
+
+``python -m bench.bench_mixer [--quick] [--cost-only]``
 """
 
 from __future__ import annotations
 
+import contextlib
+import json
+import re
 import statistics
+import subprocess
 import sys
 import tempfile
 import time
+import urllib.request
 from pathlib import Path
 
 import grpc
@@ -22,7 +32,8 @@ from envoy.service.auth.v3 import external_auth_pb2, external_auth_pb2_grpc
 from envoy.service.ratelimit.v3 import rls_pb2_grpc
 from google.protobuf import struct_pb2
 
-from bench.common import REPO, nginx_upstream, process, wrk
+from bench.common import REPO, cpu_seconds, nginx_upstream, process
+from proxy.accesslog.grpc_entries import encode_peer_metadata
 from tests.integration.mixer.harness import rl_request
 from tests.support.net import free_port, wait_for_http, wait_for_port
 
@@ -107,7 +118,7 @@ def _row(name: str, samples: list[float]) -> dict:
     }
 
 
-# --- proxy throughput with telemetry + policy on vs off ----------------------------------------------
+# --- proxy cost of telemetry + policy, per feature ---------------------------------------------------
 
 HCM = "type.googleapis.com/envoy.extensions.filters.network.http_connection_manager.v3.HttpConnectionManager"
 SIDECAR_NODE = {
@@ -120,6 +131,31 @@ SIDECAR_NODE = {
         "LABELS": {"app": "reviews", "version": "v2"},
     },
 }
+# What the caller's sidecar sends (istio.metadata_exchange on productpage): every run sends it, so
+# every configuration sees the same requests.
+PEER_HEADERS = {
+    "x-envoy-peer-metadata-id": "sidecar~127.0.0.11~productpage-v1-x1.default~default.svc.cluster.local",
+    "x-envoy-peer-metadata": encode_peer_metadata(
+        {
+            "WORKLOAD_NAME": "productpage-v1",
+            "NAMESPACE": "default",
+            "SERVICE_ACCOUNT": "bookinfo-productpage",
+            "LABELS": {"app": "productpage", "version": "v1"},
+        }
+    ),
+}
+
+MX, AUTHZ, ALS, RL = "mx", "ext_authz", "als", "ratelimit"
+# (row name, features): each feature alone, then the sidecar as Istio runs it with mixer.
+CONFIGS = (
+    ("off", frozenset()),
+    ("metadata exchange", frozenset({MX})),
+    ("ext_authz (cached check)", frozenset({AUTHZ})),
+    ("access log to mixer (http_grpc)", frozenset({ALS})),
+    ("rate limit (one RPC per request)", frozenset({RL})),
+    ("telemetry+policy on (mx, ext_authz cached, http_grpc)", frozenset({MX, AUTHZ, ALS})),
+)
+HEADLINE = CONFIGS[-1][0]
 
 
 def _cluster(name: str, port: int) -> dict:
@@ -132,64 +168,65 @@ def _cluster(name: str, port: int) -> dict:
     }
 
 
-def _sidecar_bootstrap(listen: int, admin: int, upstream: int, mixer_port: int | None) -> dict:
-    """An inbound sidecar; with ``mixer_port`` it runs Istio's telemetry and policy filters."""
-    filters, logs = [], []
-    if mixer_port is not None:
-        mixer = {"envoy_grpc": {"cluster_name": "mixer"}}
-        filters = [
-            {
-                "name": "istio.metadata_exchange",
-                "typed_config": {
-                    "@type": "type.googleapis.com/io.istio.http.peer_metadata.Config",
-                    "downstream_discovery": [{"istio_headers": {}}],
-                    "downstream_propagation": [{"istio_headers": {}}],
-                },
-            },
-            {
-                "name": "envoy.filters.http.ext_authz",
-                "typed_config": {
-                    "@type": "type.googleapis.com/envoy.extensions.filters.http.ext_authz.v3.ExtAuthz",
-                    "grpc_service": {**mixer, "timeout": "1s"},
-                    "transport_api_version": "V3",
-                },
-            },
+def _typed(name: str, type_url: str, **config) -> dict:
+    return {"name": name, "typed_config": {"@type": "type.googleapis.com/" + type_url, **config}}
+
+
+def _sidecar_bootstrap(listen: int, admin: int, upstream: int, mixer_port: int, features: frozenset) -> dict:
+    """An inbound sidecar running the given mixer features (none: a plain proxy)."""
+    mixer = {"envoy_grpc": {"cluster_name": "mixer"}}
+    filters, logs, route = [], [], {"match": {"prefix": "/"}, "route": {"cluster": "app"}}
+    if MX in features:
+        filters.append(
+            _typed(
+                "istio.metadata_exchange",
+                "io.istio.http.peer_metadata.Config",
+                downstream_discovery=[{"istio_headers": {}}],
+                downstream_propagation=[{"istio_headers": {}}],
+            )
+        )
+    if AUTHZ in features:
+        filters.append(
+            _typed(
+                "envoy.filters.http.ext_authz",
+                "envoy.extensions.filters.http.ext_authz.v3.ExtAuthz",
+                grpc_service={**mixer, "timeout": "1s"},
+                transport_api_version="V3",
+            )
+        )
+    if RL in features:
+        filters.append(
+            _typed(
+                "envoy.filters.http.ratelimit",
+                "envoy.extensions.filters.http.ratelimit.v3.RateLimit",
+                domain="bench",
+                timeout="1s",
+                rate_limit_service={"grpc_service": mixer, "transport_api_version": "V3"},
+            )
+        )
+        route["route"]["rate_limits"] = [
+            {"actions": [{"request_headers": {"header_name": ":path", "descriptor_key": "PATH"}}]}
         ]
-        logs = [
-            {
-                "name": "envoy.access_loggers.http_grpc",
-                "typed_config": {
-                    "@type": "type.googleapis.com/envoy.extensions.access_loggers.grpc.v3.HttpGrpcAccessLogConfig",
-                    "common_config": {
-                        "log_name": "bench",
-                        "grpc_service": mixer,
-                        "transport_api_version": "V3",
-                    },
-                },
-            }
-        ]
-    router = {
-        "name": "envoy.filters.http.router",
-        "typed_config": {"@type": "type.googleapis.com/envoy.extensions.filters.http.router.v3.Router"},
-    }
+    if ALS in features:
+        logs.append(
+            _typed(
+                "envoy.access_loggers.http_grpc",
+                "envoy.extensions.access_loggers.grpc.v3.HttpGrpcAccessLogConfig",
+                common_config={"log_name": "bench", "grpc_service": mixer, "transport_api_version": "V3"},
+            )
+        )
+    filters.append(_typed("envoy.filters.http.router", "envoy.extensions.filters.http.router.v3.Router"))
     hcm = {
         "@type": HCM,
         "stat_prefix": "inbound",
         "access_log": logs,
-        "route_config": {
-            "virtual_hosts": [
-                {
-                    "name": "all",
-                    "domains": ["*"],
-                    "routes": [{"match": {"prefix": "/"}, "route": {"cluster": "app"}}],
-                }
-            ]
-        },
-        "http_filters": [*filters, router],
+        "route_config": {"virtual_hosts": [{"name": "all", "domains": ["*"], "routes": [route]}]},
+        "http_filters": filters,
     }
     clusters = [_cluster("app", upstream)]
-    if mixer_port is not None:
+    if features:
         clusters.append(_cluster("mixer", mixer_port))
+    chain = {"filters": [{"name": "envoy.filters.network.http_connection_manager", "typed_config": hcm}]}
     return {
         "node": SIDECAR_NODE,
         "admin": {"address": {"socket_address": {"address": "127.0.0.1", "port_value": admin}}},
@@ -199,13 +236,7 @@ def _sidecar_bootstrap(listen: int, admin: int, upstream: int, mixer_port: int |
                     "name": "virtualInbound",
                     "traffic_direction": "INBOUND",
                     "address": {"socket_address": {"address": "127.0.0.1", "port_value": listen}},
-                    "filter_chains": [
-                        {
-                            "filters": [
-                                {"name": "envoy.filters.network.http_connection_manager", "typed_config": hcm}
-                            ]
-                        }
-                    ],
+                    "filter_chains": [chain],
                 }
             ],
             "clusters": clusters,
@@ -214,65 +245,104 @@ def _sidecar_bootstrap(listen: int, admin: int, upstream: int, mixer_port: int |
 
 
 def _stats(admin: int) -> dict[str, int]:
-    import json
-    import urllib.request
-
     with urllib.request.urlopen(f"http://127.0.0.1:{admin}/stats?format=json", timeout=5) as resp:
         data = json.load(resp)
     return {s["name"]: int(s["value"]) for s in data.get("stats", []) if "value" in s}
 
 
-def _measure_sidecar(tmp: Path, upstream: int, mixer_port: int | None, seconds: int) -> tuple[dict, dict]:
-    listen, admin = free_port(), free_port()
-    path = tmp / f"sidecar-{'on' if mixer_port else 'off'}.yaml"
-    path.write_text(yaml.safe_dump(_sidecar_bootstrap(listen, admin, upstream, mixer_port)))
-    with process([sys.executable, "-m", "proxy", "-c", str(path), "-l", "warning"], cwd=REPO) as proc:
-        wait_for_http(f"http://127.0.0.1:{admin}/ready", proc=proc)
-        wait_for_port("127.0.0.1", listen, proc=proc)
-        url = f"http://127.0.0.1:{listen}/reviews/0"
-        wrk(url, 1, connections=16)  # warm-up: pools, the mixer channel, the first check
-        result = wrk(url, seconds, connections=16)
-        time.sleep(1.5)  # the access-log flush interval (1 s): let the last batch go out
-        return result, _stats(admin)
+def _wrk(url: str, seconds: int, headers: dict[str, str], connections: int = 16) -> tuple[float, int]:
+    """(requests/s, requests completed) from one wrk run sending ``headers`` on every request."""
+    args = ["wrk", "-t1", f"-c{connections}", f"-d{seconds}s"]
+    for name, value in headers.items():
+        args += ["-H", f"{name}: {value}"]
+    out = subprocess.run([*args, url], capture_output=True, text=True, check=True).stdout
+    rps = float(re.search(r"Requests/sec:\s+([\d.]+)", out).group(1))
+    total = int(re.search(r"(\d+) requests in", out).group(1))
+    if re.search(r"Non-2xx or 3xx responses: (\d+)", out):
+        raise RuntimeError(f"bench_mixer: non-2xx answers from {url}:\n{out}")
+    return rps, total
+
+
+@contextlib.contextmanager
+def _sidecars(tmp: Path, upstream: int, mixer_port: int):
+    """Every configuration's proxy, all running for the whole measurement: {name: (port, admin, proc)}."""
+    with contextlib.ExitStack() as stack:
+        out = {}
+        for i, (name, features) in enumerate(CONFIGS):
+            listen, admin = free_port(), free_port()
+            path = tmp / f"sidecar-{i}.yaml"
+            path.write_text(yaml.safe_dump(_sidecar_bootstrap(listen, admin, upstream, mixer_port, features)))
+            args = [sys.executable, "-m", "proxy", "-c", str(path), "-l", "warning"]
+            proc = stack.enter_context(process(args, cwd=REPO))
+            out[name] = (listen, admin, proc)
+        for listen, admin, proc in out.values():
+            wait_for_http(f"http://127.0.0.1:{admin}/ready", proc=proc)
+            wait_for_port("127.0.0.1", listen, proc=proc)
+        yield out
 
 
 def _proxy_cost(tmp: Path, quick: bool) -> list[dict]:
-    """Throughput with telemetry + policy off and on, interleaved, medians compared."""
-    seconds, rounds = (2, 1) if quick else (5, 3)
+    """Each configuration's proxy throughput and CPU per request, interleaved rounds, medians.
+
+    All proxies run side by side; each round drives every one of them once, in a rotated order, so
+    the machine's background load falls on every configuration alike. CPU is the proxy process's own
+    (utime + stime from /proc/<pid>/stat) divided by the requests wrk completed: it shows the cost
+    even when wall-clock throughput is noisy."""
+    seconds, rounds = (2, 2) if quick else (4, 5)
     grpc_port, http_port = free_port(), free_port()
     config = tmp / "mixer-cost.yaml"
     config.write_text(CONFIG)
     args = [sys.executable, "-m", "mixer", "--config", str(config), "--log-level", "warning",
             "--grpc-addr", f"127.0.0.1:{grpc_port}", "--http-addr", f"127.0.0.1:{http_port}"]  # fmt: skip
-    off, on, stats = [], [], {}
+    rps: dict[str, list[float]] = {name: [] for name, _ in CONFIGS}
+    cpu: dict[str, list[float]] = {name: [] for name, _ in CONFIGS}  # CPU seconds per 1000 requests
     with nginx_upstream() as upstream, process(args, cwd=REPO) as mixer:
         wait_for_http(f"http://127.0.0.1:{http_port}/ready", proc=mixer)
         wait_for_port("127.0.0.1", grpc_port, proc=mixer)
-        for _ in range(rounds):
-            off.append(_measure_sidecar(tmp, upstream, None, seconds)[0])
-            result, stats = _measure_sidecar(tmp, upstream, grpc_port, seconds)
-            on.append(result)
-    rps_off = statistics.median(r["rps"] for r in off)
-    rps_on = statistics.median(r["rps"] for r in on)
-    ratio = rps_on / rps_off if rps_off else 0.0
-    return [
-        {"case": "proxy, telemetry+policy off", "rps": round(rps_off), "p99_ms": off[-1]["p99_ms"]},
+        with _sidecars(tmp, upstream, grpc_port) as proxies:
+            for listen, _, _ in proxies.values():  # warm-up: pools, the mixer channel, the cache
+                _wrk(f"http://127.0.0.1:{listen}/reviews/0", 1, PEER_HEADERS)
+            names = list(proxies)
+            for r in range(rounds):
+                for name in names[r % len(names) :] + names[: r % len(names)]:
+                    listen, _, proc = proxies[name]
+                    before = cpu_seconds(proc.pid)
+                    one_rps, total = _wrk(f"http://127.0.0.1:{listen}/reviews/0", seconds, PEER_HEADERS)
+                    used = cpu_seconds(proc.pid) - before
+                    rps[name].append(one_rps)
+                    cpu[name].append(used / total * 1000 if total else 0.0)
+            time.sleep(2.5)  # the access-log flush interval (1 s): let the last batches go out
+            stats = {name: _stats(admin) for name, (_, admin, _) in proxies.items()}
+    base_rps, base_cpu = statistics.median(rps["off"]), statistics.median(cpu["off"])
+    rows = []
+    for name, features in CONFIGS:
+        med_rps, med_cpu = statistics.median(rps[name]), statistics.median(cpu[name])
+        row = {
+            "case": f"proxy, {name}",
+            "rps": round(med_rps),
+            "cpu_s_per_1k_req": round(med_cpu, 4),
+        }
+        if features:
+            row["rps_cost_pct"] = round((1 - med_rps / base_rps) * 100, 1) if base_rps else None
+            row["cpu_cost_pct"] = round((med_cpu / base_cpu - 1) * 100, 1) if base_cpu else None
+        s = stats[name]
+        if ALS in features:
+            row["requests"] = s.get("http.inbound.downstream_rq_completed", 0)  # every one is logged
+            row["logs_written"] = s.get("access_logs.grpc_access_log.logs_written", 0)
+            row["logs_dropped"] = s.get("access_logs.grpc_access_log.logs_dropped", 0)
+        if AUTHZ in features:
+            row["cache_hit"] = s.get("http.inbound.ext_authz.cache_hit", 0)
+            row["cache_miss"] = s.get("http.inbound.ext_authz.cache_miss", 0)
+        rows.append(row)
+    head = rows[-1]
+    rows.append(
         {
-            "case": "proxy, telemetry+policy on (mx, ext_authz cached, http_grpc)",
-            "rps": round(rps_on),
-            "p99_ms": on[-1]["p99_ms"],
-            "non_2xx": on[-1]["non_2xx"],
-            "logs_written": stats.get("access_logs.grpc_access_log.logs_written", 0),
-            "logs_dropped": stats.get("access_logs.grpc_access_log.logs_dropped", 0),
-            "cache_hit": stats.get("http.inbound.ext_authz.cache_hit", 0),
-            "cache_miss": stats.get("http.inbound.ext_authz.cache_miss", 0),
-        },
-        {
-            "case": "proxy throughput on/off (goal: cost under 10%)",
-            "ratio": round(ratio, 3),
-            "cost_pct": round((1 - ratio) * 100, 1),
-        },
-    ]
+            "case": "proxy cost, telemetry+policy on vs off (goal: under 10%)",
+            "rps_cost_pct": head["rps_cost_pct"],
+            "cpu_cost_pct": head["cpu_cost_pct"],
+        }
+    )
+    return rows
 
 
 def run(quick: bool) -> list[dict]:
@@ -311,5 +381,10 @@ def run(quick: bool) -> list[dict]:
 
 
 if __name__ == "__main__":
-    for r in run(quick="--quick" in sys.argv):
+    if "--cost-only" in sys.argv:
+        with tempfile.TemporaryDirectory() as d:
+            results = _proxy_cost(Path(d), quick="--quick" in sys.argv)
+    else:
+        results = run(quick="--quick" in sys.argv)
+    for r in results:
         print(r)
