@@ -94,7 +94,10 @@ class Supervisor:
     ) -> None:
         self.topology = topology
         self.prepare = prepare  # runs before each spawn (e.g. writes a bootstrap token)
-        self.on_ready = on_ready  # gets {workload: pid} once everything is ready (the state file)
+        # gets {workload: pid} once everything is ready (the state file), and again after every
+        # restart from then on, so the recorded PIDs are always the running ones
+        self.on_ready = on_ready
+        self._recorded = False
         self.order = topology.start_order()
         self.python = python
         self.out = out or sys.stdout
@@ -123,8 +126,7 @@ class Supervisor:
         try:
             if await self._start_all():
                 self._announce()
-                if self.on_ready is not None:
-                    self.on_ready(self.pids())
+                self._record()
                 await self._stopping.wait()
             elif not self._stopping.is_set():
                 status = 1
@@ -162,6 +164,20 @@ class Supervisor:
 
     def pids(self) -> dict[str, int]:
         return {name: c.proc.pid for name, c in self.children.items() if c.running}
+
+    def _record(self) -> None:
+        """Hand the current PIDs to on_ready (the state file): once start-up is done (an error then
+        fails `isthmus up`), and after every restart from then on."""
+        if self.on_ready is None or self._stopping.is_set():
+            return
+        if not self._recorded:
+            self.on_ready(self.pids())
+            self._recorded = True
+            return
+        try:
+            self.on_ready(self.pids())
+        except OSError as e:  # a full disk must not take the running mesh down
+            event(log, logging.ERROR, "supervisor.record_failed", error=str(e))
 
     def _announce(self) -> None:
         entry = self.topology.get(self.topology.entry)
@@ -284,6 +300,8 @@ class Supervisor:
             pass
         await self._spawn(child)
         event(log, logging.INFO, "process.restarted", workload=child.workload.name, pid=child.proc.pid)
+        if self._recorded:  # the state file names the new PID at once (status, down)
+            self._record()
         await self._wait_ready(child)
 
     # -- stopping -----------------------------------------------------------------------------
