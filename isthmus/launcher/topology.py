@@ -35,9 +35,11 @@ class Workload:
     ready: str | None = None
     # (namespace, service account, file): a citadel bootstrap token to write before the process starts
     token: tuple[str, str, str] | None = None
+    # what the command runs under (transparent mode: `ip netns exec <ns> [setpriv ...]`)
+    wrap: tuple[str, ...] = ()
 
     def argv(self, python: str = "python") -> list[str]:
-        return [python, "-m", self.module, *self.args]
+        return [*self.wrap, python, "-m", self.module, *self.args]
 
     def url(self, path: str = "/") -> str:
         host = "127.0.0.1" if self.address == "0.0.0.0" else self.address
@@ -266,6 +268,45 @@ def app_address(workload_ip: str) -> str:
     return str(ip)
 
 
+CONTROL_PLACE = "control"  # where citadel, pilot and mixer run
+GATEWAY = "istio-ingressgateway"
+
+
+@dataclass(frozen=True)
+class Placement:
+    """Where the mesh's processes run and how they reach each other; `mesh()` describes the same
+    processes in either mode.
+
+    Local mode (``local_placement``): everything on the host, each workload on its own loopback
+    address, each app on a private address behind its sidecar, calling out through it as HTTP proxy.
+    Transparent mode (``isthmus.launcher.transparent``): each place in its own network namespace;
+    apps call by name with no proxy settings and istio-init's rules capture their traffic.
+
+    `control_ip`: citadel, pilot and mixer bind it and everyone dials it. `workload_ip(name)`: a
+    Bookinfo workload's IP (its sidecar's --ip and pilot's registry). `gateway_ip`: the gateway's --ip.
+    `reach(place)`: the host address through which the supervisor checks a place's readiness and the
+    user reaches it (place: CONTROL_PLACE, GATEWAY or a Bookinfo workload). `wrap(place, as_proxy)`:
+    the argv prefix that runs a command there (as the proxy's identity when `as_proxy`)."""
+
+    control_ip: str
+    gateway_ip: str
+    workload_ip: Callable[[str], str]
+    reach: Callable[[str], str]
+    wrap: Callable[[str, bool], tuple[str, ...]] = lambda place, as_proxy: ()
+    transparent: bool = False
+
+
+def local_placement(options: MeshOptions) -> Placement:
+    _check_address("--control-address", options.control_address)
+    a = local_addressing(options.address_base)
+    cp = options.control_address
+
+    def reach(place: str) -> str:
+        return cp if place in (CONTROL_PLACE, GATEWAY) else a.listen(place)
+
+    return Placement(control_ip=cp, gateway_ip=cp, workload_ip=a.listen, reach=reach)
+
+
 def mesh_services_yaml(addressing: Addressing, port: int = APP_PORT, namespace: str = NAMESPACE) -> str:
     """Bookinfo's services for pilot: a ServiceEntry per service (the Kubernetes Service's host name,
     MESH_INTERNAL, STATIC, selecting its WorkloadEntries by app label) and a WorkloadEntry per workload
@@ -291,22 +332,27 @@ def mesh_services_yaml(addressing: Addressing, port: int = APP_PORT, namespace: 
     return "---\n".join(docs)
 
 
-def mesh(options: MeshOptions, python_flags: tuple[str, ...] = ()) -> Topology:
-    """The whole mesh as local processes: citadel, pilot, mixer; per Bookinfo workload its agent (which
-    runs its sidecar) and then the app (Istio's holdApplicationUntilProxyStarts); the ingress gateway
-    last. Each app listens on its private address (``app_address``) behind its sidecar, which owns the
-    workload IP's service port. Stopping runs this backwards: gateway, apps, sidecars (drained), control plane."""
+def mesh(options: MeshOptions, placement: Placement | None = None) -> Topology:
+    """The whole mesh: citadel, pilot, mixer; per Bookinfo workload its agent (which runs its sidecar)
+    and then the app (Istio's holdApplicationUntilProxyStarts); the ingress gateway last. Local mode
+    (the default placement): each app listens on its private address (``app_address``) behind its
+    sidecar, which owns the workload IP's service port. Transparent mode: app and sidecar share the
+    workload's network namespace and istio-init's rules send traffic through the sidecar. Stopping runs
+    this backwards: gateway, apps, sidecars (drained), control plane."""
     _check_address("--control-address", options.control_address)
-    a = local_addressing(options.address_base)
-    cp = options.control_address
+    p = placement or local_placement(options)
+    cp = p.control_ip
     o = options
     citadel_root = o.citadel_root
+    control_at = p.reach(CONTROL_PLACE)
+    control_wrap = p.wrap(CONTROL_PLACE, False)
     citadel = Workload(
         name="citadel",
         module="citadel",
-        address=cp,
+        address=control_at,
         port=CITADEL_PORTS["http"],
         ready_path="/ready",
+        wrap=control_wrap,
         args=(
             "--root-dir", citadel_root,
             "--grpc-addr", f"{cp}:{CITADEL_PORTS['grpc']}",
@@ -318,9 +364,10 @@ def mesh(options: MeshOptions, python_flags: tuple[str, ...] = ()) -> Topology:
     pilot = Workload(
         name="pilot",
         module="pilot",
-        address=cp,
+        address=control_at,
         port=PILOT_PORTS["http"],
         ready_path="/ready",
+        wrap=control_wrap,
         args=(
             "--config-dir", o.config_dir,
             "--grpc-addr", f"{cp}:{PILOT_PORTS['grpc']}",
@@ -333,24 +380,35 @@ def mesh(options: MeshOptions, python_flags: tuple[str, ...] = ()) -> Topology:
     if o.redis_url:
         mixer_args += ["--redis-url", o.redis_url]
     mixer = Workload(
-        name="mixer", module="mixer", address=cp, port=MIXER_PORTS["http"], ready_path="/ready",
-        args=tuple(mixer_args),
+        name="mixer", module="mixer", address=control_at, port=MIXER_PORTS["http"], ready_path="/ready",
+        wrap=control_wrap, args=tuple(mixer_args),
     )  # fmt: skip
     control = ("citadel", "pilot", "mixer")
+    interception = "REDIRECT" if p.transparent else "NONE"
 
     def agent(
-        name: str, ip: str, namespace: str, sa: str, labels: dict[str, str], *extra: str, after=()
+        name: str,
+        ip: str,
+        namespace: str,
+        sa: str,
+        labels: dict[str, str],
+        *extra: str,
+        after=(),
+        as_proxy: bool = True,
     ) -> Workload:
         d = o.proxy_dir(name)
         label_args = [x for k, v in labels.items() for x in ("--label", f"{k}={v}")]
         return Workload(
             name=f"{name}-sidecar" if "--type" not in extra else name,
             module="proxy.agent",
-            address=ip,
+            address=p.reach(name),
             port=AGENT_STATUS_PORT,
             ready_path="/healthz/ready",
             depends_on=(*control, *after),
             token=(namespace, sa, f"{d}/token"),
+            wrap=p.wrap(name, as_proxy),
+            # transparent mode: the agent runs as the proxy's user, whose home is its own directory
+            env={"HOME": d} if p.transparent else {},
             args=(
                 "--citadel", f"{cp}:{CITADEL_PORTS['grpc']}",
                 "--citadel-mtls", f"{cp}:{CITADEL_PORTS['mtls']}",
@@ -362,7 +420,7 @@ def mesh(options: MeshOptions, python_flags: tuple[str, ...] = ()) -> Topology:
                 "--name", name, "--ip", ip, *label_args,
                 "--discovery-address", f"{cp}:{PILOT_PORTS['grpc']}",
                 "--xds-type", o.xds_type,
-                "--interception-mode", "NONE",
+                "--interception-mode", interception if "--type" not in extra else "NONE",
                 "--drain-duration", o.drain,
                 *extra,
             ),
@@ -371,18 +429,20 @@ def mesh(options: MeshOptions, python_flags: tuple[str, ...] = ()) -> Topology:
     sidecars, apps = [], []
     port = str(o.port)
     for name, (service, version) in BOOKINFO_WORKLOADS.items():
-        ip = a.listen(name)
-        private = app_address(ip)
+        ip = p.workload_ip(name)
         labels = {"app": service, "version": version}
-        sidecar = agent(name, ip, NAMESPACE, f"bookinfo-{service}", labels, "--app-address", private)
+        env = {"LISTEN_PORT": port, "SERVICE_VERSION": version, "HOSTNAME": name}
+        if p.transparent:
+            # app and sidecar share the namespace: the app listens on every address, calls out with no
+            # proxy settings, and istio-init's rules capture both directions
+            sidecar = agent(name, ip, NAMESPACE, f"bookinfo-{service}", labels)
+            listen, env["LISTEN_ADDRESS"] = p.reach(name), "0.0.0.0"
+        else:
+            private = app_address(ip)
+            sidecar = agent(name, ip, NAMESPACE, f"bookinfo-{service}", labels, "--app-address", private)
+            listen, env["LISTEN_ADDRESS"] = private, private
+            env["HTTP_PROXY"] = f"http://{ip}:{SIDECAR_OUTBOUND_PORT}"
         sidecars.append(sidecar)
-        env = {
-            "LISTEN_ADDRESS": private,
-            "LISTEN_PORT": port,
-            "SERVICE_VERSION": version,
-            "HOSTNAME": name,
-            "HTTP_PROXY": f"http://{ip}:{SIDECAR_OUTBOUND_PORT}",
-        }
         if service == "productpage":
             for upstream in ("details", "reviews", "ratings"):
                 env[f"{upstream.upper()}_HOSTNAME"] = upstream
@@ -393,33 +453,34 @@ def mesh(options: MeshOptions, python_flags: tuple[str, ...] = ()) -> Topology:
             Workload(
                 name=name,
                 module=f"bookinfo.{service}",
-                address=private,
+                address=listen,
                 port=o.port,
                 env=env,
                 depends_on=(sidecar.name,),
+                wrap=p.wrap(name, False),
             )
         )
     gateway = agent(
-        "istio-ingressgateway",
-        cp,
+        GATEWAY,
+        p.gateway_ip,
         "istio-system",
         "istio-ingressgateway-service-account",
         {"istio": "ingressgateway", "app": "istio-ingressgateway"},
         "--type", "router",
         after=tuple(w.name for w in apps),
+        as_proxy=False,
     )  # fmt: skip
     # ready once the gateway routes to productpage (bookinfo-gateway.yaml), not only when it is LIVE
     gateway = Workload(**{**gateway.__dict__, "ready": o.gateway_url})
+    pilot_flag = "" if o.control_address == DEFAULT_CONTROL_ADDRESS else f" --pilot {o.pilot_url}"
     banner = (
-        f"\nThe mesh is up. Open {o.gateway_url}\n"
+        f"\nThe mesh is up{' (transparent mode)' if p.transparent else ''}. Open {o.gateway_url}\n"
         f"  dashboard:   {o.dashboard_url}\n"
         f"  apply Istio config, e.g.\n"
         f"    isthmus apply -f ../shared/istio-samples/bookinfo/networking/virtual-service-reviews-v3.yaml"
-        + ("" if cp == DEFAULT_CONTROL_ADDRESS else f" --pilot {o.pilot_url}")
+        + pilot_flag
         + "\n"
-        "  sync status: isthmus proxy-status"
-        + ("" if cp == DEFAULT_CONTROL_ADDRESS else f" --pilot {o.pilot_url}")
-        + "\n"
+        "  sync status: isthmus proxy-status" + pilot_flag + "\n"
     )
     return Topology(
         workloads=(citadel, pilot, mixer, *sidecars, *apps, gateway),
