@@ -443,12 +443,19 @@ class Listener:
             return
         family = socket.AF_INET6 if ":" in self.host else socket.AF_INET
         sock = socket.socket(family, socket.SOCK_STREAM)
+        # --concurrency N (proxy.workers): "worker" binds with SO_REUSEPORT and listens (the kernel
+        # spreads connections over the workers); "reserve" (the main process) binds without
+        # listening, holding the address so a port in use still fails, and never accepts.
+        mode = self.ctx.extra.get("listen_mode")
         try:
             sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+            if mode is not None:
+                sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEPORT, 1)
             if family == socket.AF_INET6:
                 sock.setsockopt(socket.IPPROTO_IPV6, socket.IPV6_V6ONLY, 1)
             sock.bind((self.host, self.port))
-            sock.listen(self.backlog)
+            if mode != "reserve":
+                sock.listen(self.backlog)
             sock.setblocking(False)
         except OSError as e:
             sock.close()
@@ -460,7 +467,7 @@ class Listener:
             self.port = sock.getsockname()[1]
 
     async def start(self) -> None:
-        if self.sock is None or self.server is not None:
+        if self.sock is None or self.server is not None or self.ctx.extra.get("listen_mode") == "reserve":
             return
         loop = asyncio.get_running_loop()
         self.acceptor = Acceptor(self)
