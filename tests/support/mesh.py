@@ -178,3 +178,90 @@ def eventually(check, timeout: float = 20, what: str = "the applied config did n
             return result
         assert time.monotonic() < deadline, what
         time.sleep(0.2)
+
+
+class Page:
+    """What one request through the gateway got back, as a user reads the page."""
+
+    __slots__ = ("status", "error", "html", "started", "ended")
+
+    def __init__(self, status: int, html: str, started: float, ended: float, error: str = "") -> None:
+        self.status, self.html, self.started, self.ended, self.error = status, html, started, ended, error
+
+    @property
+    def ok(self) -> bool:
+        return self.status == 200 and not self.error
+
+    @property
+    def details_ok(self) -> bool:
+        return "Book Details" in self.html and "Error fetching product details" not in self.html
+
+    @property
+    def reviews_ok(self) -> bool:
+        return "Book Reviews" in self.html and "Error fetching product reviews" not in self.html
+
+    @property
+    def ratings_unavailable(self) -> bool:
+        return "Ratings service is currently unavailable" in self.html
+
+    @property
+    def stars(self) -> str:
+        return stars(self.html)
+
+    @property
+    def served_by(self) -> str:
+        return served_by(self.html)
+
+    def __repr__(self) -> str:
+        return f"Page({self.status}, {self.error or self.served_by}, {self.stars})"
+
+
+class Load:
+    """A load generator: `clients` threads, each with its own keep-alive connection, fetching the
+    gateway's /productpage back to back until stop(). Every answer (or transport error) is kept."""
+
+    def __init__(self, url: str, clients: int = 4, timeout: float = 30) -> None:
+        import threading
+
+        self.url, self.clients, self.timeout = url, clients, timeout
+        self.pages: list[Page] = []
+        self._stop = threading.Event()
+        self._threads = [threading.Thread(target=self._run, daemon=True) for _ in range(clients)]
+
+    def _run(self) -> None:
+        with httpx.Client(trust_env=False, timeout=self.timeout) as http:
+            while not self._stop.is_set():
+                started = time.monotonic()
+                try:
+                    r = http.get(self.url)
+                    page = Page(r.status_code, r.text, started, time.monotonic())
+                except httpx.HTTPError as e:
+                    page = Page(0, "", started, time.monotonic(), f"{type(e).__name__}: {e}")
+                self.pages.append(page)  # list.append is atomic
+
+    def __enter__(self) -> Load:
+        for t in self._threads:
+            t.start()
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.stop()
+
+    def stop(self) -> list[Page]:
+        self._stop.set()
+        for t in self._threads:
+            t.join(self.timeout + 5)
+        return self.pages
+
+    def since(self, t: float) -> list[Page]:
+        """Pages whose request started at or after monotonic time t."""
+        return [p for p in list(self.pages) if p.started >= t]
+
+    def wait_for(self, check, count: int = 5, timeout: float = 30, what: str = "") -> None:
+        """Wait until the last `count` pages that started from now on all satisfy check(page)."""
+        t = time.monotonic()
+        eventually(
+            lambda: len(later := self.since(t)) >= count and all(check(p) for p in later[-count:]),
+            timeout,
+            what or f"the last {count} pages never all satisfied the check",
+        )
