@@ -43,6 +43,15 @@ def build_parser() -> argparse.ArgumentParser:
         help="Bookinfo alone, without control plane, sidecars or gateway (productpage balances reviews)",
     )
     up.add_argument(
+        "--transparent",
+        action="store_true",
+        help="root only: each Bookinfo workload (app + sidecar), the control plane and the gateway in its "
+        "own network namespace on a bridge (198.18.0.0/24), istio-init's iptables rules capturing the "
+        "apps' traffic (outbound to 15001, inbound to 15006), apps calling each other by name with no proxy "
+        "settings; the gateway, pilot and the dashboard are forwarded to --control-address as in local mode, "
+        "each workload's 9080/15000/15021 to its local-mode address; everything is removed on stop",
+    )
+    up.add_argument(
         "--control-address",
         default=DEFAULT_CONTROL_ADDRESS,
         metavar="ADDR",
@@ -118,8 +127,16 @@ def cmd_up(args: argparse.Namespace, parser: argparse.ArgumentParser) -> int:
         parser.error(f"--address-base: {e}")
     if not 1 <= args.port <= 65535:
         parser.error(f"--port must be between 1 and 65535, got {args.port}")
-    if args.apps_only and (args.detach or args.redis):
-        parser.error("--apps-only runs Bookinfo alone in the foreground: no -d, no --redis")
+    if args.apps_only and (args.detach or args.redis or args.transparent):
+        parser.error("--apps-only runs Bookinfo alone in the foreground: no -d, no --redis, no --transparent")
+    net = None
+    if args.transparent:
+        from isthmus.launcher import transparent
+
+        refusal = local.transparent_refusal()
+        if refusal:
+            parser.error(refusal)
+        net = transparent.plan()
     color = args.color == "always" or (
         args.color == "auto" and sys.stdout.isatty() and not os.environ.get("NO_COLOR")
     )
@@ -133,11 +150,20 @@ def cmd_up(args: argparse.Namespace, parser: argparse.ArgumentParser) -> int:
         return asyncio.run(supervisor.run())
     try:
         options = local.options_from_args(args)
-        topology = local.prepare(options)
+        topology = local.prepare(options, net)
     except ValueError as e:
         parser.error(str(e))
     if args.detach:
         return local.detach(options, args)
+    namespaces = None
+    if net is not None:
+        from isthmus.launcher.netns_runner import NetnsError, NetnsMesh
+
+        try:
+            namespaces = NetnsMesh(net).apply()  # removed again on failure, at exit and on SIGTERM/SIGHUP
+        except NetnsError as e:
+            print(f"isthmus up --transparent: {e}", file=sys.stderr)
+            return 1
     supervisor = Supervisor(
         topology,
         color=color,
@@ -149,6 +175,9 @@ def cmd_up(args: argparse.Namespace, parser: argparse.ArgumentParser) -> int:
     try:
         return asyncio.run(supervisor.run())
     finally:
+        if namespaces is not None:
+            for problem in namespaces.teardown():  # every namespace, veth, bridge and /etc/netns dir
+                print(f"isthmus up --transparent: cleanup: {problem}", file=sys.stderr)
         local.forget(options)
 
 

@@ -1,5 +1,6 @@
 """`isthmus up` for the whole mesh: the files it needs before starting (pilot's config dir, bootstrap
-tokens), the state file, and running in the background (-d). The topology itself is topology.mesh."""
+tokens), the state file, and running in the background (-d). The topology itself is topology.mesh
+(transparent.topology with --transparent, whose namespaces netns_runner creates and removes)."""
 
 from __future__ import annotations
 
@@ -12,7 +13,8 @@ import time
 from collections.abc import Callable
 from pathlib import Path
 
-from isthmus.launcher import state
+from isthmus.launcher import state, transparent
+from isthmus.launcher.netns import MeshPlan
 from isthmus.launcher.topology import (
     MeshOptions,
     Topology,
@@ -51,11 +53,29 @@ def options_from_args(args: argparse.Namespace) -> MeshOptions:
     )
 
 
-def prepare(options: MeshOptions) -> Topology:
+TRANSPARENT_TOOLS = ("ip", "iptables-restore", "setpriv")
+
+
+def transparent_refusal(euid: int | None = None, which: Callable[[str], str | None] = shutil.which) -> str:
+    """Why `isthmus up --transparent` cannot run here ("" when it can)."""
+    if (os.geteuid() if euid is None else euid) != 0:
+        return (
+            "--transparent needs root (it creates network namespaces, a bridge and iptables rules); "
+            "run it as root, or use `isthmus up` without --transparent (local mode needs no root)"
+        )
+    missing = [tool for tool in TRANSPARENT_TOOLS if which(tool) is None]
+    if missing:
+        return f"--transparent needs {', '.join(missing)} on PATH (iproute2, iptables, util-linux)"
+    return ""
+
+
+def prepare(options: MeshOptions, net: MeshPlan | None = None) -> Topology:
     """Validate, then write pilot's config dir afresh: Istio's bookinfo-gateway.yaml and
     destination-rule-all.yaml (from ../shared when present, else the copies in data/) and the
-    generated ServiceEntries/WorkloadEntries. Refuses when a mesh already runs from this state dir."""
-    topology = mesh(options)  # raises ValueError on bad addresses before anything is written
+    generated ServiceEntries/WorkloadEntries (with `net`, transparent mode: the pod IPs, and each
+    proxy's directory belongs to the proxy's user). Refuses when a mesh already runs from this state dir."""
+    # raises ValueError on bad addresses before anything is written
+    topology = transparent.topology(options, net) if net else mesh(options)
     try:
         running = state.read(options.state_dir)
     except ValueError:
@@ -73,11 +93,17 @@ def prepare(options: MeshOptions) -> Topology:
     for name in BASE_CONFIG:
         source = samples / name if (samples / name).is_file() else DATA / name
         shutil.copyfile(source, config / name)
-    addressing = local_addressing(options.address_base)
-    (config / "bookinfo-services.yaml").write_text(mesh_services_yaml(addressing, options.port))
+    if net is None:
+        services = mesh_services_yaml(local_addressing(options.address_base), options.port)
+    else:
+        services = transparent.services_yaml(options, net)
+    (config / "bookinfo-services.yaml").write_text(services)
     for w in topology.workloads:
         if w.token:
-            Path(w.token[2]).parent.mkdir(parents=True, exist_ok=True)
+            proxy_dir = Path(w.token[2]).parent
+            proxy_dir.mkdir(parents=True, exist_ok=True)
+            if net is not None and w.wrap and "setpriv" in w.wrap:  # the agent runs as the proxy's user
+                os.chown(proxy_dir, net.capture.proxy_uid, net.capture.proxy_gid)
     return topology
 
 
@@ -133,6 +159,8 @@ def foreground_argv(args: argparse.Namespace) -> list[str]:
     ]  # fmt: skip
     if args.redis:
         argv += ["--redis", args.redis]
+    if getattr(args, "transparent", False):
+        argv.append("--transparent")
     if args.log_level:
         argv += ["--log-level", args.log_level]
     return argv

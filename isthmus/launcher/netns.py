@@ -324,6 +324,10 @@ def check_capture(c: Capture) -> None:
     if c.outbound_port == c.inbound_port:
         raise PlanError("capture.outbound_port and capture.inbound_port must differ")
     excluded = c.excluded_inbound()
+    if len(excluded) > 15:  # iptables' multiport match takes at most 15 ports
+        raise PlanError(
+            f"capture.exclude_inbound_ports: at most 15 ports (with the admin port), got {len(excluded)}"
+        )
     if c.inbound_port not in excluded:
         # A connection made to the inbound port itself would be redirected to itself forever.
         raise PlanError(f"capture.exclude_inbound_ports must include the inbound port {c.inbound_port}")
@@ -378,6 +382,11 @@ def istio_init_rules(pod_ip: str, capture: Capture | None = None) -> list[str]:
         "-A OUTPUT -p tcp -j ISTIO_OUTPUT",
         # ... the inbound passthrough's connections to the app (bound to 127.0.0.6),
         f"-A ISTIO_OUTPUT -o lo -s {INBOUND_PASSTHROUGH_SOURCE}/32 -j RETURN",
+        # ... connections over lo to the ports never captured inbound (the agent's calls to its proxy's
+        # admin on the pod IP: redirected to 15006 they would die with the inbound listener on drain),
+        "-A ISTIO_OUTPUT -o lo -p tcp -m multiport --dports "
+        + ",".join(str(p) for p in c.excluded_inbound())
+        + " -j RETURN",
     ]
     for flag, ident in (("--uid-owner", uid), ("--gid-owner", gid)):
         rules += [

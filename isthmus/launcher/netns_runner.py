@@ -30,17 +30,29 @@ class NetnsError(RuntimeError):
     """A command failed; the message has the command and what it printed."""
 
 
-def as_user(argv: Sequence[str], uid: int | None, gid: int | None = None) -> list[str]:
+def as_user(
+    argv: Sequence[str], uid: int | None, gid: int | None = None, ambient_caps: Sequence[str] = ()
+) -> list[str]:
     """`argv` run as `uid` (and `gid`, default the same number), with no supplementary groups, via
-    util-linux setpriv: how the proxy runs as 1337 so that iptables' owner match excludes it."""
+    util-linux setpriv: how the proxy runs as 1337 so that iptables' owner match excludes it.
+    `ambient_caps` (e.g. ``dac_read_search``) are kept across the change of user and inherited by
+    what it starts."""
     if uid is None:
         return list(argv)
     gid = uid if gid is None else gid
-    return ["setpriv", f"--reuid={uid}", f"--regid={gid}", "--clear-groups", "--", *argv]
+    caps = ",".join(f"+{c}" for c in ambient_caps)
+    keep = [f"--inh-caps={caps}", f"--ambient-caps={caps}"] if caps else []
+    return ["setpriv", f"--reuid={uid}", f"--regid={gid}", "--clear-groups", *keep, "--", *argv]
 
 
-def in_netns(netns: str, argv: Sequence[str], uid: int | None = None, gid: int | None = None) -> list[str]:
-    return ["ip", "netns", "exec", netns, *as_user(argv, uid, gid)]
+def in_netns(
+    netns: str,
+    argv: Sequence[str],
+    uid: int | None = None,
+    gid: int | None = None,
+    ambient_caps: Sequence[str] = (),
+) -> list[str]:
+    return ["ip", "netns", "exec", netns, *as_user(argv, uid, gid, ambient_caps)]
 
 
 def run_command(cmd: Command, run: Run = subprocess.run) -> None:

@@ -39,6 +39,7 @@ EXPECTED_RULES = [
     "-A ISTIO_INBOUND -p tcp -j ISTIO_IN_REDIRECT",
     "-A OUTPUT -p tcp -j ISTIO_OUTPUT",
     "-A ISTIO_OUTPUT -o lo -s 127.0.0.6/32 -j RETURN",
+    "-A ISTIO_OUTPUT -o lo -p tcp -m multiport --dports 15000,15001,15006,15020,15021,15090 -j RETURN",
     "-A ISTIO_OUTPUT -o lo ! -d 127.0.0.1/32 -m owner --uid-owner 1337 -j ISTIO_IN_REDIRECT",
     "-A ISTIO_OUTPUT -o lo -m owner ! --uid-owner 1337 -j RETURN",
     "-A ISTIO_OUTPUT -m owner --uid-owner 1337 -j RETURN",
