@@ -88,20 +88,34 @@ class Server:
     """Everything the proxy runs. Building it compiles the whole configuration (that is what
     ``--mode validate`` does); ``start()`` binds sockets and goes LIVE."""
 
-    def __init__(self, bootstrap, options: Options | None = None) -> None:
+    def __init__(self, bootstrap, options: Options | None = None, role: str = "single") -> None:
+        """`role`: "single" (one process, the default), or for ``--concurrency N`` "main" (xDS, SDS
+        and admin; its listeners only reserve their addresses) or "worker" (serves; config comes from
+        the main process, see ``proxy.workers``)."""
         self.options = options or Options()
+        self.role = role
         self.bootstrap = bootstrap
         self.start_time = time.time()
         self.stats = Store()
-        self.state = ServerState.PRE_INITIALIZING
+        self._state = ServerState.PRE_INITIALIZING
         self._state_gauge = self.stats.gauge("server.state")
-        self._state_gauge.set(int(self.state))
+        self._state_gauge.set(int(self._state))
         self.stats.gauge("server.live").set(0)
-        self.stats.gauge("server.concurrency").set(1)
-        self.healthcheck_failed = False
+        self.stats.gauge("server.concurrency").set(self.options.concurrency if role == "main" else 1)
+        self._healthcheck_failed = False
+        self.workers = None  # proxy.workers.pool.WorkerPool in the main process
         self.ctx = FactoryContext(stats=self.stats, server=self)
+        if role != "single":
+            self.ctx.extra["listen_mode"] = "reserve" if role == "main" else "worker"
         # Before listeners and clusters: their TLS socket factories watch its secrets.
-        self.secret_manager = SecretManager.from_bootstrap(bootstrap)
+        if role == "worker":
+            from proxy.workers.worker import FedSdsClient
+
+            sr = bootstrap.static_resources
+            node = bootstrap.node if bootstrap.HasField("node") else None
+            self.secret_manager = SecretManager(sr.secrets, sr.clusters, node, client_factory=FedSdsClient)
+        else:
+            self.secret_manager = SecretManager.from_bootstrap(bootstrap)
         self.ctx.extra["secret_manager"] = self.secret_manager
         self.cluster_manager = _make_cluster_manager(bootstrap.static_resources.clusters, self.ctx)
         self.ctx.cluster_manager = self.cluster_manager
@@ -109,7 +123,9 @@ class Server:
         self.xds: XdsHandlers | None = None
         self.xds_client = None
         if self.ads_config is not None:
-            self.xds = XdsHandlers(self.cluster_manager, lambda: self.listener_manager, self.stats)
+            # A worker's xDS update stats would repeat the main's: they go to a store nobody reads.
+            xds_stats = Store() if role == "worker" else self.stats
+            self.xds = XdsHandlers(self.cluster_manager, lambda: self.listener_manager, xds_stats)
             self.ctx.extra["rds_provider_factory"] = self.xds.rds.provider_factory
             with self.xds.rds.collect() as static_route_names:
                 self.listener_manager = ListenerManager(bootstrap.static_resources.listeners, self.ctx)
@@ -119,6 +135,11 @@ class Server:
             self._reject_eds_without_ads(bootstrap)
             self.listener_manager = ListenerManager(bootstrap.static_resources.listeners, self.ctx)
         self.listener_manager.drain_time = float(self.options.drain_time_s)
+        if role == "main":
+            from proxy.workers.pool import WorkerPool
+
+            self.workers = WorkerPool(self, self.options.concurrency)
+            self._forward_secrets()
         self.admin = None
         self._stopped: asyncio.Event | None = None
         self._shutdown_task: asyncio.Task | None = None
@@ -132,7 +153,37 @@ class Server:
                     "an EDS cluster needs dynamic_resources.ads_config (its endpoints come over ADS)",
                 )
 
+    def _forward_secrets(self) -> None:
+        """Main process: every SDS secret it accepts also goes to the workers."""
+        sm, pool = self.secret_manager, self.workers
+        accept = sm.update
+
+        def update(name: str, secrets, version_info: str = "") -> None:
+            accept(name, secrets, version_info)  # ConfigError: NACKed, nothing forwarded
+            found = [s for s in secrets if s.name == name]
+            if found:
+                pool.publish_secret(name, found[0], version_info)
+
+        sm.update = update
+
     # ---- state -------------------------------------------------------------------------------
+
+    @property
+    def state(self) -> ServerState:
+        """With workers, a LIVE main reports INITIALIZING while a worker is (re)starting."""
+        if self._state == ServerState.LIVE and self.workers is not None and not self.workers.all_ready():
+            return ServerState.INITIALIZING
+        return self._state
+
+    @property
+    def healthcheck_failed(self) -> bool:
+        return self._healthcheck_failed
+
+    @healthcheck_failed.setter
+    def healthcheck_failed(self, failed: bool) -> None:
+        self._healthcheck_failed = failed
+        if self.workers is not None:
+            self.workers.broadcast({"op": "healthcheck", "failed": failed})
 
     @property
     def draining(self) -> bool:
@@ -147,7 +198,7 @@ class Server:
         return self.bootstrap.node
 
     def _set_state(self, state: ServerState) -> None:
-        self.state = state
+        self._state = state
         self._state_gauge.set(int(state))
         self.stats.gauge("server.live").set(1 if state == ServerState.LIVE else 0)
 
@@ -172,6 +223,8 @@ class Server:
         await self.listener_manager.start()
         if self.xds is not None:
             await self._start_xds()
+        if self.workers is not None:
+            await self.workers.start()
         self._set_state(ServerState.LIVE)
         event(log, logging.INFO, "server.live", listeners=len(self.listener_manager.listeners))
 
@@ -200,10 +253,17 @@ class Server:
         from proxy.xds.client import XdsClient
 
         assert self.xds is not None and self.ads_config is not None
-        self.xds_client = XdsClient(self.bootstrap.node, self.ads_config, self.stats)
-        self.xds.attach(self.xds_client, lds=self.ads_config.lds, cds=self.ads_config.cds)
+        if self.role == "worker":  # proxy.workers.worker.FeedClient, set before start()
+            client = self.xds_client
+        else:
+            client = self.xds_client = XdsClient(self.bootstrap.node, self.ads_config, self.stats)
+        if self.workers is not None:
+            from proxy.workers.pool import ForwardingClient
+
+            client = ForwardingClient(client, self.workers)
+        self.xds.attach(client, lds=self.ads_config.lds, cds=self.ads_config.cds)
         self.xds.refresh_interest()
-        await self.xds_client.start()
+        await client.start()
         event(log, logging.INFO, "xds.started", target=self.ads_config.target, delta=self.ads_config.delta)
         await self.xds.wait_initialized()
 
@@ -225,8 +285,10 @@ class Server:
             raise OSError(e.errno, f"cannot bind admin to {host}:{port}: {e.strerror or e}") from None
         event(log, logging.INFO, "admin.started", address=f"{host}:{port}")
 
-    def start_drain(self, inbound_only: bool = False) -> None:
+    def start_drain(self, inbound_only: bool = False, graceful: bool = False) -> None:
         """/drain_listeners: stop accepting and let connections finish (does not exit)."""
+        if self.workers is not None:
+            self.workers.broadcast({"op": "drain", "inbound_only": inbound_only, "graceful": graceful})
         self.listener_manager.start_drain(inbound_only=inbound_only)
         if not inbound_only:
             self._set_state(ServerState.DRAINING)
@@ -236,6 +298,8 @@ class Server:
         if self._shutdown_task is not None:
             if not drain:  # second signal: stop waiting
                 self.listener_manager.abort_all()
+                if self.workers is not None:
+                    self.workers.abort()
             return
         self._shutdown_task = asyncio.get_running_loop().create_task(self._shutdown(drain))
 
@@ -244,6 +308,8 @@ class Server:
         self._set_state(ServerState.DRAINING)
         self.listener_manager.start_drain()
         self.listener_manager.stop_accepting()
+        if self.workers is not None:
+            await self.workers.stop(drain, (self.options.drain_time_s if drain else 0) + 5.0)
         if drain:
             done = await self.listener_manager.wait_connections_closed(self.options.drain_time_s)
             if not done:
@@ -278,6 +344,19 @@ class Server:
 
     def _on_signal(self) -> None:
         self.shutdown(drain=self._shutdown_task is None)
+
+    # ---- stats over workers (admin) ----------------------------------------------------------
+
+    async def collect_worker_stats(self) -> None:
+        """Main process: fetch every worker's stats (admin calls this before a /stats answer)."""
+        if self.workers is not None:
+            await self.workers.collect_stats()
+
+    def stats_for_export(self) -> Store:
+        """What /stats shows: this process's stats, plus the workers' summed (``proxy.stats.merge``)."""
+        if self.workers is None:
+            return self.stats
+        return self.workers.merged_stats(self.stats)
 
 
 class _MinimalAdmin:
@@ -334,15 +413,7 @@ def _config_name(options: Options) -> str:
 
 def run(options: Options) -> int:
     isthmus_log.setup("proxy", options.log_level)
-    if options.concurrency > 1:
-        event(
-            log,
-            logging.WARNING,
-            "concurrency.limited",
-            requested=options.concurrency,
-            running=1,
-            note="multiple workers come with the performance issue; running 1 worker",
-        )
+    role = "main" if options.concurrency > 1 else "single"
     try:
         bootstrap = load_bootstrap(
             options.config_path, options.config_yaml, options.service_node, options.service_cluster
@@ -351,7 +422,7 @@ def run(options: Options) -> int:
             Server(bootstrap, options)
             print(f"configuration '{_config_name(options)}' OK")
             return 0
-        server = Server(bootstrap, options)
+        server = Server(bootstrap, options, role=role)
     except ConfigError as e:
         print(f"error initializing configuration '{_config_name(options)}': {e}", file=sys.stderr)
         return 1
@@ -368,6 +439,13 @@ def run(options: Options) -> int:
             asyncio.run(server.serve())
     except OSError as e:
         print(f"error: {e.strerror or e}", file=sys.stderr)
+        return 1
+    except Exception as e:
+        from proxy.workers.pool import WorkerStartError
+
+        if not isinstance(e, WorkerStartError):
+            raise
+        print(f"error: {e}", file=sys.stderr)
         return 1
     except KeyboardInterrupt:
         return 0

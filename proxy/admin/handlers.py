@@ -10,6 +10,7 @@ from __future__ import annotations
 import asyncio
 import json
 import logging
+import os
 import re
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -342,20 +343,27 @@ def _stats_query(q) -> tuple[re.Pattern | None, bool] | Response:
     return pattern, "usedonly" in q
 
 
+def _stats_store(server):
+    """The stats to show: with --concurrency N, the main's plus the sum over the workers."""
+    export_store = getattr(server, "stats_for_export", None)
+    return export_store() if export_store is not None else server.stats
+
+
 def stats_handler(server, q) -> Response:
     parsed = _stats_query(q)
     if isinstance(parsed, Response):
         return parsed
     pattern, used_only = parsed
     _refresh_server_gauges(server)
+    store = _stats_store(server)
     fmt = q.get("format", "text")
     if fmt == "json":
-        return Response(200, export.json_text(server.stats, pattern, used_only), JSON)
+        return Response(200, export.json_text(store, pattern, used_only), JSON)
     if fmt == "prometheus":
-        return Response(200, export.prometheus(server.stats, pattern, used_only), PROM)
+        return Response(200, export.prometheus(store, pattern, used_only), PROM)
     if fmt not in ("text", ""):
         return Response(404, "usage: /stats?format=(json|prometheus|text)\n")
-    return Response(200, export.text(server.stats, pattern, used_only))
+    return Response(200, export.text(store, pattern, used_only))
 
 
 def prometheus_handler(server, q) -> Response:
@@ -364,7 +372,32 @@ def prometheus_handler(server, q) -> Response:
         return parsed
     pattern, used_only = parsed
     _refresh_server_gauges(server)
-    return Response(200, export.prometheus(server.stats, pattern, used_only), PROM)
+    return Response(200, export.prometheus(_stats_store(server), pattern, used_only), PROM)
+
+
+def workers_handler(server, q) -> Response:
+    """Isthmus: the worker processes of --concurrency N (pid, ready, restarts, and the downstream
+    connections and requests each has served, from its last stats)."""
+    pool = getattr(server, "workers", None)
+    if pool is None:
+        rows = [{"index": 0, "pid": os.getpid(), "ready": bool(getattr(server, "live", True)), "restarts": 0}]
+        return Response(200, json.dumps({"concurrency": 1, "workers": rows}, indent=2) + "\n", JSON)
+    rows = []
+    for w in pool.workers:
+        row = w.info()
+        counters = (w.last_stats or {}).get("counters", {})
+        row["downstream_cx_total"] = sum(
+            v for n, v in counters.items() if n.startswith("listener.") and n.endswith(".downstream_cx_total")
+        )
+        row["downstream_rq_total"] = sum(
+            v
+            for n, v in counters.items()
+            if n.startswith("http.")
+            and n.endswith(".downstream_rq_total")
+            and not n.startswith("http.admin.")
+        )
+        rows.append(row)
+    return Response(200, json.dumps({"concurrency": pool.count, "workers": rows}, indent=2) + "\n", JSON)
 
 
 # --- mutations (POST only) ---------------------------------------------------------------------------
@@ -397,7 +430,10 @@ def drain_listeners(server, q) -> Response:
     graceful = "graceful" in q
     start_drain = getattr(server, "start_drain", None)
     if start_drain is not None:
-        start_drain(inbound_only=inbound_only)
+        if getattr(server, "workers", None) is not None:  # --concurrency N: workers do the same
+            start_drain(inbound_only=inbound_only, graceful=graceful)
+        else:
+            start_drain(inbound_only=inbound_only)
     targets = [
         listener
         for listener in _listeners(server)
@@ -526,6 +562,7 @@ ENDPOINTS: list[Endpoint] = [
     Endpoint("/server_info", "print server version/status information", server_info),
     Endpoint("/stats", "print server stats", stats_handler),
     Endpoint("/stats/prometheus", "print server stats in prometheus format", prometheus_handler),
+    Endpoint("/workers", "the worker processes of --concurrency N", workers_handler),
 ]
 
 BY_PATH: dict[str, Endpoint] = {e.path: e for e in ENDPOINTS}

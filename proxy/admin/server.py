@@ -131,7 +131,11 @@ class AdminServer:
             keep_alive = _keep_alive(version, headers)
             path, _, qs = target.partition("?")
             query = dict(parse_qsl(qs, keep_blank_values=True))
-            response = dispatch(self.server, method, unquote(path), query)
+            path = unquote(path)
+            collect = getattr(self.server, "collect_worker_stats", None)
+            if collect is not None and path.startswith(("/stats", "/workers")):
+                await collect()  # --concurrency N: the workers' numbers, fresh
+            response = dispatch(self.server, method, path, query)
             await self._write(writer, version, response, keep_alive, method == "HEAD")
             if response.after is not None:
                 try:
