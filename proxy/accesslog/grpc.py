@@ -3,15 +3,18 @@ an access log service (mixer) over ``envoy.service.accesslog.v3.AccessLogService
 
 Off the request path, as Envoy's gRPC access loggers:
 
-* ``log(stream_info)`` converts the request into an ``HTTPAccessLogEntry`` (``TCPAccessLogEntry``) and
-  appends it to the logger's buffer: O(1), no network, no awaiting. Past the bound (64 times
-  ``buffer_size_bytes``: 1 MiB by default, at least 8 KiB) entries are dropped and counted
+* ``log(stream_info)`` only appends ``(logger, stream_info)`` to the logger's buffer: O(1), no
+  protobuf, no network, no awaiting. The StreamInfo is final when it is logged (the HCM and tcp_proxy
+  log once, at the end), so the entry is built later, in the flush. Past the bound (64 times
+  ``buffer_size_bytes``: 1 MiB by default, at least 8 KiB; a buffered request counts as the average
+  size of the entries encoded so far) entries are dropped and counted
   (``access_logs.grpc_access_log.logs_dropped``).
-* A background task sends the buffer as one ``StreamAccessLogsMessage`` every
-  ``buffer_flush_interval`` (default 1 s), or at once when it holds ``buffer_size_bytes`` (default
-  16 KiB), over ONE long-lived stream; the first message carries ``identifier{node, log_name}``.
-  Sent entries are counted (``logs_written``). A broken stream is re-opened with back-off; the batch
-  that failed stays at the head of the buffer.
+* A background task encodes the buffered requests into ``HTTPAccessLogEntry`` (``TCPAccessLogEntry``)
+  wire bytes (``grpc_wire``: the parts that repeat, such as Istio's labels, are encoded once) and
+  sends them as one ``StreamAccessLogsMessage`` every ``buffer_flush_interval`` (default 1 s), or at
+  once when it holds ``buffer_size_bytes`` (default 16 KiB), over ONE long-lived stream; the first
+  message carries ``identifier{node, log_name}``. Sent entries are counted (``logs_written``). A
+  broken stream is re-opened with back-off; the batch that failed stays at the head of the buffer.
 * Each entry carries Istio's labels for both sides in
   ``common_properties.metadata.filter_metadata["isthmus"]`` (docs/mixer.md).
 
@@ -27,22 +30,23 @@ import logging
 import random
 
 import grpc
+from envoy.data.accesslog.v3 import accesslog_pb2
 from envoy.extensions.access_loggers.grpc.v3 import als_pb2
 from envoy.service.accesslog.v3 import als_pb2 as service_pb2
-from envoy.service.accesslog.v3 import als_pb2_grpc
 from google.protobuf import json_format
 
 from proxy.accesslog.grpc_entries import (
+    DOWNSTREAM_PEER,
     EMPTY_WORKLOAD,
     METADATA_NAMESPACE,
     PEER_METADATA_HEADER,
+    UPSTREAM_PEER,
     PeerMetadataDecoder,
-    destination_service,
-    http_entry,
     istio_metadata,
-    tcp_entry,
+    ssl_info,
     workload_from_node_metadata,
 )
+from proxy.accesslog.grpc_wire import EntryEncoder, batch_message, destination_service_of, metadata_field
 from proxy.config.context import FactoryContext
 from proxy.config.errors import ConfigError
 from proxy.config.registry import ACCESS_LOGGERS
@@ -73,6 +77,20 @@ HTTP_SPEC = {
 TCP_SPEC = {"common_config": COMMON_SPEC}
 
 HTTP, TCP = "http", "tcp"
+INITIAL_ENTRY_ESTIMATE = 512  # bytes a buffered request counts for until entries have been encoded
+METHOD = "/envoy.service.accesslog.v3.AccessLogService/StreamAccessLogs"
+
+
+class RawAlsStub:
+    """StreamAccessLogs taking already-serialized ``StreamAccessLogsMessage`` bytes (the sink writes
+    the wire format itself; the service sees the ordinary messages)."""
+
+    def __init__(self, channel) -> None:
+        self.StreamAccessLogs = channel.stream_stream(
+            METHOD,
+            request_serializer=None,
+            response_deserializer=service_pb2.StreamAccessLogsResponse.FromString,
+        )
 
 
 class AlsStats:
@@ -107,8 +125,11 @@ class GrpcLogSink:
         self.buffer_size = buffer_size
         self.max_pending = max(MIN_PENDING_BOUND, 64 * buffer_size)
         self.metadata = metadata
-        self._pending: collections.deque = collections.deque()  # (entry, size)
+        # (item, size): item is an entry's bytes, or a (logger, stream_info) record encoded at flush.
+        self._pending: collections.deque = collections.deque()
         self._pending_bytes = 0
+        self._estimate = INITIAL_ENTRY_ESTIMATE
+        self._identifier: bytes | None = None
         self._wakeup: asyncio.Event | None = None
         self._task: asyncio.Task | None = None
         self._call = None
@@ -117,11 +138,19 @@ class GrpcLogSink:
     # ---- request path
 
     def add(self, entry) -> None:
-        size = entry.ByteSize()
+        """Buffer an entry already built (a protobuf message or its serialized bytes)."""
+        raw = entry if isinstance(entry, bytes) else entry.SerializeToString()
+        self._append(raw, len(raw))
+
+    def add_record(self, logger, si) -> None:
+        """Buffer a finished request; ``logger.encode(si)`` builds its entry in the flush."""
+        self._append((logger, si), self._estimate)
+
+    def _append(self, item, size: int) -> None:
         if self._pending_bytes + size > self.max_pending:
             self.stats.logs_dropped.inc()
             return
-        self._pending.append((entry, size))
+        self._pending.append((item, size))
         self._pending_bytes += size
         if self._task is None:
             self._start()
@@ -139,29 +168,49 @@ class GrpcLogSink:
     # ---- background
 
     def _take_batch(self) -> list:
+        """The next batch as (entry bytes, size); buffered requests are encoded here."""
         batch, size = [], 0
         pending = self._pending
         while pending and (not batch or size + pending[0][1] <= self.buffer_size * 4):
-            entry, n = pending.popleft()
-            batch.append((entry, n))
+            item, n = pending.popleft()
+            batch.append((item, n))
             size += n
         self._pending_bytes -= size
-        return batch
+        out, encoded, encoded_bytes = [], 0, 0
+        for item, n in batch:
+            if type(item) is tuple:
+                logger, si = item
+                try:
+                    raw = logger.encode(si)
+                except Exception:  # a logging bug must never stop the sender
+                    log.exception("gRPC access log %s: could not encode an entry", self.log_name)
+                    self.stats.logs_dropped.inc()
+                    continue
+                n = len(raw)
+                encoded += 1
+                encoded_bytes += n
+                item = raw
+            out.append((item, n))
+        if encoded:
+            self._estimate = max(64, encoded_bytes // encoded)
+        return out
 
     def _put_back(self, batch: list) -> None:
         for item in reversed(batch):
             self._pending.appendleft(item)
             self._pending_bytes += item[1]
 
-    def _message(self, batch: list, first: bool):
-        msg = service_pb2.StreamAccessLogsMessage()
+    def _message(self, batch: list, first: bool) -> bytes:
+        """The serialized StreamAccessLogsMessage for ``batch``; the first of a stream identifies us."""
+        identifier = b""
         if first:
-            msg.identifier.log_name = self.log_name
-            if self.node is not None:
-                msg.identifier.node.CopyFrom(self.node)
-        entries = msg.http_logs.log_entry if self.kind == HTTP else msg.tcp_logs.log_entry
-        entries.extend(e for e, _ in batch)
-        return msg
+            if self._identifier is None:
+                ident = service_pb2.StreamAccessLogsMessage.Identifier(log_name=self.log_name)
+                if self.node is not None:
+                    ident.node.CopyFrom(self.node)
+                self._identifier = ident.SerializeToString()
+            identifier = self._identifier
+        return batch_message(self.kind == HTTP, [e for e, _ in batch], identifier)
 
     async def _run(self) -> None:
         while True:
@@ -189,7 +238,7 @@ class GrpcLogSink:
             if not first and self._call.done():  # the service ended the stream (it went away)
                 raise ConnectionError("the access log stream ended")
             if first:
-                stub = self.client.stub(als_pb2_grpc.AccessLogServiceStub)
+                stub = self.client.stub(RawAlsStub)
                 self._call = stub.StreamAccessLogs(metadata=self.metadata)
             # A write waits for HTTP/2 flow control; a service that stopped reading must not hold
             # the sender forever.
@@ -257,6 +306,8 @@ class GrpcAccessLogger:
         "_local",
         "_inbound",
         "_peers",
+        "_encoder",
+        "_labels",
     )
 
     def __init__(self, name: str, kind: str, sink: GrpcLogSink, ctx, req_headers=(), resp_headers=()) -> None:
@@ -270,6 +321,9 @@ class GrpcAccessLogger:
         self._local: dict[str, str] | None = None
         self._inbound: bool | None = None
         self._peers = PeerMetadataDecoder()
+        self._encoder = EntryEncoder()
+        # Istio's labels as encoded Metadata bytes, by (peer, destination service, TLS facts).
+        self._labels: dict[tuple, tuple] = {}
 
     def _facts(self) -> tuple[dict[str, str], bool]:
         if self._local is None:
@@ -279,22 +333,60 @@ class GrpcAccessLogger:
         return self._local, self._inbound
 
     def log(self, si) -> None:
+        """The request path: filter, then buffer the finished request (encoded in the flush)."""
         try:
             if self.filter is not None and not self.filter(si):
                 return
-            local, inbound = self._facts()
-            if self.kind == HTTP:
-                entry = http_entry(si, self.req_headers, self.resp_headers)
-                headers = si.request_headers if inbound else si.response_headers
-                peer = self._peers.decode(headers.get(PEER_METADATA_HEADER) if headers is not None else None)
-            else:
-                entry = tcp_entry(si)
-                peer = EMPTY_WORKLOAD
-            md = istio_metadata(si, local, inbound, peer, destination_service(si))
-            entry.common_properties.metadata.filter_metadata[METADATA_NAMESPACE].CopyFrom(md)
-            self.sink.add(entry)
+            self.sink.add_record(self, si)
         except Exception:  # a logging bug must never fail a request
             log.exception("gRPC access log %s failed", self.name)
+
+    def entry(self, si):
+        """The entry as a protobuf message (what ``encode`` writes; for tests and tools)."""
+        cls = accesslog_pb2.HTTPAccessLogEntry if self.kind == HTTP else accesslog_pb2.TCPAccessLogEntry
+        return cls.FromString(self.encode(si))
+
+    def encode(self, si) -> bytes:
+        """One entry's wire bytes, with Istio's labels (docs/mixer.md)."""
+        local, inbound = self._facts()
+        md = self._metadata(si, local, inbound)
+        if self.kind == HTTP:
+            return self._encoder.http(si, md, self.req_headers, self.resp_headers)
+        return self._encoder.tcp(si, md)
+
+    def _metadata(self, si, local: dict[str, str], inbound: bool) -> bytes:
+        """Istio's labels for ``si``, encoded once per peer, destination service and TLS facts."""
+        state = si.filter_state
+        found = state.get(DOWNSTREAM_PEER if inbound else UPSTREAM_PEER) if state else None
+        header = None
+        if isinstance(found, dict):
+            peer_key = id(found)  # the dict is kept alive by the cache entry, checked by identity
+        else:
+            found = None
+            if self.kind == HTTP:
+                headers = si.request_headers if inbound else si.response_headers
+                header = headers.get(PEER_METADATA_HEADER) if headers is not None else None
+            peer_key = header or ""
+        tls = None
+        if inbound:
+            info = ssl_info(si.downstream_ssl)
+            if info is not None:
+                tls = (
+                    tuple(getattr(info, "peer_uri_sans", ()) or ()),
+                    tuple(getattr(info, "local_uri_sans", ()) or ()),
+                    getattr(info, "peer_certificate_presented", None),
+                )
+        key = (peer_key, destination_service_of(si), tls)
+        hit = self._labels.get(key)
+        if hit is not None and hit[0] is found:
+            return hit[1]
+        peer = self._peers.decode(header) if self.kind == HTTP else EMPTY_WORKLOAD
+        struct = istio_metadata(si, local, inbound, peer, key[1])
+        out = metadata_field(METADATA_NAMESPACE, struct.SerializeToString(deterministic=True))
+        if len(self._labels) >= 4096:
+            self._labels.clear()
+        self._labels[key] = (found, out)
+        return out
 
 
 def _node(ctx):

@@ -6,6 +6,7 @@ from __future__ import annotations
 import asyncio
 
 from envoy.config.core.v3 import base_pb2
+from envoy.service.accesslog.v3 import als_pb2
 
 from proxy.accesslog.grpc import HTTP, AlsStats, GrpcAccessLogger, GrpcLogSink
 from proxy.accesslog.grpc_entries import encode_peer_metadata, http_entry, tcp_entry
@@ -25,7 +26,8 @@ class FakeCall:
     async def write(self, msg):
         if self.fail:
             raise ConnectionError("down")
-        self.messages.append(msg)
+        # The sink writes serialized StreamAccessLogsMessages, as they go on the wire.
+        self.messages.append(als_pb2.StreamAccessLogsMessage.FromString(msg))
 
     def cancel(self):
         pass
@@ -91,7 +93,8 @@ def test_logger_adds_istio_labels_from_node_and_peer_header():
     logger.log(
         info(peer={"WORKLOAD_NAME": "productpage-v1", "LABELS": {"app": "productpage", "version": "v1"}})
     )
-    entry, _ = s._pending[0]
+    (logged_by, si), _ = s._pending[0]  # buffered as the request; the entry is built in the flush
+    entry = logged_by.entry(si)
     md = entry.common_properties.metadata.filter_metadata["isthmus"]
     assert md["reporter"] == "destination"
     assert md["source"]["workload"] == "productpage-v1" and md["source"]["version"] == "v1"

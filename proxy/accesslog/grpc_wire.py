@@ -1,0 +1,350 @@
+"""Envoy's ``HTTPAccessLogEntry`` / ``TCPAccessLogEntry`` written straight as protobuf wire bytes. Pure.
+
+Building the entry as a protobuf object costs ~40 µs per request in Python (every field assignment
+crosses into the C extension), parsing it back ~10 µs; the same bytes written here cost a fraction
+of that, and the parts that repeat from one request to the next (Istio's label Struct, the listener's
+address, the TLS properties of a connection, a set of response flags) are encoded once and reused.
+The result parses into exactly the message ``grpc_entries.http_entry`` / ``tcp_entry`` build (a unit
+test holds the two together); field numbers come from the generated descriptors, never typed here.
+
+``EntryEncoder.http(si, ...)`` / ``.tcp(si, ...)`` return one entry's bytes; ``batch_message`` wraps
+entries as a ``StreamAccessLogsMessage``.
+"""
+
+from __future__ import annotations
+
+from envoy.config.core.v3 import address_pb2, base_pb2
+from envoy.data.accesslog.v3 import accesslog_pb2 as A
+from envoy.service.accesslog.v3 import als_pb2 as S
+from google.protobuf import duration_pb2, timestamp_pb2, wrappers_pb2
+
+from proxy.accesslog.grpc_entries import (
+    _HTTP_VERSIONS,
+    _METHODS,
+    FLAG_FIELDS,
+    _host_only,
+    _tls_properties,
+    ssl_info,
+)
+
+_VARINT, _LEN = 0, 2
+_CACHE_MAX = 4096
+_SMALL = [bytes((i,)) for i in range(128)]
+
+
+def varint(n: int) -> bytes:
+    if n < 128:
+        if n >= 0:
+            return _SMALL[n]
+        n &= 0xFFFFFFFFFFFFFFFF  # a negative int64: ten bytes, as protobuf writes it
+    elif n < 0x4000:
+        return bytes((n & 0x7F | 0x80, n >> 7))
+    elif n < 0x200000:
+        return bytes((n & 0x7F | 0x80, (n >> 7) & 0x7F | 0x80, n >> 14))
+    elif n < 0x10000000:
+        return bytes((n & 0x7F | 0x80, (n >> 7) & 0x7F | 0x80, (n >> 14) & 0x7F | 0x80, n >> 21))
+    out = bytearray()
+    while n >= 0x80:
+        out.append((n & 0x7F) | 0x80)
+        n >>= 7
+    out.append(n)
+    return bytes(out)
+
+
+def _tag(cls, name: str, wire: int) -> bytes:
+    return varint(cls.DESCRIPTOR.fields_by_name[name].number << 3 | wire)
+
+
+def _field(tag: bytes, payload: bytes) -> bytes:
+    """A length-delimited field (string, bytes, sub-message), present even when empty."""
+    n = len(payload)
+    return tag + (_SMALL[n] if n < 128 else varint(n)) + payload
+
+
+def _string(tag: bytes, s: str) -> bytes:
+    if not s:
+        return b""  # proto3: an empty string is not written
+    b = s.encode()
+    n = len(b)
+    return tag + (_SMALL[n] if n < 128 else varint(n)) + b
+
+
+def _uint(tag: bytes, n: int) -> bytes:
+    if not n:
+        return b""
+    return tag + (_SMALL[n] if 0 < n < 128 else varint(n))
+
+
+# --- tags ----------------------------------------------------------------------------------------
+
+T_SOCKET = _tag(address_pb2.Address, "socket_address", _LEN)
+T_SA_ADDRESS = _tag(address_pb2.SocketAddress, "address", _LEN)
+T_SA_PORT = _tag(address_pb2.SocketAddress, "port_value", _VARINT)
+T_SECONDS = _tag(timestamp_pb2.Timestamp, "seconds", _VARINT)
+T_NANOS = _tag(timestamp_pb2.Timestamp, "nanos", _VARINT)
+assert T_SECONDS == _tag(duration_pb2.Duration, "seconds", _VARINT)
+assert T_NANOS == _tag(duration_pb2.Duration, "nanos", _VARINT)
+T_VALUE = _tag(wrappers_pb2.UInt32Value, "value", _VARINT)
+T_MAP_KEY = _tag(base_pb2.Metadata.FilterMetadataEntry, "key", _LEN)
+T_MAP_VALUE = _tag(base_pb2.Metadata.FilterMetadataEntry, "value", _LEN)
+T_FILTER_METADATA = _tag(base_pb2.Metadata, "filter_metadata", _LEN)
+
+C = A.AccessLogCommon
+T_DOWNSTREAM_REMOTE = _tag(C, "downstream_remote_address", _LEN)
+T_DOWNSTREAM_LOCAL = _tag(C, "downstream_local_address", _LEN)
+T_TLS = _tag(C, "tls_properties", _LEN)
+T_START = _tag(C, "start_time", _LEN)
+T_DURATION = _tag(C, "duration", _LEN)
+T_LAST_TX = _tag(C, "time_to_last_downstream_tx_byte", _LEN)
+T_UPSTREAM_REMOTE = _tag(C, "upstream_remote_address", _LEN)
+T_UPSTREAM_CLUSTER = _tag(C, "upstream_cluster", _LEN)
+T_ROUTE_NAME = _tag(C, "route_name", _LEN)
+T_ATTEMPTS = _tag(C, "upstream_request_attempt_count", _VARINT)
+T_FLAGS = _tag(C, "response_flags", _LEN)
+T_METADATA = _tag(C, "metadata", _LEN)
+
+H = A.HTTPAccessLogEntry
+T_COMMON = _tag(H, "common_properties", _LEN)
+T_PROTOCOL = _tag(H, "protocol_version", _VARINT)
+T_REQUEST = _tag(H, "request", _LEN)
+T_RESPONSE = _tag(H, "response", _LEN)
+
+R = A.HTTPRequestProperties
+T_METHOD = _tag(R, "request_method", _VARINT)
+T_REQ_BODY = _tag(R, "request_body_bytes", _VARINT)
+T_REQ_HEADERS = _tag(R, "request_headers", _LEN)
+T_HEADER_KEY = _tag(R.RequestHeadersEntry, "key", _LEN)
+T_HEADER_VALUE = _tag(R.RequestHeadersEntry, "value", _LEN)
+# The request fields taken from headers: header name -> tag (the first value wins, as Headers.get).
+REQUEST_HEADER_FIELDS = {
+    ":scheme": _tag(R, "scheme", _LEN),
+    ":authority": _tag(R, "authority", _LEN),
+    ":path": _tag(R, "path", _LEN),
+    "user-agent": _tag(R, "user_agent", _LEN),
+    "referer": _tag(R, "referer", _LEN),
+    "x-forwarded-for": _tag(R, "forwarded_for", _LEN),
+    "x-request-id": _tag(R, "request_id", _LEN),
+    "x-envoy-original-path": _tag(R, "original_path", _LEN),
+}
+
+P = A.HTTPResponseProperties
+T_CODE = _tag(P, "response_code", _LEN)
+T_RESP_BODY = _tag(P, "response_body_bytes", _VARINT)
+T_RESP_HEADERS = _tag(P, "response_headers", _LEN)
+T_CODE_DETAILS = _tag(P, "response_code_details", _LEN)
+assert T_HEADER_KEY == _tag(P.ResponseHeadersEntry, "key", _LEN)
+
+_PROTOCOLS = {name: _uint(T_PROTOCOL, v) for name, v in _HTTP_VERSIONS.items()}
+T_TCP_CONNECTION = _tag(A.TCPAccessLogEntry, "connection_properties", _LEN)
+T_TCP_COMMON = _tag(A.TCPAccessLogEntry, "common_properties", _LEN)
+T_RECEIVED = _tag(A.ConnectionProperties, "received_bytes", _VARINT)
+T_SENT = _tag(A.ConnectionProperties, "sent_bytes", _VARINT)
+
+T_IDENTIFIER = _tag(S.StreamAccessLogsMessage, "identifier", _LEN)
+T_HTTP_LOGS = _tag(S.StreamAccessLogsMessage, "http_logs", _LEN)
+T_TCP_LOGS = _tag(S.StreamAccessLogsMessage, "tcp_logs", _LEN)
+T_LOG_ENTRY = _tag(S.StreamAccessLogsMessage.HTTPAccessLogEntries, "log_entry", _LEN)
+assert T_LOG_ENTRY == _tag(S.StreamAccessLogsMessage.TCPAccessLogEntries, "log_entry", _LEN)
+
+
+def _time(ns: int) -> bytes:
+    """A Timestamp or Duration of ``ns`` >= 0 nanoseconds (FromNanoseconds' split)."""
+    seconds, nanos = divmod(ns, 1_000_000_000)
+    return _uint(T_SECONDS, seconds) + _uint(T_NANOS, nanos)
+
+
+def metadata_field(namespace: str, struct_bytes: bytes) -> bytes:
+    """The ``common_properties.metadata`` field ``Metadata{filter_metadata{namespace: <Struct>}}``,
+    from the Struct's serialized bytes."""
+    entry = _string(T_MAP_KEY, namespace) + _field(T_MAP_VALUE, struct_bytes)
+    return _field(T_METADATA, _field(T_FILTER_METADATA, entry))
+
+
+def batch_message(kind_http: bool, entries: list[bytes], identifier: bytes = b"") -> bytes:
+    """A ``StreamAccessLogsMessage`` carrying ``entries`` (each one entry's bytes); ``identifier`` is
+    the serialized Identifier for the first message of a stream."""
+    body = b"".join([T_LOG_ENTRY + varint(len(e)) + e for e in entries])
+    head = _field(T_IDENTIFIER, identifier) if identifier else b""
+    return head + _field(T_HTTP_LOGS if kind_http else T_TCP_LOGS, body)
+
+
+class EntryEncoder:
+    """Encodes entries for one logger; memoises the parts that repeat (bounded caches)."""
+
+    def __init__(self) -> None:
+        self._addresses: dict = {}
+        self._upstreams: dict = {}
+        self._tls: dict = {}
+        self._flags: dict = {}
+        self._responses: dict = {}
+        self._second = (-1, b"")  # the last start_time second and its encoding
+
+    # ---- memoised parts
+
+    def _address(self, tag: bytes, addr) -> bytes:
+        """``_socket``: an Address with its SocketAddress, present whenever ``addr`` is."""
+        if not addr:
+            return b""
+        key = (tag, addr)
+        out = self._addresses.get(key)
+        if out is None:
+            sa = _string(T_SA_ADDRESS, addr[0]) + _uint(T_SA_PORT, int(addr[1] or 0))
+            out = _field(tag, _field(T_SOCKET, sa))
+            if len(self._addresses) >= _CACHE_MAX:
+                self._addresses.clear()
+            self._addresses[key] = out
+        return out
+
+    def _upstream(self, host: str | None) -> bytes:
+        """``_upstream``: "ip:port" -> upstream_remote_address."""
+        if not host:
+            return b""
+        out = self._upstreams.get(host)
+        if out is None:
+            ip, sep, port = host.rpartition(":")
+            out = b""
+            if sep and port.isdigit():
+                sa = _string(T_SA_ADDRESS, ip.strip("[]")) + _uint(T_SA_PORT, int(port))
+                out = _field(T_UPSTREAM_REMOTE, _field(T_SOCKET, sa))
+            if len(self._upstreams) >= _CACHE_MAX:
+                self._upstreams.clear()
+            self._upstreams[host] = out
+        return out
+
+    def _tls_properties(self, info) -> bytes:
+        """One connection's TLS facts, encoded once per connection (the info object; kept alive by
+        the cache, so its id is not reused while cached)."""
+        hit = self._tls.get(id(info))
+        if hit is not None and hit[0] is info:
+            return hit[1]
+        tls = A.TLSProperties()
+        _tls_properties(tls, info)
+        raw = tls.SerializeToString(deterministic=True)
+        out = _field(T_TLS, raw) if raw else b""
+        if len(self._tls) >= _CACHE_MAX:
+            self._tls.clear()
+        self._tls[id(info)] = (info, out)
+        return out
+
+    def _response_flags(self, flags) -> bytes:
+        key = frozenset(flags)
+        out = self._flags.get(key)
+        if out is None:
+            msg = A.ResponseFlags()
+            for f in key:
+                name = FLAG_FIELDS.get(f)
+                if name is not None:
+                    setattr(msg, name, True)
+                elif f == "UAEX":
+                    msg.unauthorized_details.reason = A.ResponseFlags.Unauthorized.EXTERNAL_SERVICE
+            out = _field(T_FLAGS, msg.SerializeToString(deterministic=True))
+            self._flags[key] = out  # bounded by the flag combinations (few)
+        return out
+
+    def _start_time(self, t: float) -> bytes:
+        seconds, nanos = divmod(int(t * 1e9), 1_000_000_000)
+        last = self._second
+        if last[0] != seconds:
+            last = self._second = (seconds, _uint(T_SECONDS, seconds))
+        return _field(T_START, last[1] + _uint(T_NANOS, nanos))
+
+    # ---- entries
+
+    def common(self, si, metadata: bytes) -> bytes:
+        """``fill_common`` plus ``metadata``, the metadata field already encoded (``metadata_field``)."""
+        start = si.start_monotonic
+        end = si.end_monotonic if si.end_monotonic is not None else start
+        dur = _time(max(0, int((end - start) * 1e9)))
+        parts = [
+            self._address(T_DOWNSTREAM_REMOTE, si.downstream_remote_address),
+            self._address(T_DOWNSTREAM_LOCAL, si.downstream_local_address),
+            self._start_time(si.start_time),
+            _field(T_DURATION, dur),
+            _field(T_LAST_TX, dur),
+            self._upstream(si.upstream_host),
+            _string(T_UPSTREAM_CLUSTER, si.upstream_cluster),
+            _string(T_ROUTE_NAME, si.route_name),
+            _uint(T_ATTEMPTS, si.upstream_request_attempts),
+            metadata,
+        ]
+        ssl = si.downstream_ssl
+        if ssl is not None:
+            info = ssl_info(ssl)
+            if info is not None:
+                parts.append(self._tls_properties(info))
+        if si.response_flags:
+            parts.append(self._response_flags(si.response_flags))
+        return b"".join(parts)
+
+    def http(self, si, metadata: bytes, request_headers_to_log=(), response_headers_to_log=()) -> bytes:
+        """``http_entry`` with ``metadata`` (``metadata_field``) as the common metadata."""
+        req = []
+        h = si.request_headers
+        if h is not None:
+            method = None
+            found = {}
+            fields = REQUEST_HEADER_FIELDS
+            for name, value in h.items():
+                tag = fields.get(name)
+                if tag is not None:
+                    if name not in found:
+                        found[name] = None
+                        if value:
+                            b = value.encode()
+                            n = len(b)
+                            req.append(tag + (_SMALL[n] if n < 128 else varint(n)) + b)
+                elif name == ":method" and method is None:
+                    method = value
+            if method:
+                req.append(_uint(T_METHOD, _METHODS.get(method, 0)))
+            if request_headers_to_log:
+                req.append(self._header_map(h, request_headers_to_log, T_REQ_HEADERS))
+        req.append(_uint(T_REQ_BODY, si.bytes_received))
+        key = (si.response_code, si.response_code_details, si.bytes_sent)
+        resp = self._responses.get(key)
+        if resp is None:
+            resp = b"".join(
+                (
+                    _field(T_CODE, _uint(T_VALUE, key[0])) if key[0] else b"",
+                    _string(T_CODE_DETAILS, key[1]),
+                    _uint(T_RESP_BODY, key[2]),
+                )
+            )
+            if len(self._responses) >= _CACHE_MAX:
+                self._responses.clear()
+            self._responses[key] = resp
+        rh = si.response_headers
+        if rh is not None and response_headers_to_log:
+            resp += self._header_map(rh, response_headers_to_log, T_RESP_HEADERS)
+        return b"".join(
+            (
+                _field(T_COMMON, self.common(si, metadata)),
+                _PROTOCOLS.get(si.protocol, b""),
+                _field(T_REQUEST, b"".join(req)),
+                _field(T_RESPONSE, resp),
+            )
+        )
+
+    @staticmethod
+    def _header_map(headers, names, tag: bytes) -> bytes:
+        out = []
+        for name in names:
+            v = headers.get(name)
+            if v is not None:
+                out.append(_field(tag, _string(T_HEADER_KEY, name) + _string(T_HEADER_VALUE, v)))
+        return b"".join(out)
+
+    def tcp(self, si, metadata: bytes) -> bytes:
+        """``tcp_entry`` with ``metadata`` as the common metadata."""
+        conn = _uint(T_RECEIVED, si.bytes_received) + _uint(T_SENT, si.bytes_sent)
+        return _field(T_TCP_COMMON, self.common(si, metadata)) + _field(T_TCP_CONNECTION, conn)
+
+
+def destination_service_of(si) -> str:
+    """``grpc_entries.destination_service`` (the authority's host, else the upstream cluster)."""
+    h = si.request_headers
+    if h is not None:
+        authority = h.get(":authority")
+        if authority:
+            return _host_only(authority)
+    return si.upstream_cluster or ""
