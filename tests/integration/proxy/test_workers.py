@@ -241,3 +241,54 @@ def test_workers_die_with_a_killed_main(procs):
             return
         time.sleep(0.05)
     raise AssertionError("the listener still answers after every process is gone")
+
+
+def test_changes_under_load_lose_nothing_in_any_worker(procs, xds):
+    """Routes, endpoints and the listener's filter chain change under keep-alive load spread over two
+    workers: every request is answered, the upstreams saw exactly the answered requests, and admin's
+    summed counter agrees."""
+    from tests.integration.proxy.test_xds_no_loss import LoadGenerator, upstream_received
+    from tests.integration.proxy.xds_support import FAULT, ROUTER, cla, eds_cluster
+
+    ups = {name: start_upstream(procs, name) for name in ("A", "B", "C")}
+    port = free_port()
+    xds.set_resources(api.CLUSTER, [static("a", ups["A"]), eds_cluster("svc")])
+    xds.set_resources(api.ENDPOINT, [cla("svc", ups["B"])])
+    xds.set_resources(api.ROUTE, [routes("main", ("/w", {"a": 50, "svc": 50}), ("/", "a"))])
+    xds.set_resources(api.LISTENER, [xds_http_listener("ingress", port, "main")])
+    proxy = start_proxy(
+        procs, xds_bootstrap(xds.port), "--concurrency", "2", "--drain-time-s", "3", wait_ports=(port,)
+    )
+    warmup = sum(upstream_received(p) for p in ups.values())
+
+    load = LoadGenerator(port)
+    load.start()
+    changes = 12
+    for i in range(changes):
+        kind = i % 3
+        if kind == 0:
+            target = "svc" if (i // 3) % 2 == 0 else "a"
+            xds.set_resources(api.ROUTE, [routes("main", ("/w", {"a": 50, "svc": 50}), ("/", target))])
+        elif kind == 1:
+            endpoints = [[ups["B"]], [ups["C"]], [ups["B"], ups["C"]], [ups["A"], ups["C"]]][(i // 3) % 4]
+            xds.set_resources(api.ENDPOINT, [cla("svc", *endpoints)])
+        else:
+            filters = [FAULT, ROUTER] if (i // 3) % 2 == 0 else [ROUTER]
+            version = xds.set_resources(
+                api.LISTENER, [xds_http_listener("ingress", port, "main", http_filters=filters)]
+            )
+            xds.wait_for_request(
+                lambda r, v=version: r.type_url == api.LISTENER and r.version_info == v, timeout=30
+            )
+        time.sleep(0.5)
+    load.join()
+
+    assert not xds.nacks(api.LISTENER) and not xds.nacks(api.ROUTE) and not xds.nacks(api.ENDPOINT)
+    answered = sum(load.ok_by_upstream.values())
+    assert load.failures == [], f"{len(load.failures)} failed requests, e.g. {load.failures[:5]}"
+    assert answered == load.sent and answered > 0
+    received = sum(upstream_received(p) for p in ups.values()) - warmup - len(ups)
+    assert received == answered, f"upstreams received {received}, clients got {answered} answers"
+    assert _counter(proxy, "http.ingress.downstream_rq_total") == answered
+    workers = _admin(proxy, "/workers")["workers"]
+    assert all(w["downstream_rq_total"] > 0 for w in workers), workers
