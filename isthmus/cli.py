@@ -118,7 +118,7 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def cmd_up(args: argparse.Namespace, parser: argparse.ArgumentParser) -> int:
-    from isthmus.launcher import local
+    from isthmus.launcher import local, state
     from isthmus.launcher.supervisor import Supervisor
 
     try:
@@ -171,6 +171,7 @@ def cmd_up(args: argparse.Namespace, parser: argparse.ArgumentParser) -> int:
         log_level=args.log_level,
         prepare=local.token_writer(options),
         on_ready=local.state_recorder(options),
+        log_dir=state.logs_dir(options.state_dir),
     )
     try:
         return asyncio.run(supervisor.run())

@@ -13,6 +13,7 @@ from pathlib import Path
 
 DEFAULT_STATE_DIR = ".isthmus/up"
 FILE = "state.json"
+LOGS = "logs"  # <state dir>/logs: one <workload>.log per process and mesh.log with all (isthmus logs)
 
 
 @dataclass
@@ -27,6 +28,10 @@ class UpState:
 
 def path(state_dir: str | Path) -> Path:
     return Path(state_dir) / FILE
+
+
+def logs_dir(state_dir: str | Path) -> Path:
+    return Path(state_dir) / LOGS
 
 
 def write(state_dir: str | Path, state: UpState) -> None:

@@ -16,6 +16,7 @@ import signal
 import sys
 import time
 from collections.abc import Callable, Mapping
+from pathlib import Path
 from typing import TextIO
 
 import httpx
@@ -28,6 +29,7 @@ from .topology import Topology, Workload
 log = logging.getLogger("isthmus.supervisor")
 logging.getLogger("httpx").setLevel(logging.WARNING)  # readiness polls would flood the log
 
+MESH_LOG = "mesh.log"  # in log_dir: every process's lines, as printed
 COLORS = ("\033[36m", "\033[33m", "\033[35m", "\033[32m", "\033[34m", "\033[91m", "\033[96m", "\033[93m")
 RESET = "\033[0m"
 # A user's own proxy settings must not capture traffic between workloads; the topology says when
@@ -91,6 +93,7 @@ class Supervisor:
         log_level: str | None = None,
         prepare: Callable[[Workload], None] | None = None,
         on_ready: Callable[[dict[str, int]], None] | None = None,
+        log_dir: str | os.PathLike | None = None,
     ) -> None:
         self.topology = topology
         self.prepare = prepare  # runs before each spawn (e.g. writes a bootstrap token)
@@ -105,7 +108,11 @@ class Supervisor:
         self.stop_timeout = stop_timeout
         self.backoff = backoff or Backoff()
         self.log_level = log_level
-        width = max(len(w.name) for w in self.order)
+        # `isthmus logs` reads these: <log_dir>/<workload>.log per process (across restarts) and
+        # <log_dir>/mesh.log with every line as printed (prefixed, no colour). Truncated at start.
+        self.log_dir = Path(log_dir) if log_dir is not None else None
+        self._files: dict[str, TextIO] = {}
+        self._width = width = max(len(w.name) for w in self.order)
         self.children = {
             w.name: Child(w, prefix(w.name, width, COLORS[i % len(COLORS)] if color else None))
             for i, w in enumerate(topology.workloads)
@@ -122,6 +129,7 @@ class Supervisor:
         for sig in (signal.SIGINT, signal.SIGTERM):
             loop.add_signal_handler(sig, self._on_signal, sig)
         self._http = httpx.AsyncClient(trust_env=False, timeout=2.0)
+        self._open_logs()
         status = 0
         try:
             if await self._start_all():
@@ -133,6 +141,9 @@ class Supervisor:
         finally:
             await self._stop_all()
             await self._http.aclose()
+            for f in self._files.values():
+                f.close()
+            self._files.clear()
             for sig in (signal.SIGINT, signal.SIGTERM):
                 loop.remove_signal_handler(sig)
         return status
@@ -226,10 +237,25 @@ class Supervisor:
         child.tasks.add(task)
         task.add_done_callback(child.tasks.discard)
 
+    def _open_logs(self) -> None:
+        if self.log_dir is None:
+            return
+        self.log_dir.mkdir(parents=True, exist_ok=True)
+        for name in [*self.children, MESH_LOG]:
+            file = self.log_dir / (name if name == MESH_LOG else f"{name}.log")
+            self._files[name] = open(file, "w", encoding="utf-8", buffering=1)
+
     async def _pump(self, child: Child, proc: asyncio.subprocess.Process) -> None:
+        own = self._files.get(child.workload.name)
+        mesh = self._files.get(MESH_LOG)
+        plain = prefix(child.workload.name, self._width, None)
         async for line in proc.stdout:
-            self.out.write(child.prefix + line.decode("utf-8", "replace").rstrip("\n") + "\n")
+            text = line.decode("utf-8", "replace").rstrip("\n") + "\n"
+            self.out.write(child.prefix + text)
             self.out.flush()
+            if own is not None and not own.closed:
+                own.write(text)
+                mesh.write(plain + text)
 
     async def _wait_ready(self, child: Child, timeout: float | None = None) -> bool:
         w = child.workload
