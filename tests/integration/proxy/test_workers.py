@@ -4,6 +4,7 @@ back, and SIGTERM (or the main's death) leaves no process behind."""
 
 from __future__ import annotations
 
+import contextlib
 import http.client
 import json
 import os
@@ -292,3 +293,41 @@ def test_changes_under_load_lose_nothing_in_any_worker(procs, xds):
     assert _counter(proxy, "http.ingress.downstream_rq_total") == answered
     workers = _admin(proxy, "/workers")["workers"]
     assert all(w["downstream_rq_total"] > 0 for w in workers), workers
+
+
+def test_mtls_sidecars_with_two_workers_each_get_sds_secrets_from_the_main(procs, tmp_path, monkeypatch):
+    """The mTLS pair of test_mtls_sidecars (real citadel, real agents, SDS on their Unix sockets) with
+    both sidecars at --concurrency 2: only the main process talks SDS, and every worker of both
+    sidecars serves TLS with the certificates it forwarded."""
+    from tests.integration.citadel.harness import start_citadel
+    from tests.integration.proxy import mtls_support
+
+    monkeypatch.setattr(
+        mtls_support,
+        "start_proxy",
+        lambda procs, bootstrap, *args, **kw: start_proxy(
+            procs, bootstrap, "--concurrency", "2", "--drain-time-s", "1", *args, **kw
+        ),
+    )
+    citadel = start_citadel(procs, tmp_path / "ca")
+    app_port = start_upstream(procs, "reviews")
+    mesh = mtls_support.start_mesh(procs, tmp_path, citadel, app_port)
+    for _ in range(30):
+        conn = http.client.HTTPConnection("127.0.0.1", mesh.outbound_port, timeout=10)
+        conn.request("GET", "/reviews/1", headers={"connection": "close"})
+        resp = conn.getresponse()
+        body = resp.read()
+        conn.close()
+        assert resp.status == 200, body
+        xfcc = json.loads(body)["headers"]["x-forwarded-client-cert"]
+        assert f"URI={mtls_support.spiffe(mtls_support.CLIENT_SA)}" in xfcc
+    for proxy in (mesh.client, mesh.server):
+        assert set(mtls_support.dynamic_secrets(proxy)) >= {"default", "ROOTCA"}
+        workers = _admin(proxy, "/workers")["workers"]
+        assert all(w["downstream_rq_total"] > 0 for w in workers), workers
+    assert _counter(mesh.server, f"listener.127.0.0.1_{mesh.strict_port}.ssl.handshake") >= 2
+    # A plaintext client still cannot reach the STRICT port in any worker.
+    for _ in range(10):
+        with contextlib.suppress(OSError, http.client.HTTPException):
+            status, _ = _get_new_connection(mesh.strict_port)
+            assert status != 200
