@@ -149,12 +149,12 @@ class ExtAuthzFilter(HttpFilter):
                 return CONTINUE
             extensions = per_route.context_extensions
         stats = cfg.stats(stream)
-        attrs = flatten(stream, extensions)
-        decision = cfg.cache.lookup(attrs)
+        decision = cfg.cache.lookup_stream(stream, extensions)
         if decision is not None:
             stats.cache_hit.inc()
         else:
             stats.cache_miss.inc()
+            attrs = flatten(stream, extensions)
             decision = await cfg.check(build_check_request(stream, attrs, extensions))
             if decision.validity is not None:
                 cfg.cache.store(attrs, decision, decision.validity)

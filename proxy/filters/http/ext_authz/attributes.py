@@ -82,6 +82,55 @@ def flatten(stream, context_extensions: dict[str, str]) -> dict[str, str]:
     return attrs
 
 
+def _header_value(headers, name: str) -> str | None:
+    """A header as ``flatten`` keeps it: repeated values joined with ",", None when absent."""
+    value = None
+    for k, v in headers.items():
+        if k == name:
+            value = v if value is None else f"{value},{v}"
+    return value
+
+
+def _remote(stream) -> tuple:
+    return getattr(stream.connection, "remote_address", None) or ("", 0)
+
+
+def _local(stream) -> tuple:
+    return getattr(stream.connection, "local_address", None) or ("", 0)
+
+
+_GETTERS = {
+    "source.ip": lambda st, ext: _remote(st)[0],
+    "source.port": lambda st, ext: str(_remote(st)[1]),
+    "source.principal": lambda st, ext: tls_principals(st.connection)[0],
+    "destination.ip": lambda st, ext: _local(st)[0],
+    "destination.port": lambda st, ext: str(_local(st)[1]),
+    "destination.principal": lambda st, ext: tls_principals(st.connection)[1],
+    "request.method": lambda st, ext: st.request_headers.get(":method") or "",
+    "request.path": lambda st, ext: st.request_headers.get(":path") or "",
+    "request.host": lambda st, ext: st.request_headers.get(":authority") or "",
+    "request.scheme": lambda st, ext: st.request_headers.get(":scheme") or "",
+    "request.protocol": lambda st, ext: st.stream_info.protocol,
+    "request.id": lambda st, ext: st.request_headers.get("x-request-id") or "",
+}
+
+
+def getter(name: str):
+    """``(stream, context_extensions) -> value`` of one flat attribute, equal to
+    ``flatten(stream, context_extensions).get(name)`` without building the whole view (the check
+    cache's hit path reads only the attributes a decision referenced)."""
+    fixed = _GETTERS.get(name)
+    if fixed is not None:
+        return fixed
+    if name.startswith(HEADER_PREFIX):
+        header = name[len(HEADER_PREFIX) :]
+        return lambda st, ext: _header_value(st.request_headers, header)
+    if name.startswith("context_extensions."):
+        key = name[len("context_extensions.") :]
+        return lambda st, ext: ext.get(key)
+    return lambda st, ext: None
+
+
 def _volatile(name: str) -> bool:
     if name in VOLATILE:
         return True

@@ -3,8 +3,9 @@
 A result is stored under the values of the attributes the server said it looked at
 (``referenced_attributes``), or under every non-volatile attribute when it did not say. A lookup tries
 each set of referenced attribute names seen so far (few: one per kind of rule), as Mixer's client
-cache did. Validity is a duration and/or a use count; no validity means the result is not stored.
-Bounded: least recently used entries go first. Pure (the clock is injected).
+cache did; ``lookup_stream`` reads just those attributes off the stream. Validity is a duration
+and/or a use count; no validity means the result is not stored. Bounded: least recently used entries
+go first. Pure (the clock is injected).
 """
 
 from __future__ import annotations
@@ -15,7 +16,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
-from proxy.filters.http.ext_authz.attributes import full_key
+from proxy.filters.http.ext_authz.attributes import flatten, full_key, getter
 
 FULL = None  # the "every attribute" reference set
 
@@ -47,7 +48,8 @@ class CheckCache:
         self.max_entries = max_entries
         self.max_ref_sets = max_ref_sets
         self.clock = clock
-        self._ref_sets: dict[tuple[str, ...] | None, None] = {}  # an ordered set
+        # The reference sets seen, in order, each with its attribute getters (None for FULL).
+        self._ref_sets: dict[tuple[str, ...] | None, tuple | None] = {}
         self._entries: OrderedDict[tuple, _Entry] = OrderedDict()
 
     def __len__(self) -> int:
@@ -60,23 +62,47 @@ class CheckCache:
         return (refs, tuple(attrs.get(name) for name in refs))
 
     def lookup(self, attrs: dict[str, str]) -> Any | None:
+        """The cached result for a request's flat attributes (``attributes.flatten``), or None."""
+        if not self._ref_sets:
+            return None
         now = self.clock()
         for refs in self._ref_sets:
-            key = self._key(refs, attrs)
-            entry = self._entries.get(key)
-            if entry is None:
-                continue
-            if entry.expires is not None and now >= entry.expires:
-                del self._entries[key]
-                continue
-            if entry.uses_left is not None:
-                entry.uses_left -= 1
-                if entry.uses_left <= 0:
-                    del self._entries[key]
-                    return entry.result
-            self._entries.move_to_end(key)
-            return entry.result
+            result = self._hit(self._key(refs, attrs), now)
+            if result is not None:
+                return result
         return None
+
+    def lookup_stream(self, stream, context_extensions: dict[str, str]) -> Any | None:
+        """``lookup(flatten(stream, context_extensions))`` reading only the referenced attributes:
+        a hit builds one small tuple per reference set and looks it up (no dict of every attribute,
+        no protobuf)."""
+        if not self._ref_sets:
+            return None
+        now = self.clock()
+        for refs, getters in self._ref_sets.items():
+            if getters is None:
+                key = (FULL, full_key(flatten(stream, context_extensions)))
+            else:
+                key = (refs, tuple([g(stream, context_extensions) for g in getters]))
+            result = self._hit(key, now)
+            if result is not None:
+                return result
+        return None
+
+    def _hit(self, key: tuple, now: float) -> Any | None:
+        entry = self._entries.get(key)
+        if entry is None:
+            return None
+        if entry.expires is not None and now >= entry.expires:
+            del self._entries[key]
+            return None
+        if entry.uses_left is not None:
+            entry.uses_left -= 1
+            if entry.uses_left <= 0:
+                del self._entries[key]
+                return entry.result
+        self._entries.move_to_end(key)
+        return entry.result
 
     def store(self, attrs: dict[str, str], result: Any, validity: Validity) -> None:
         if not validity.cacheable:
@@ -85,7 +111,7 @@ class CheckCache:
         if refs not in self._ref_sets:
             if len(self._ref_sets) >= self.max_ref_sets:
                 return  # a server naming ever-new attribute sets must not grow the lookup cost
-            self._ref_sets[refs] = None
+            self._ref_sets[refs] = None if refs is FULL else tuple(getter(name) for name in refs)
         expires = self.clock() + validity.duration if validity.duration else None
         # The use count includes the check that produced the result (Mixer's semantics).
         uses = validity.use_count - 1 if validity.use_count else None
