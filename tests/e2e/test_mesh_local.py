@@ -17,13 +17,13 @@ import subprocess
 import sys
 import time
 from collections import Counter
-from pathlib import Path
 
 import httpx
 import pytest
 
 from isthmus.launcher import state
-from tests.support.mesh import SAMPLES, Mesh, eventually, free_block, served_by, stars
+from tests.e2e import bookinfo_tasks
+from tests.support.mesh import SAMPLES, Mesh, eventually, free_block
 
 pytestmark = pytest.mark.skipif(not SAMPLES.is_dir(), reason=f"needs Istio's samples in {SAMPLES}")
 
@@ -46,37 +46,13 @@ def mesh(tmp_path_factory):
 
 @pytest.fixture
 def applied(mesh):
-    """Apply task files verbatim; delete them afterwards (destination-rule-all stays, as pilot loaded it)."""
-    files: list[Path] = []
-
-    def apply(*names: str) -> None:
-        for name in names:
-            files.append(SAMPLES / name)
-            mesh.isthmus("apply", "-f", str(SAMPLES / name))
-
-    yield apply
-    for f in reversed(files):
-        if f.name != "destination-rule-all.yaml":
-            subprocess.run(
-                [sys.executable, "-m", "isthmus", "delete", "-f", str(f), "--pilot", mesh.pilot],
-                capture_output=True, timeout=60,
-            )  # fmt: skip
-    # back to the base config: every reviews version answers again
-    eventually(lambda: {served_by(mesh.page()) for _ in range(12)} >= {"reviews-v1", "reviews-v3"}, 30)
+    """Apply task files verbatim; delete them afterwards (see bookinfo_tasks.applying)."""
+    with bookinfo_tasks.applying(mesh) as apply:
+        yield apply
 
 
 def test_gateway_to_productpage_details_reviews_ratings_through_the_sidecars(mesh):
-    html = mesh.page()
-    assert "The Comedy of Errors" in html
-    assert "Book Details" in html and "PublisherA" in html  # details, through productpage's sidecar
-    assert "Book Reviews" in html and "Reviewer1" in html  # reviews
-    seen = Counter()
-    for _ in range(30):
-        p = mesh.page()
-        seen[(served_by(p), stars(p))] += 1
-    # reviews v2/v3 call ratings (stars); v1 does not; the sidecar balances all three
-    assert {v for v, _ in seen} == {"reviews-v1", "reviews-v2", "reviews-v3"}, seen
-    assert all(s == {"reviews-v1": "none", "reviews-v2": "black", "reviews-v3": "red"}[v] for v, s in seen)
+    bookinfo_tasks.gateway_reaches_productpage_details_reviews_ratings(mesh)
 
     # every app-to-app call went through the caller's sidecar (its HTTP proxy listener on <ip>:15001)
     def stat(ip: str, name: str) -> int:
@@ -189,69 +165,31 @@ def test_proxy_status_shows_every_proxy_synced(mesh):
 
 
 def test_virtual_service_all_v1_no_stars_in_100_requests(mesh, applied):
-    applied("virtual-service-all-v1.yaml")
-    eventually(lambda: all(stars(mesh.page()) == "none" for _ in range(5)))
-    pages = [mesh.page() for _ in range(100)]
-    assert Counter(stars(p) for p in pages) == {"none": 100}
-    assert {served_by(p) for p in pages} == {"reviews-v1"}
+    bookinfo_tasks.virtual_service_all_v1(mesh, applied)
 
 
 def test_virtual_service_reviews_v3_red_stars_every_time(mesh, applied):
-    applied("virtual-service-reviews-v3.yaml")
-    eventually(lambda: all(stars(mesh.page()) == "red" for _ in range(5)))
-    assert Counter(stars(mesh.page()) for _ in range(50)) == {"red": 50}
+    bookinfo_tasks.virtual_service_reviews_v3(mesh, applied)
 
 
 def test_virtual_service_reviews_50_v3_splits_half_and_half(mesh, applied):
-    applied("virtual-service-reviews-50-v3.yaml")
-    eventually(lambda: "reviews-v2" not in {served_by(mesh.page()) for _ in range(20)})
-    count = Counter(stars(mesh.page()) for _ in range(200))
-    assert set(count) <= {"none", "red"}, count
-    assert 80 <= count["red"] <= 120, count  # 50/50 within ±10% over 200 requests
+    bookinfo_tasks.virtual_service_reviews_50_v3(mesh, applied)
 
 
 def test_virtual_service_reviews_jason_v2_v3(mesh, applied):
-    applied("virtual-service-reviews-jason-v2-v3.yaml")
-    eventually(lambda: stars(mesh.page("jason")) == "black" and stars(mesh.page()) == "red")
-    jason = [mesh.page("jason") for _ in range(20)]
-    assert {served_by(p) for p in jason} == {"reviews-v2"}  # the route: every request of jason's to v2
-    # and v2 shows black stars (a page whose ratings call failed says so: seen once in a run, see report)
-    assert all(stars(p) == "black" or "Ratings service is currently unavailable" in p for p in jason)
-    assert sum(stars(p) == "black" for p in jason) >= 19
-    assert Counter(stars(mesh.page()) for _ in range(20)) == {"red": 20}
-    assert Counter(stars(mesh.page("alice")) for _ in range(10)) == {"red": 10}
+    bookinfo_tasks.virtual_service_reviews_jason_v2_v3(mesh, applied)
 
 
 def test_ratings_delay_for_jason_makes_reviews_unavailable(mesh, applied):
-    # Istio's task: 7 s delay ratings for jason; productpage's timeout to reviews (3 s + 1 retry) expires
-    applied("virtual-service-all-v1.yaml", "virtual-service-reviews-test-v2.yaml")
-    applied("virtual-service-ratings-test-delay.yaml")
-    eventually(lambda: stars(mesh.page()) == "none")
-    started = time.monotonic()
-    html = eventually(
-        lambda: (p := mesh.page("jason")) and "reviews are currently unavailable" in p and p, 40
-    )
-    assert "Error fetching product reviews!" in html
-    assert "Sorry, product reviews are currently unavailable for this book." in html
-    assert time.monotonic() - started >= 3  # it is the delay that did it
-    assert stars(mesh.page()) == "none"  # everyone else: v1, no delay
+    bookinfo_tasks.ratings_test_delay(mesh, applied)
 
 
 def test_ratings_abort_for_jason_shows_ratings_unavailable(mesh, applied):
-    applied("virtual-service-all-v1.yaml", "virtual-service-reviews-test-v2.yaml")
-    applied("virtual-service-ratings-test-abort.yaml")
-    html = eventually(
-        lambda: (p := mesh.page("jason")) and "Ratings service is currently unavailable" in p and p
-    )
-    assert served_by(html) == "reviews-v2"
-    assert "Ratings service is currently unavailable" not in mesh.page()
+    bookinfo_tasks.ratings_test_abort(mesh, applied)
 
 
 def test_fault_injection_details_v1_shows_details_error(mesh, applied):
-    applied("fault-injection-details-v1.yaml")
-    html = eventually(lambda: (p := mesh.page()) and "Error fetching product details!" in p and p)
-    assert "Sorry, product details are currently unavailable for this book." in html
-    assert "Book Reviews" in html  # the rest of the page still renders
+    bookinfo_tasks.fault_injection_details_v1(mesh, applied)
 
 
 def test_ctrl_c_stops_everything_in_order_and_leaves_no_process(mesh):
