@@ -43,6 +43,7 @@ from proxy.filters.http.peer_metadata.exchange import (
 )
 
 FILTER_NAME = "istio.metadata_exchange"
+EXCHANGE_HEADERS = frozenset((PEER_METADATA_HEADER, PEER_METADATA_ID_HEADER))
 PASSTHROUGH_CLUSTER = "PassthroughCluster"
 
 
@@ -95,18 +96,24 @@ class PeerMetadataConfig:
 
     def discover(self, headers, state: dict, peer_key: str, id_key: str) -> tuple[bool, bool]:
         """Read and remove the exchange headers; store the peer (first discovery wins). Returns
-        whether the id and the metadata headers were present."""
-        value = headers.get(PEER_METADATA_HEADER)
-        peer_id = headers.get(PEER_METADATA_ID_HEADER)
+        whether the id and the metadata headers were present. One pass over the headers; nothing
+        is rebuilt when neither is there."""
+        value = peer_id = None
+        for name, v in headers.items():
+            if name == PEER_METADATA_HEADER:
+                if value is None:
+                    value = v
+            elif name == PEER_METADATA_ID_HEADER and peer_id is None:
+                peer_id = v
+        if value is None and peer_id is None:
+            return False, False
+        headers.remove_names(EXCHANGE_HEADERS)
         if value is not None:
-            headers.remove(PEER_METADATA_HEADER)
             peer = self.peers.lookup(value)
             if peer is not None and peer_key not in state:
                 state[peer_key] = peer
                 if peer_id:
                     state[id_key] = peer_id
-        if peer_id is not None:
-            headers.remove(PEER_METADATA_ID_HEADER)
         return peer_id is not None, value is not None
 
     def skip_upstream(self, stream) -> bool:
