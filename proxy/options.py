@@ -35,7 +35,12 @@ def build_parser() -> argparse.ArgumentParser:
         default="serve",
         help="serve (default) or validate: check the configuration and exit",
     )
-    p.add_argument("--concurrency", type=int, default=1, help="number of worker threads (Isthmus runs 1)")
+    p.add_argument(
+        "--concurrency",
+        type=int,
+        default=1,
+        help="number of worker processes sharing each listener (SO_REUSEPORT); 1 (default): one process",
+    )
     p.add_argument("--service-node", default="", help="overrides node.id")
     p.add_argument("--service-cluster", default="", help="overrides node.cluster")
     p.add_argument("-l", "--log-level", default="info", choices=LEVEL_NAMES, help="log level")

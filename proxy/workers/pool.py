@@ -174,7 +174,8 @@ class WorkerPool:
                 for kind, payload in frames.feed(data):
                     self._on_frame(w, kind, payload)
         except (ConnectionError, protocol.ProtocolError) as e:
-            event(log, logging.ERROR, "worker.channel_failed", index=w.index, error=str(e))
+            level = logging.INFO if self.stopping else logging.ERROR
+            event(log, level, "worker.channel_failed", index=w.index, error=str(e))
         finally:
             w.ready = False
             w.writer = None
