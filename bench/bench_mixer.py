@@ -288,7 +288,9 @@ def _proxy_cost(tmp: Path, quick: bool) -> list[dict]:
     the machine's background load falls on every configuration alike. CPU is the proxy process's own
     (utime + stime from /proc/<pid>/stat) divided by the requests wrk completed: it shows the cost
     even when wall-clock throughput is noisy."""
-    seconds, rounds = (2, 2) if quick else (4, 5)
+    # Many short rounds: the other load on a shared machine comes and goes; each configuration must
+    # see the same mix of it.
+    seconds, rounds = (1, 4) if quick else (2, 9)
     grpc_port, http_port = free_port(), free_port()
     config = tmp / "mixer-cost.yaml"
     config.write_text(CONFIG)
