@@ -311,7 +311,11 @@ def test_mtls_sidecars_with_two_workers_each_get_sds_secrets_from_the_main(procs
     )
     citadel = start_citadel(procs, tmp_path / "ca")
     app_port = start_upstream(procs, "reviews")
-    mesh = mtls_support.start_mesh(procs, tmp_path, citadel, app_port)
+    # One request per upstream connection: the client's workers open new mTLS connections, which the
+    # server sidecar's kernel spreads over its workers (a reused pool could land on one of them).
+    mesh = mtls_support.start_mesh(
+        procs, tmp_path, citadel, app_port, cluster_extra={"max_requests_per_connection": 1}
+    )
     for _ in range(30):
         conn = http.client.HTTPConnection("127.0.0.1", mesh.outbound_port, timeout=10)
         conn.request("GET", "/reviews/1", headers={"connection": "close"})
