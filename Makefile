@@ -1,16 +1,21 @@
-# Isthmus: the two commands are `make demo` and `make test`. Both run `make setup` first.
+# Isthmus: the two commands are `make demo` and `make test`. Both run scripts/setup.sh first.
 SHELL := /bin/bash
 VENV := .venv
 PY := $(VENV)/bin/python
 PYTEST_ARGS ?=
+# Extra flags for `isthmus up`, e.g. a second demo beside one on the default addresses:
+#   make demo ARGS="--control-address 127.0.1.9 --address-base 127.0.2.10 --state-dir .isthmus/demo2"
+ARGS ?=
 
 .PHONY: setup demo test lint bench bench-citadel bench-pilot bench-mixer protos clean
 
 setup:
 	@scripts/setup.sh
 
-demo: setup
-	$(VENV)/bin/isthmus up
+# The demo needs only the runtime packages; `make test` adds the dev tools later.
+demo:
+	@ISTHMUS_EXTRAS= scripts/setup.sh
+	$(VENV)/bin/isthmus up $(ARGS)
 
 test: setup
 	$(PY) -m pytest $(PYTEST_ARGS)
