@@ -46,7 +46,7 @@ class _StartTimeFormatter:
     %f / %<n>f (fraction of the second, 9 or n digits) and %s (epoch seconds).
     The strftime parts are cached per whole second, so formatting is cheap."""
 
-    __slots__ = ("parts", "_cached_sec", "_cached")
+    __slots__ = ("parts", "_dynamic", "_cached_sec", "_cached", "_around")
 
     def __init__(self, fmt: str) -> None:
         # parts: ("strf", str) | ("frac", ndigits) | ("epoch", None)
@@ -77,27 +77,46 @@ class _StartTimeFormatter:
             else:
                 merged.append((kind, val))
         self.parts = merged
+        # The strftime parts only change once a second: they are rendered into `_cached` (a list with
+        # a placeholder where a fraction or the epoch goes) and only `_dynamic` slots are filled per
+        # call. With one slot (Envoy's default "...%E3SZ"), the text around it is kept joined.
+        self._dynamic = tuple((i, kind, val) for i, (kind, val) in enumerate(merged) if kind != "strf")
         self._cached_sec = -1
         self._cached: list[str] = []
+        self._around = ("", "")
 
     def __call__(self, t: float) -> str:
         # Work in whole microseconds: a float epoch is not exact (…0.310 is …0.30999994).
         micros = round(t * 1_000_000)
         sec = micros // 1_000_000
-        nanos = (micros - sec * 1_000_000) * 1000
         if sec != self._cached_sec:
             tm = time.gmtime(sec)
             self._cached = [time.strftime(val, tm) if kind == "strf" else "" for kind, val in self.parts]
             self._cached_sec = sec
-        out = []
-        for (kind, val), cached in zip(self.parts, self._cached, strict=True):
-            if kind == "strf":
-                out.append(cached)
-            elif kind == "frac":
-                out.append(f"{nanos:09d}"[:val])
-            else:
-                out.append(str(sec))
+            if len(self._dynamic) == 1:
+                i = self._dynamic[0][0]
+                self._around = ("".join(self._cached[:i]), "".join(self._cached[i + 1 :]))
+        dynamic = self._dynamic
+        if not dynamic:
+            return "".join(self._cached)
+        if len(dynamic) == 1:
+            _, kind, val = dynamic[0]
+            before, after = self._around
+            return before + (_fraction(micros - sec * 1_000_000, val) if kind == "frac" else str(sec)) + after
+        out = self._cached.copy()
+        for i, kind, val in dynamic:
+            out[i] = _fraction(micros - sec * 1_000_000, val) if kind == "frac" else str(sec)
         return "".join(out)
+
+
+_MILLIS = tuple(f"{i:03d}" for i in range(1000))
+
+
+def _fraction(micros: int, digits: int) -> str:
+    """The first `digits` digits of the second's fraction (nanoseconds, 9 digits, truncated)."""
+    if digits == 3:
+        return _MILLIS[micros // 1000]
+    return f"{micros * 1000:09d}"[:digits]
 
 
 def _escaped(fmt: str, idx: int) -> bool:
@@ -130,19 +149,34 @@ def _header_getter(attr: str, arg: str | None, command: str) -> Getter:
     if not main:
         raise ConfigError("", f"{command}: empty header name in '{arg}'")
 
-    if alt is None:
+    # Names are lower-cased here, once: the lookups skip Headers.get's lower().
+    if attr == "request_headers":
+        if alt is None:
+
+            def get(si: StreamInfo) -> str | None:
+                h = si.request_headers
+                return h.get_lowercase(main) if h is not None else None
+        else:
+
+            def get(si: StreamInfo) -> str | None:
+                h = si.request_headers
+                if h is None:
+                    return None
+                v = h.get_lowercase(main)
+                return v if v is not None else h.get_lowercase(alt)
+    elif alt is None:
 
         def get(si: StreamInfo) -> str | None:
-            h = getattr(si, attr)
-            return h.get(main) if h is not None else None
+            h = si.response_headers
+            return h.get_lowercase(main) if h is not None else None
     else:
 
         def get(si: StreamInfo) -> str | None:
-            h = getattr(si, attr)
+            h = si.response_headers
             if h is None:
                 return None
-            v = h.get(main)
-            return v if v is not None else h.get(alt)
+            v = h.get_lowercase(main)
+            return v if v is not None else h.get_lowercase(alt)
 
     return get
 

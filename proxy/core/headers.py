@@ -33,6 +33,13 @@ class Headers:
                 return kv[1]
         return default
 
+    def get_lowercase(self, name: str, default: str | None = None) -> str | None:
+        """``get`` for a name the caller already lower-cased (a compiled lookup)."""
+        for kv in self._items:
+            if kv[0] == name:
+                return kv[1]
+        return default
+
     def get_all(self, name: str) -> list[str]:
         name = name.lower()
         return [v for k, v in self._items if k == name]
