@@ -23,6 +23,12 @@ def build_parser() -> argparse.ArgumentParser:
         "to the proxies and to gRPC xDS clients.",
     )
     p.add_argument("--config-dir", metavar="DIR", help="directory of Istio YAML to load and watch")
+    p.add_argument(
+        "--config-store",
+        metavar="DIR",
+        help="directory where config applied through the API is kept (one JSON file per resource, "
+        "written atomically) and loaded from at start-up, so it survives a restart; created if missing",
+    )
     p.add_argument("--domain", default="cluster.local", help="DNS domain suffix (default cluster.local)")
     p.add_argument(
         "--root-namespace",
@@ -103,6 +109,7 @@ def main(argv=None) -> int:
         grpc_addr=args.grpc_addr,
         http_addr=args.http_addr,
         config_dir=args.config_dir,
+        config_store=args.config_store,
         domain=args.domain,
         root_namespace=args.root_namespace,
         debounce_after=args.debounce_after,

@@ -228,6 +228,11 @@ class MeshOptions:
         return f"{self.state_dir}/config"
 
     @property
+    def config_store(self) -> str:
+        """Where pilot keeps config applied with `isthmus apply` across its restarts."""
+        return f"{self.state_dir}/pilot-store"
+
+    @property
     def citadel_root(self) -> str:
         return f"{self.state_dir}/citadel"
 
@@ -370,6 +375,7 @@ def mesh(options: MeshOptions, placement: Placement | None = None) -> Topology:
         wrap=control_wrap,
         args=(
             "--config-dir", o.config_dir,
+            "--config-store", o.config_store,
             "--grpc-addr", f"{cp}:{PILOT_PORTS['grpc']}",
             "--http-addr", f"{cp}:{PILOT_PORTS['http']}",
             # Sidecars and the gateway report telemetry to mixer and honour CUSTOM policies.

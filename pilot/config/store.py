@@ -14,6 +14,7 @@ from pilot.model.config import Config, ConfigKey, ConfigSnapshot
 log = logging.getLogger("pilot.config")
 
 Subscriber = Callable[[set[ConfigKey], ConfigSnapshot], None]
+Persist = Callable[[set[ConfigKey], ConfigSnapshot, ConfigSnapshot], None]
 
 
 class ConfigStore:
@@ -30,8 +31,12 @@ class ConfigStore:
         self,
         domain: str = "cluster.local",
         known_hosts: Callable[[], Iterable[str]] | None = None,
+        persist: Persist | None = None,
     ) -> None:
         self.domain = domain
+        # called with (changed keys, old snapshot, new snapshot) before a change is taken; an OSError
+        # refuses the change (``pilot.config.persist``: applied config survives a restart)
+        self._persist = persist
         self._known_hosts = known_hosts
         self._lock = threading.RLock()
         self._snapshot = ConfigSnapshot()
@@ -120,7 +125,9 @@ class ConfigStore:
             problems += semantic.check(candidate, changed | {c.key for c in configs}, self.context(lines))
             if P.has_errors(problems) or not changed:
                 return problems
-            self._commit(candidate, changed)
+            failed = self._commit(candidate, changed)
+            if failed is not None:
+                return problems + [failed]
         return problems
 
     def delete(self, keys: Iterable[ConfigKey]) -> tuple[list[ConfigKey], list[P.Problem]]:
@@ -132,8 +139,23 @@ class ConfigStore:
                 return [], []
             candidate = current.with_changes([], present)
             warnings = [p for p in semantic.check(candidate, set(present), self.context()) if not p.is_error]
-            self._commit(candidate, set(present))
+            failed = self._commit(candidate, set(present))
+            if failed is not None:
+                return [], [failed]
         return present, warnings
+
+    def restore(self, configs: list[Config]) -> None:
+        """Take configs that were accepted before (pilot's start-up, from ``--config-store``) as they
+        are: no cross-resource checks (they passed them when applied; as the Kubernetes API server,
+        the store does not re-judge what it holds), resource versions kept and never reused."""
+        with self._lock:
+            current = self._snapshot
+            if not configs:
+                return
+            candidate = current.with_changes(list(configs), [])
+            self._next_rv = max([self._next_rv] + [c.resource_version + 1 for c in configs])
+            self._snapshot = candidate  # already stored: no persist call
+            self._notify(candidate, {c.key for c in configs})
 
     def replace_source(
         self, source: str, configs: list[Config], lines: dict | None = None
@@ -148,8 +170,22 @@ class ConfigStore:
                 [dataclasses.replace(c, source=source) for c in configs], source, deletes=stale, lines=lines
             )
 
-    def _commit(self, candidate: ConfigSnapshot, changed: set[ConfigKey]) -> None:
+    def _commit(self, candidate: ConfigSnapshot, changed: set[ConfigKey]) -> P.Problem | None:
+        """Take `candidate`, once it is stored durably (when a persist hook is set); returns the
+        problem that refused it, if any."""
+        if self._persist is not None:
+            try:
+                self._persist(set(changed), self._snapshot, candidate)
+            except OSError as e:
+                log.error("config.persist_failed error=%s", e)
+                return P.error(
+                    "ConfigStoreError", f"could not store the change durably, nothing changed: {e}"
+                )
         self._snapshot = candidate
+        self._notify(candidate, changed)
+        return None
+
+    def _notify(self, candidate: ConfigSnapshot, changed: set[ConfigKey]) -> None:
         for callback in list(self._subscribers):
             try:
                 callback(set(changed), candidate)

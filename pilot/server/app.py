@@ -38,6 +38,7 @@ from prometheus_client import (
 
 from isthmus.listen import ListenError, bind_tcp, check_free
 from isthmus.log import event
+from pilot.config.persist import ConfigStoreError, PersistentConfig
 from pilot.model.mesh import load_mesh_config, with_mixer
 from pilot.model.push_context import MeshConfig
 from pilot.xds import debug
@@ -62,6 +63,7 @@ class Settings:
     unregister_grace: float = 10.0
     mesh_config: str | None = None  # Istio MeshConfig YAML (extensionProviders, defaultProviders, ...)
     mixer_address: tuple[str, int] | None = None  # mixer as the default CUSTOM and telemetry provider
+    config_store: str | None = None  # directory keeping what the apply API took (survives restarts)
 
 
 def mesh_from_settings(settings: Settings) -> MeshConfig:
@@ -98,9 +100,13 @@ class MeshRegistry:
 
 def make_store(settings: Settings, known_hosts=None):
     """The ConfigStore of ``pilot.config``; ``known_hosts`` feeds its unknown-host warning."""
+    from pilot.config.persist import PersistentConfig
     from pilot.config.store import ConfigStore
 
-    return ConfigStore(domain=settings.domain, known_hosts=known_hosts)
+    persist = None
+    if settings.config_store:
+        persist = PersistentConfig(settings.config_store, settings.config_dir).save
+    return ConfigStore(domain=settings.domain, known_hosts=known_hosts, persist=persist)
 
 
 def make_registry(settings: Settings, store) -> tuple[MeshRegistry, object]:
@@ -206,6 +212,12 @@ class Pilot:
         xds_server.add_to_server(self.xds, server)
         host, port = self.settings.grpc_addr
         try:
+            stored = self.load_config_store()
+        except ConfigStoreError as e:
+            print(f"pilot: {e}", file=sys.stderr, flush=True)
+            event(log, logging.ERROR, "server.config_store_failed", error=str(e))
+            return 1
+        try:
             http_sock = bind_tcp(self.settings.http_addr)
             if port != 0:
                 check_free(self.settings.grpc_addr)
@@ -221,10 +233,16 @@ class Pilot:
             event(log, logging.ERROR, "server.listen_failed", address=f"{host}:{port}", error=str(e))
             return 1
         http = _QuietServer(uvicorn.Config(self.http, log_level="warning", access_log=False, lifespan="off"))
-        await server.start()
+        # As istiod waits for its caches to sync: the config dir and the stored config are loaded and in
+        # the push context before the first stream is served, so a proxy reconnecting to a restarted
+        # pilot is never pushed a partial config (which would remove its clusters and listeners).
         await self.xds.start()
         watcher = await self._start_watcher()
-        await self.xds.flush()  # what the config dir loaded is served before /ready says so
+        if stored:
+            self.store.restore(stored)
+            event(log, logging.INFO, "server.config_store_loaded", resources=len(stored))
+        await self.xds.flush()
+        await server.start()
         http_task = asyncio.create_task(http.serve(sockets=[http_sock]), name="pilot-http")
         while not http.started and not http_task.done():
             await asyncio.sleep(0.01)
@@ -255,6 +273,14 @@ class Pilot:
         await http_task
         event(log, logging.INFO, "server.stopped")
         return 0
+
+    def load_config_store(self) -> list:
+        """What ``--config-store`` holds (a start-up error names a bad file: ConfigStoreError)."""
+        if not self.settings.config_store:
+            return []
+        disk = PersistentConfig(self.settings.config_store, self.settings.config_dir)
+        disk.open()
+        return disk.load()
 
     async def _start_watcher(self):
         if not self.settings.config_dir:

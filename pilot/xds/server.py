@@ -265,6 +265,9 @@ class DiscoveryServer(ads_pb2_grpc.AggregatedDiscoveryServiceServicer):
         if request is not None:
             self.metrics.merged.inc(request.count)
             self.push_round(request)
+        elif not self.connections:  # nothing pending, nobody served yet: read the sources afresh anyway
+            self._registry_seen = self.registry.snapshot()
+            self.push_context = self._build_push_context()
 
     def push_round(self, request: PushRequest) -> None:
         """One merged event: one new immutable PushContext, shared by the whole round, and a queue
