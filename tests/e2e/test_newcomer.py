@@ -17,9 +17,11 @@ import ipaddress
 import os
 import random
 import re
+import shutil
 import signal
 import socket
 import subprocess
+import tempfile
 import time
 from pathlib import Path
 
@@ -109,7 +111,7 @@ class Demo:
     def __init__(self, clone: Path, log: Path) -> None:
         self.clone = clone
         self.control, self.base = free_block()
-        self.state_dir = clone / ".isthmus" / "newcomer"
+        self.state_dir = clone / ".isthmus" / "nc"
         self.gateway = f"http://{self.control}:8080/productpage"
         self.mixer = f"http://{self.control}:20001"
         self.log = log
@@ -201,13 +203,18 @@ class Demo:
 
 
 @pytest.fixture
-def clone(tmp_path) -> Path:
-    """A fresh clone of the committed HEAD, with ../shared beside it (a symlink, as CI lays it)."""
-    root = tmp_path / "newcomer"
-    root.mkdir()
-    subprocess.run(["git", "clone", "-q", str(REPO), str(root / "main")], check=True, timeout=120)
-    (root / "shared").symlink_to(SHARED)
-    return root / "main"
+def clone() -> Path:
+    """A fresh clone of the committed HEAD, with ../shared beside it (a symlink, as CI lays it).
+
+    Under a short /tmp path: the agents' SDS sockets live in the state dir, and a Unix socket path
+    may not exceed 107 bytes (pytest's tmp_path is too deep for that)."""
+    root = Path(tempfile.mkdtemp(prefix="nc-", dir="/tmp"))
+    try:
+        subprocess.run(["git", "clone", "-q", str(REPO), str(root / "main")], check=True, timeout=120)
+        (root / "shared").symlink_to(SHARED)
+        yield root / "main"
+    finally:
+        shutil.rmtree(root, ignore_errors=True)
 
 
 @pytest.mark.timeout(600)
