@@ -86,6 +86,30 @@ def _counter(proxy, name: str) -> int:
     return 0
 
 
+def _wait_acked(xds, type_url: str, version: str, timeout: float = 30.0) -> None:
+    """Wait until the proxy ACKed the response carrying `version` (SotW or Delta)."""
+
+    def carries(r) -> bool:
+        m = r.message
+        return r.type_url == type_url and version in (
+            getattr(m, "version_info", None),
+            getattr(m, "system_version_info", None),
+        )
+
+    resp = xds.wait_for_response(carries, timeout)
+    xds.wait_for_request(
+        lambda r: r.type_url == type_url and r.response_nonce == resp.message.nonce and not r.is_nack, timeout
+    )
+
+
+def _connect_refused(port: int) -> bool:
+    import socket
+
+    with socket.socket() as s:
+        s.settimeout(5)
+        return s.connect_ex(("127.0.0.1", port)) != 0
+
+
 def _alive(pid: int) -> bool:
     try:
         os.kill(pid, 0)
@@ -156,22 +180,21 @@ def xds():
         server.stop()
 
 
-def test_xds_change_reaches_every_worker_before_the_ack(procs, xds):
+@pytest.mark.parametrize("delta", [False, True], ids=["sotw", "delta"])
+def test_xds_change_reaches_every_worker_before_the_ack(procs, xds, delta):
     a, b = start_upstream(procs, "A"), start_upstream(procs, "B")
     port = free_port()
     xds.set_resources(api.CLUSTER, [static("a", a), static("b", b)])
     xds.set_resources(api.LISTENER, [xds_http_listener("ingress", port, "main")])
     xds.set_resources(api.ROUTE, [routes("main", ("/", "a"))])
     proxy = start_proxy(
-        procs, xds_bootstrap(xds.port), "--concurrency", "2", "--drain-time-s", "1", wait_ports=(port,)
+        procs, xds_bootstrap(xds.port, delta), "--concurrency", "2", "--drain-time-s", "1", wait_ports=(port,)
     )
     for _ in range(20):
         assert _get_new_connection(port)[1]["upstream"] == "A"
 
     version = xds.set_resources(api.ROUTE, [routes("main", ("/", "b"))])
-    xds.wait_for_request(
-        lambda r: r.type_url == api.ROUTE and not r.is_nack and r.version_info == version, timeout=20
-    )
+    _wait_acked(xds, api.ROUTE, version)
     # ACKed: every worker already routes to B, so no new connection may still reach A.
     seen = [_get_new_connection(port)[1]["upstream"] for _ in range(40)]
     assert seen == ["B"] * 40
@@ -186,6 +209,22 @@ def test_xds_change_reaches_every_worker_before_the_ack(procs, xds):
     assert bad_version != version
     assert [_get_new_connection(port)[1]["upstream"] for _ in range(10)] == ["B"] * 10
 
+    # LDS: a listener on a new address is bound by every worker (and reserved by the main) before
+    # the ACK; removing it closes it in every worker.
+    second = free_port()
+    version = xds.set_resources(
+        api.LISTENER,
+        [xds_http_listener("ingress", port, "main"), xds_http_listener("second", second, "main")],
+    )
+    _wait_acked(xds, api.LISTENER, version)
+    before = {w["index"]: w["downstream_cx_total"] for w in _admin(proxy, "/workers")["workers"]}
+    assert [_get_new_connection(second)[0] for _ in range(40)] == [200] * 40
+    after = {w["index"]: w["downstream_cx_total"] for w in _admin(proxy, "/workers")["workers"]}
+    assert all(after[i] > before[i] for i in before), (before, after)
+    version = xds.set_resources(api.LISTENER, [xds_http_listener("ingress", port, "main")])
+    _wait_acked(xds, api.LISTENER, version)
+    wait_until(lambda: all(_connect_refused(second) for _ in range(20)), timeout=10)
+
 
 def test_killed_worker_is_restarted_with_the_current_config(procs, xds):
     a, b = start_upstream(procs, "A"), start_upstream(procs, "B")
@@ -197,7 +236,7 @@ def test_killed_worker_is_restarted_with_the_current_config(procs, xds):
         procs, xds_bootstrap(xds.port), "--concurrency", "2", "--drain-time-s", "1", wait_ports=(port,)
     )
     version = xds.set_resources(api.ROUTE, [routes("main", ("/", "b"))])
-    xds.wait_for_request(lambda r: r.type_url == api.ROUTE and not r.is_nack and r.version_info == version)
+    _wait_acked(xds, api.ROUTE, version)
 
     victim = _admin(proxy, "/workers")["workers"][0]
     os.kill(victim["pid"], signal.SIGKILL)
