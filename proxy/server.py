@@ -352,6 +352,10 @@ class Server:
         if self.workers is not None:
             await self.workers.collect_stats()
 
+    def worker_host_stats(self, cluster: str, address: str) -> dict[str, int]:
+        """Main process: an upstream host's stats in the workers (admin /clusters adds them)."""
+        return self.workers.host_stats(cluster, address) if self.workers is not None else {}
+
     def stats_for_export(self) -> Store:
         """What /stats shows: this process's stats, plus the workers' summed (``proxy.stats.merge``)."""
         if self.workers is None:

@@ -209,10 +209,20 @@ def _locality(host):
     )
 
 
-def _host_stats(host) -> dict[str, int]:
+cluster_hosts = _hosts  # also used by proxy.workers to report per-host stats
+
+
+def _host_stats(host, server=None, cluster: str = "") -> dict[str, int]:
     stats = getattr(host, "stats", None)
     d = stats.as_dict() if stats is not None and hasattr(stats, "as_dict") else {}
-    return {k: int(d.get(k, 0)) for k in _HOST_STAT_ORDER}
+    out = {k: int(d.get(k, 0)) for k in _HOST_STAT_ORDER}
+    # --concurrency N: the traffic is the workers'; their per-host numbers are added.
+    extra = getattr(server, "worker_host_stats", None)
+    if extra is not None:
+        for k, v in extra(cluster, host.address_str).items():
+            if k in out:
+                out[k] += int(v)
+    return out
 
 
 def _health(host) -> str:
@@ -235,7 +245,7 @@ def clusters_handler(server, q) -> Response:
         lines.append(f"{name}::added_via_api::{str(bool(getattr(cluster, 'added_via_api', False))).lower()}")
         for host in _hosts(cluster):
             prefix = f"{name}::{host.address_str}::"
-            for k, v in _host_stats(host).items():
+            for k, v in _host_stats(host, server, name).items():
                 lines.append(f"{prefix}{k}::{v}")
             region, zone, sub_zone = _locality(host)
             lines.append(f"{prefix}hostname::{getattr(host, 'hostname', '') or ''}")
@@ -268,7 +278,7 @@ def _clusters_json(server) -> str:
             ip, port = host.address[0], host.address[1]
             hs.address.socket_address.address = ip
             hs.address.socket_address.port_value = port
-            for k, v in _host_stats(host).items():
+            for k, v in _host_stats(host, server, cluster.name).items():
                 hs.stats.add(
                     name=k,
                     value=v,

@@ -133,7 +133,7 @@ class AdminServer:
             query = dict(parse_qsl(qs, keep_blank_values=True))
             path = unquote(path)
             collect = getattr(self.server, "collect_worker_stats", None)
-            if collect is not None and path.startswith(("/stats", "/workers")):
+            if collect is not None and path.startswith(("/stats", "/workers", "/clusters")):
                 await collect()  # --concurrency N: the workers' numbers, fresh
             response = dispatch(self.server, method, path, query)
             await self._write(writer, version, response, keep_alive, method == "HEAD")

@@ -299,6 +299,15 @@ class WorkerPool:
         if waits:
             await asyncio.wait(waits, timeout=timeout)
 
+    def host_stats(self, cluster: str, address: str) -> dict[str, int]:
+        """One upstream host's stats summed over the workers (their last snapshots)."""
+        out: dict[str, int] = {}
+        for w in self.workers:
+            row = ((w.last_stats or {}).get("hosts") or {}).get(cluster, {}).get(address)
+            for k, v in (row or {}).items():
+                out[k] = out.get(k, 0) + v
+        return out
+
     def merged_stats(self, main_store):
         return merge.merge(main_store, [w.last_stats for w in self.workers if w.last_stats is not None])
 

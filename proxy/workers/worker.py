@@ -199,7 +199,9 @@ class WorkerRuntime:
         if op == "stats":
             from proxy.stats.merge import snapshot
 
-            reply = {"op": "stats", "id": msg.get("id"), "pid": os.getpid(), "stats": snapshot(server.stats)}
+            stats = snapshot(server.stats)
+            stats["hosts"] = host_stats(server.cluster_manager)
+            reply = {"op": "stats", "id": msg.get("id"), "pid": os.getpid(), "stats": stats}
             self.send(protocol.json_frame(reply))
         elif op == "fetch_timeout" and self.feed is not None:
             self.feed.enqueue_fetch_timeout(msg.get("type_url", ""))
@@ -209,6 +211,22 @@ class WorkerRuntime:
             server.healthcheck_failed = bool(msg.get("failed"))
         elif op == "drain":
             drain_listeners(server, bool(msg.get("inbound_only")), bool(msg.get("graceful")))
+
+
+def host_stats(cluster_manager) -> dict[str, dict[str, dict[str, int]]]:
+    """cluster -> host address -> that host's counters and gauges (for admin /clusters)."""
+    from proxy.admin.handlers import cluster_hosts
+
+    out: dict[str, dict[str, dict[str, int]]] = {}
+    for name, cluster in getattr(cluster_manager, "clusters", {}).items():
+        hosts = {}
+        for host in cluster_hosts(cluster):
+            stats = getattr(host, "stats", None)
+            if stats is not None and hasattr(stats, "as_dict"):
+                hosts[host.address_str] = stats.as_dict()
+        if hosts:
+            out[name] = hosts
+    return out
 
 
 def drain_listeners(server, inbound_only: bool, graceful: bool) -> None:

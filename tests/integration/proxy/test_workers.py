@@ -166,6 +166,10 @@ def test_two_workers_serve_and_count_together(procs):
         'envoy_http_downstream_rq_xx{envoy_response_code_class="2",envoy_http_conn_manager_prefix="ingress"} 60'
         in prom
     )
+    # /clusters: the main's view of health, with the workers' per-host traffic.
+    clusters = _admin(proxy, "/clusters")
+    assert f"app::127.0.0.1:{up}::rq_total::{sent}" in clusters.splitlines()
+    assert f"app::127.0.0.1:{up}::health_flags::healthy" in clusters.splitlines()
     # The config gauges are the main's, not N times it.
     assert _counter(proxy, "server.concurrency") == 2
     assert _counter(proxy, "cluster_manager.active_clusters") == 1
