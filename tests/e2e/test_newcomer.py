@@ -13,13 +13,10 @@ Deselect with ``-m "not newcomer"``.
 
 from __future__ import annotations
 
-import ipaddress
 import os
-import random
 import re
 import shutil
 import signal
-import socket
 import subprocess
 import tempfile
 import time
@@ -29,15 +26,13 @@ import httpx
 import pytest
 
 from isthmus.launcher import state
+from tests.support.mesh import SAMPLES, WORKLOADS, free_block
 from tests.support.processes import REPO
 
 SHARED = REPO.parent / "shared"
-SAMPLES = SHARED / "istio-samples" / "bookinfo" / "networking"
 CHROMIUM = "/usr/bin/chromium"
 CHROMIUM_ARGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-background-networking"]
 BUDGET_S = 90.0  # from `make demo` to the gateway answering, as the issue asks
-PORTS = (8060, 8061, 8062, 15010, 15014, 9091, 20001, 8080, 15000, 15001, 15006, 15021, 15090, 9080)
-WORKLOADS = ("productpage", "details", "reviews-v1", "reviews-v2", "reviews-v3", "ratings")
 
 pytestmark = [
     pytest.mark.newcomer,
@@ -45,24 +40,6 @@ pytestmark = [
     pytest.mark.skipif(not SAMPLES.is_dir(), reason=f"needs Istio's samples in {SAMPLES}"),
     pytest.mark.skipif(not (REPO / ".git").exists(), reason="needs the git repository to clone"),
 ]
-
-
-def free_block() -> tuple[str, str]:
-    """(control address, workload base) in a /24 of 127.0.0.0/8 where every port the mesh uses is free."""
-    for _ in range(50):
-        prefix = f"127.{random.randint(100, 250)}.{random.randint(0, 255)}"
-        try:
-            for last in range(9, 16):
-                for port in PORTS:
-                    with socket.socket() as s:
-                        s.bind((f"{prefix}.{last}", port))
-            for last in range(10, 16):  # the apps' own addresses behind their sidecars (+256)
-                with socket.socket() as s:
-                    s.bind((str(ipaddress.IPv4Address(f"{prefix}.{last}") + 256), 9080))
-        except OSError:
-            continue
-        return f"{prefix}.9", f"{prefix}.10"
-    raise RuntimeError("no free loopback block")
 
 
 def newcomer_env() -> dict[str, str]:
