@@ -77,10 +77,7 @@ class WorkerPool:
         self._nonces = itertools.count(1)
         self._stats_ids = itertools.count(1)
         self._tasks: list[asyncio.Task] = []
-        bootstrap = type(server.bootstrap)()
-        bootstrap.CopyFrom(server.bootstrap)
-        bootstrap.ClearField("admin")  # the main process serves admin
-        self._bootstrap = bootstrap.SerializeToString()
+        self._bootstrap = b""  # set by start(), once the main has bound its listeners
         stats = server.stats
         self._restarted = stats.counter("server.worker_restarts")
         self._rejected = stats.counter("server.worker_config_rejected")
@@ -90,6 +87,7 @@ class WorkerPool:
     async def start(self) -> None:
         """Start every worker and wait until all are ready; a worker that exits before it is ready
         fails the start (its own error is on stderr)."""
+        self._bootstrap = worker_bootstrap(self.server.bootstrap, self.server.listener_manager)
         loop = asyncio.get_running_loop()
         for w in self.workers:
             self._tasks.append(loop.create_task(self._supervise(w, first=True)))
@@ -310,6 +308,26 @@ class WorkerPool:
 
     def merged_stats(self, main_store):
         return merge.merge(main_store, [w.last_stats for w in self.workers if w.last_stats is not None])
+
+
+def worker_bootstrap(bootstrap, listener_manager) -> bytes:
+    """The bootstrap a worker gets: without admin (the main serves it), and with the port the main
+    reserved for each static listener configured on port 0 (so that every worker shares it)."""
+    out = type(bootstrap)()
+    out.CopyFrom(bootstrap)
+    out.ClearField("admin")
+    bound = {
+        listener.name: listener.port
+        for listener in listener_manager
+        if listener.name in listener_manager.static_names
+    }
+    for proto in out.static_resources.listeners:
+        sa = proto.address.socket_address
+        if sa.port_value == 0:
+            name = proto.name or f"{sa.address}:0"
+            if bound.get(name):
+                sa.port_value = bound[name]
+    return out.SerializeToString()
 
 
 class ForwardingHandler:

@@ -378,3 +378,20 @@ def test_mtls_sidecars_with_two_workers_each_get_sds_secrets_from_the_main(procs
         with contextlib.suppress(OSError, http.client.HTTPException):
             status, _ = _get_new_connection(mesh.strict_port)
             assert status != 200
+
+
+def test_a_static_listener_on_port_0_is_one_port_shared_by_every_worker(procs):
+    up = start_upstream(procs, "A")
+    bootstrap = {
+        "static_resources": {
+            "listeners": [http_listener(0, _route("app"))],
+            "clusters": [static_cluster("app", [up])],
+        }
+    }
+    proxy = start_proxy(procs, bootstrap, "--concurrency", "2", "--drain-time-s", "1")
+    [line] = _admin(proxy, "/listeners").splitlines()
+    port = int(line.rsplit(":", 1)[1])
+    assert port != 0
+    assert [_get_new_connection(port)[0] for _ in range(40)] == [200] * 40
+    workers = _admin(proxy, "/workers")["workers"]
+    assert all(w["downstream_rq_total"] > 0 for w in workers), workers
