@@ -151,6 +151,39 @@ class RouterFilterFactory:
         return RouterFilter(self.config)
 
 
+class _UpstreamRequest:
+    """What one proxied request carries through its upstream attempts (retries included)."""
+
+    __slots__ = (
+        "stream", "route", "action", "weighted", "cluster", "cstats", "up_headers", "body", "headers",
+        "lb_ctx", "deadline", "per_try", "retries_left", "retry", "vh", "loop", "retries_done",
+        "retry_slot_held",
+    )  # fmt: skip
+
+    def __init__(
+        self, stream, route, action, weighted, cluster, cstats, up_headers, body, headers, lb_ctx, deadline,
+        per_try, retries_left, retry, vh, loop,
+    ) -> None:  # fmt: skip
+        self.stream = stream
+        self.route = route
+        self.action = action
+        self.weighted = weighted
+        self.cluster = cluster
+        self.cstats = cstats
+        self.up_headers = up_headers  # the headers every attempt sends (copied when one rewrites)
+        self.body = body
+        self.headers = headers  # the downstream request headers (after finalisation)
+        self.lb_ctx = lb_ctx
+        self.deadline = deadline  # loop time of the route timeout, or None
+        self.per_try = per_try
+        self.retries_left = retries_left
+        self.retry = retry
+        self.vh = vh
+        self.loop = loop
+        self.retries_done = 0
+        self.retry_slot_held = False  # a circuit-breaker retry slot (max_retries) is taken
+
+
 class _Attempt:
     """Outcome of one upstream try."""
 
@@ -349,59 +382,23 @@ class RouterFilter(HttpFilter):
         timeout = action.timeout
         deadline = loop.time() + timeout if timeout else None
         per_try = retry.per_try_timeout if retry is not None else None
-        retries_left = retry.num_retries if retry is not None else 0
-        vh = route.virtual_host
-        resources = cluster.resources
-        state = [0, False]  # retries done, a retry slot (circuit breaker max_retries) is held
+        rq = _UpstreamRequest(
+            stream, route, action, weighted, cluster, cstats, up_headers, body, headers, lb_ctx, deadline,
+            per_try, retry.num_retries if retry is not None else 0, retry, route.virtual_host, loop,
+        )  # fmt: skip
         try:
-            await self._attempts(
-                stream,
-                route,
-                action,
-                weighted,
-                cluster,
-                cstats,
-                up_headers,
-                body,
-                headers,
-                lb_ctx,
-                deadline,
-                per_try,
-                retries_left,
-                retry,
-                vh,
-                resources,
-                loop,
-                state,
-            )
+            await self._attempts(rq)
         finally:
-            if state[1]:
-                resources.retries.dec()
+            if rq.retry_slot_held:
+                cluster.resources.retries.dec()
 
-    async def _attempts(
-        self,
-        stream,
-        route,
-        action,
-        weighted,
-        cluster,
-        cstats,
-        up_headers,
-        body,
-        headers,
-        lb_ctx,
-        deadline,
-        per_try,
-        retries_left,
-        retry,
-        vh,
-        resources,
-        loop,
-        state,
-    ) -> None:
+    async def _attempts(self, rq: _UpstreamRequest) -> None:
+        stream, route, action, weighted, cluster = rq.stream, rq.route, rq.action, rq.weighted, rq.cluster
+        cstats, up_headers, body, headers, lb_ctx = rq.cstats, rq.up_headers, rq.body, rq.headers, rq.lb_ctx
+        deadline, per_try, retry, vh, loop = rq.deadline, rq.per_try, rq.retry, rq.vh, rq.loop
+        resources = cluster.resources
         cfg = self.config
         si = stream.stream_info
-        retries_done = 0
         while True:
             host = cluster.choose_host(lb_ctx)
             if host is None:
@@ -429,9 +426,9 @@ class RouterFilter(HttpFilter):
                 per_try,
                 action.idle_timeout or None,
             )
-            if state[1]:
+            if rq.retry_slot_held:
                 resources.retries.dec()
-                state[1] = False
+                rq.retry_slot_held = False
 
             # Decide: done, retry, or fail.
             resp = attempt.response
@@ -447,12 +444,12 @@ class RouterFilter(HttpFilter):
                     isinstance(attempt.error, UpstreamConnectError)
                 )
 
-            if retriable and retries_left > 0 and not attempt.timed_out:
+            if retriable and rq.retries_left > 0 and not attempt.timed_out:
                 if not resources.retries.can_create():
                     cstats.retry_overflow.inc()
                 else:
-                    retries_left -= 1
-                    retries_done += 1
+                    rq.retries_left -= 1
+                    rq.retries_done += 1
                     if resp is not None:
                         cstats.charge(resp.status, cfg.dynamic_stats, retried=True)
                         resp.discard()
@@ -462,15 +459,15 @@ class RouterFilter(HttpFilter):
                         )
                     cstats.retry.inc()
                     resources.retries.inc()
-                    state[0], state[1] = retries_done, True
-                    pause = retry.backoff(retries_done, cfg.rand(32))
+                    rq.retry_slot_held = True
+                    pause = retry.backoff(rq.retries_done, cfg.rand(32))
                     if deadline is not None and loop.time() + pause >= deadline:
                         await self._timeout_reply(stream, cstats, host)
                         return
                     if pause:
                         await asyncio.sleep(pause)
                     continue
-            elif retriable and retries_left == 0 and retry is not None:
+            elif retriable and rq.retries_left == 0 and retry is not None:
                 si.set_flag("URX")
                 cstats.retry_limit_exceeded.inc()
 
@@ -488,7 +485,7 @@ class RouterFilter(HttpFilter):
                     return
                 await self._reset_reply(stream, cstats, attempt.error)
                 return
-            if retries_done:
+            if rq.retries_done:
                 cstats.retry_success.inc()
             await self._forward_response(
                 stream,
