@@ -216,14 +216,13 @@ def _tls_context(kind: str, cert: tuple[str, str], root: str, alpn: list[str], *
     }
 
 
-@contextlib.contextmanager
-def mtls_pair(upstream_port: int):
-    """Two Isthmus sidecars as Istio wires them: client app -> client sidecar (plaintext listener)
-    -> mutual TLS (SVIDs from citadel's CA code, SNI, SAN check, ALPN istio) -> server sidecar
-    (client certificate required, XFCC set) -> 127.0.0.1:upstream_port. Stats and a file access log
-    on both. Yields (client sidecar port, [client proc, server proc])."""
+def mtls_pair_resources(upstream_port: int, inbound: int, outbound: int, log_dir: str) -> dict:
+    """The two sidecars' static resources (pure but for key generation): {"server": (listeners,
+    clusters), "client": (listeners, clusters)}. The server sidecar listens on `inbound` (mutual TLS,
+    client certificate required, XFCC set) and forwards to `upstream_port`; the client sidecar
+    listens on `outbound` (plaintext, as the app calls it) and reaches the server over mutual TLS
+    (its SVID, SNI, ALPN istio, the server's SPIFFE ID checked)."""
     root, ids = _mtls_identities(("productpage", "reviews"))
-    inbound, outbound = free_port(), free_port()
     server_tls = _tls_context(
         DOWNSTREAM_TLS,
         ids["reviews"],
@@ -245,28 +244,32 @@ def mtls_pair(upstream_port: int):
         "forward_client_cert_details": "APPEND_FORWARD",
         "set_current_client_cert_details": {"subject": True, "dns": True, "uri": True},
     }
+    server_hcm = _hcm("inbound", "inbound|app", f"{log_dir}/server.log", **xfcc)
+    cluster = "outbound|9080||reviews.default.svc.cluster.local"
+    return {
+        "server": (
+            [_listener("inbound", inbound, server_hcm, server_tls)],
+            [_cluster("inbound|app", upstream_port)],
+        ),
+        "client": (
+            [_listener("outbound", outbound, _hcm("outbound", cluster, f"{log_dir}/client.log"))],
+            [_cluster(cluster, inbound, client_tls)],
+        ),
+    }
+
+
+@contextlib.contextmanager
+def mtls_pair(upstream_port: int):
+    """Two Isthmus sidecars as Istio wires them: client app -> client sidecar (plaintext listener)
+    -> mutual TLS (SVIDs from citadel's CA code, SNI, SAN check, ALPN istio) -> server sidecar
+    (client certificate required, XFCC set) -> 127.0.0.1:upstream_port. Stats and a file access log
+    on both. Yields (client sidecar port, [client proc, server proc])."""
+    inbound, outbound = free_port(), free_port()
     with contextlib.ExitStack() as stack:
         logs = stack.enter_context(tempfile.TemporaryDirectory(prefix="isthmus-bench-mtls-"))
-        server = stack.enter_context(
-            isthmus_process(
-                [
-                    _listener(
-                        "inbound",
-                        inbound,
-                        _hcm("inbound", "inbound|app", f"{logs}/server.log", **xfcc),
-                        server_tls,
-                    )
-                ],
-                [_cluster("inbound|app", upstream_port)],
-            )
-        )
-        cluster = "outbound|9080||reviews.default.svc.cluster.local"
-        client = stack.enter_context(
-            isthmus_process(
-                [_listener("outbound", outbound, _hcm("outbound", cluster, f"{logs}/client.log"))],
-                [_cluster(cluster, inbound, client_tls)],
-            )
-        )
+        resources = mtls_pair_resources(upstream_port, inbound, outbound, logs)
+        server = stack.enter_context(isthmus_process(*resources["server"]))
+        client = stack.enter_context(isthmus_process(*resources["client"]))
         yield outbound, [client, server]
 
 
