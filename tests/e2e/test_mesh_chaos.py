@@ -134,11 +134,6 @@ def test_route_changes_under_load_lose_no_request(mesh):
 # ---- (b) control plane SIGKILLed under load --------------------------------------------------------
 
 
-@pytest.mark.xfail(
-    strict=False,
-    reason="intermittent: a few 503s from the gateway (and, once, a failed inner call) while the proxies "
-    "re-sync with the restarted pilot (reported: re-push after reconnect, cluster warming)",
-)
 def test_pilot_killed_under_load_keeps_serving_restarts_and_every_proxy_resyncs(mesh):
     wait_all_synced(mesh)
     with Load(mesh.gateway, clients=3) as load:
@@ -277,11 +272,6 @@ def test_mixer_killed_under_load_requests_served_telemetry_delivered_to_the_new_
     wait_all_synced(mesh)
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="pilot keeps applied config in memory only: a restarted pilot has only its config dir "
-    "(reported to the pilot owner)",
-)
 def test_config_applied_before_a_pilot_restart_still_applies_after_it(mesh):
     v3 = SAMPLES / "virtual-service-reviews-v3.yaml"
     try:
