@@ -259,6 +259,7 @@ class Pilot:
             grpc=f"{host}:{self.grpc_port}",
             http=_fmt(self.settings.http_addr),
             config_dir=self.settings.config_dir or "",
+            config_store=self.settings.config_store or "",
         )
         await stop.wait()
         self.ready = False
