@@ -203,7 +203,11 @@ def test_make_demo_from_a_fresh_clone(clone, tmp_path, artifacts_dir):
         took = demo.wait_gateway(BUDGET_S)
         setup = demo.setup_done_at - demo.started if demo.setup_done_at else float("nan")
         print(f"newcomer: gateway answered {took:.1f}s after make demo (set-up {setup:.1f}s)")
-        demo.record_pids()
+        # The state file is written once the supervisor's own readiness check of the gateway passed.
+        deadline = time.monotonic() + 60
+        while not set(WORKLOADS) <= set(demo.pids) and time.monotonic() < deadline:
+            time.sleep(0.2)
+            demo.record_pids()
         assert set(WORKLOADS) <= set(demo.pids), demo.diagnose(f"state file lists {sorted(demo.pids)}")
 
         # Traffic through the gateway (all three reviews versions, ratings behind v2 and v3).
