@@ -20,6 +20,7 @@ import signal
 import subprocess
 import tempfile
 import time
+from collections.abc import Iterator
 from pathlib import Path
 
 import httpx
@@ -180,7 +181,7 @@ class Demo:
 
 
 @pytest.fixture
-def clone() -> Path:
+def clone() -> Iterator[Path]:
     """A fresh clone of the committed HEAD, with ../shared beside it (a symlink, as CI lays it).
 
     Under a short /tmp path: the agents' SDS sockets live in the state dir, and a Unix socket path
