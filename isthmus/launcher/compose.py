@@ -40,6 +40,7 @@ IMAGE = "isthmus:dev"
 CITADEL_DIR = "/var/lib/isthmus/citadel"
 TOKENS_DIR = "/var/run/isthmus/tokens"
 CONFIG_DIR = "/etc/isthmus/config"
+PILOT_STORE = "/var/lib/isthmus/pilot-store"  # config applied with `isthmus apply`, kept across restarts
 PROXY_DIR = "/var/run/isthmus/proxy"
 # istio-init's rules match interfaces and owners, not the pod address: any address of the plan works
 INIT_RULES = iptables_restore_text(istio_init_rules("198.18.0.2"))
@@ -128,9 +129,9 @@ def build() -> dict[str, Any]:
     pilot = topo.get("pilot")
     services["pilot"] = {
         **base,
-        "command": ["python", "-m", pilot.module, "--config-dir", CONFIG_DIR,
+        "command": ["python", "-m", pilot.module, "--config-dir", CONFIG_DIR, "--config-store", PILOT_STORE,
                     "--grpc-addr", f"0.0.0.0:{PILOT_PORTS['grpc']}", "--http-addr", f"0.0.0.0:{PILOT_PORTS['http']}"],
-        "volumes": [f"./isthmus/launcher/data:{CONFIG_DIR}:ro"],
+        "volumes": [f"./isthmus/launcher/data:{CONFIG_DIR}:ro", f"pilot-store:{PILOT_STORE}"],
         "healthcheck": _health(f"http://127.0.0.1:{PILOT_PORTS['http']}/ready"),
     }  # fmt: skip
     services["mixer"] = {
@@ -187,7 +188,11 @@ def build() -> dict[str, Any]:
         "depends_on": {**sidecar_deps, **_healthy(*(f"{n}-sidecar" for n in BOOKINFO_WORKLOADS))},
         "healthcheck": _health("http://127.0.0.1:15021/healthz/ready"),
     }
-    return {"name": "isthmus", "services": services, "volumes": {"citadel": {}, "tokens": {}}}
+    return {
+        "name": "isthmus",
+        "services": services,
+        "volumes": {"citadel": {}, "tokens": {}, "pilot-store": {}},
+    }
 
 
 class _NoAliases(yaml.SafeDumper):

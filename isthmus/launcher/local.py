@@ -70,7 +70,7 @@ def transparent_refusal(euid: int | None = None, which: Callable[[str], str | No
 
 
 def prepare(options: MeshOptions, net: MeshPlan | None = None) -> Topology:
-    """Validate, then write pilot's config dir afresh: Istio's bookinfo-gateway.yaml and
+    """Validate, then write pilot's config dir afresh (and empty its store of applied config): Istio's bookinfo-gateway.yaml and
     destination-rule-all.yaml (from ../shared when present, else the copies in data/) and the
     generated ServiceEntries/WorkloadEntries (with `net`, transparent mode: the pod IPs, and each
     proxy's directory belongs to the proxy's user). Refuses when a mesh already runs from this state dir."""
@@ -89,6 +89,9 @@ def prepare(options: MeshOptions, net: MeshPlan | None = None) -> Topology:
     if config.exists():
         shutil.rmtree(config)
     config.mkdir(parents=True)
+    # Config applied with `isthmus apply` survives pilot's restarts within one run (pilot's
+    # --config-store), but every `isthmus up` starts from the base config, like the config dir above.
+    shutil.rmtree(options.config_store, ignore_errors=True)
     samples = shared_samples()
     for name in BASE_CONFIG:
         source = samples / name if (samples / name).is_file() else DATA / name

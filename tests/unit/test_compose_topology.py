@@ -61,7 +61,18 @@ def test_control_plane_commands_and_redis_for_quotas():
         assert SERVICES[name]["command"][:3] == ["python", "-m", LOCAL.get(name).module]
     assert "--redis-url" in SERVICES["mixer"]["command"]
     assert SERVICES["mixer"]["depends_on"] == {"redis": {"condition": "service_healthy"}}
-    assert SERVICES["pilot"]["volumes"] == ["./isthmus/launcher/data:/etc/isthmus/config:ro"]
+    assert SERVICES["pilot"]["volumes"][0] == "./isthmus/launcher/data:/etc/isthmus/config:ro"
+
+
+def test_applied_config_survives_a_pilot_restart_as_in_local_mode():
+    """`isthmus up` gives pilot a --config-store; in compose it lives on a named volume."""
+    local = LOCAL.get("pilot").argv()
+    store = local[local.index("--config-store") + 1]
+    assert store.endswith("pilot-store")
+    cmd = SERVICES["pilot"]["command"]
+    volume_path = cmd[cmd.index("--config-store") + 1]
+    assert f"pilot-store:{volume_path}" in SERVICES["pilot"]["volumes"]
+    assert "pilot-store" in COMPOSE["volumes"]
 
 
 def test_gateway_is_a_router_after_every_sidecar():
