@@ -7,13 +7,16 @@ Private keys never leave the proxy: as Envoy does, a dumped secret's ``private_k
 from __future__ import annotations
 
 import datetime
+from typing import TYPE_CHECKING
 
-from cryptography import x509
 from envoy.admin.v3 import certs_pb2, config_dump_pb2
 from envoy.extensions.transport_sockets.tls.v3 import secret_pb2
 from google.protobuf import timestamp_pb2
 
 from proxy.tls.context import sans_of
+
+if TYPE_CHECKING:
+    from cryptography import x509
 
 REDACTED = "[redacted]"
 
@@ -52,7 +55,9 @@ def secrets_config_dump(manager) -> config_dump_pb2.SecretsConfigDump:
 
 def _details(cert: x509.Certificate, now: datetime.datetime, path: str) -> certs_pb2.CertificateDetails:
     d = certs_pb2.CertificateDetails(path=path, serial_number=format(cert.serial_number, "x"))
-    sans = sans_of(cert)
+    from cryptography.hazmat.primitives.serialization import Encoding
+
+    sans = sans_of(cert.public_bytes(Encoding.DER))
     for uri in sans.uri:
         d.subject_alt_names.add(uri=uri)
     for dns in sans.dns:
@@ -67,6 +72,9 @@ def _details(cert: x509.Certificate, now: datetime.datetime, path: str) -> certs
 
 
 def _certs(pem: bytes) -> list[x509.Certificate]:
+    # cryptography only here, on the admin page: the data path reads certificates with proxy.tls.der.
+    from cryptography import x509
+
     try:
         return x509.load_pem_x509_certificates(pem)
     except ValueError:

@@ -17,21 +17,18 @@ from __future__ import annotations
 
 import contextlib
 import hashlib
-import ipaddress
 import os
 import ssl
 import tempfile
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
-from cryptography import x509
-from cryptography.hazmat.primitives.serialization import Encoding
-from cryptography.x509.oid import ExtensionOID
 from envoy.extensions.transport_sockets.tls.v3 import common_pb2, secret_pb2, tls_pb2
 
 from proxy.config.errors import ConfigError
 from proxy.config.supported import reject_unsupported
 from proxy.router.matchers import compile_string_matcher
+from proxy.tls.der import pem_certificates_der, subject_alt_names
 
 DATA_SOURCE_SPEC = {"filename": True, "inline_bytes": True, "inline_string": True}
 SDS_SECRET_SPEC = {"name": True, "sds_config": True}  # sds_config is checked by proxy.tls.secrets
@@ -120,17 +117,9 @@ class PeerSans:
         return self.uri + self.dns + self.email + self.ip
 
 
-def sans_of(cert: x509.Certificate) -> PeerSans:
-    try:
-        ext = cert.extensions.get_extension_for_oid(ExtensionOID.SUBJECT_ALTERNATIVE_NAME).value
-    except x509.ExtensionNotFound:
-        return PeerSans()
-    return PeerSans(
-        uri=tuple(ext.get_values_for_type(x509.UniformResourceIdentifier)),
-        dns=tuple(ext.get_values_for_type(x509.DNSName)),
-        email=tuple(ext.get_values_for_type(x509.RFC822Name)),
-        ip=tuple(str(ipaddress.ip_address(ip)) for ip in ext.get_values_for_type(x509.IPAddress)),
-    )
+def sans_of(der: bytes) -> PeerSans:
+    """The subject alternative names of a DER certificate (ValueError when it does not parse)."""
+    return PeerSans(**subject_alt_names(der))
 
 
 @dataclass(frozen=True)
@@ -436,11 +425,10 @@ def build_context(
     if pair is not None:
         _load_cert_chain(ctx, pair, f"{path}certificate")
         try:
-            leaf = x509.load_pem_x509_certificate(pair.chain_pem)
+            local_der = pem_certificates_der(pair.chain_pem)[0]
+            local_sans = sans_of(local_der)
         except ValueError as e:
             raise ConfigError(f"{path}certificate", f"certificate chain is not PEM: {e}") from None
-        local_der = leaf.public_bytes(Encoding.DER)
-        local_sans = sans_of(leaf)
 
     trusted = config.trusted_ca
     san_matchers = config.san_matchers

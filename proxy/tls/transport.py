@@ -20,10 +20,9 @@ import ssl
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
-from cryptography import x509
-
 from isthmus.log import event
 from proxy.tls.context import BuiltContext, PeerSans, sans_of, sha256_hex
+from proxy.tls.der import subject_rfc4514
 
 log = logging.getLogger("proxy.tls")
 
@@ -168,9 +167,8 @@ class TlsSession:
         peer_sans, subject = PeerSans(), ""
         if der:
             try:
-                cert = x509.load_der_x509_certificate(der)
-                peer_sans = sans_of(cert)
-                subject = cert.subject.rfc4514_string()
+                peer_sans = sans_of(der)
+                subject = subject_rfc4514(der)
             except ValueError:
                 pass
         cipher = self.obj.cipher()

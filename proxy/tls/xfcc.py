@@ -19,9 +19,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from urllib.parse import quote
 
-from cryptography import x509
-from cryptography.hazmat.primitives.serialization import Encoding
-
+from proxy.tls.der import der_to_pem
 from proxy.tls.transport import TlsConnectionInfo
 
 HEADER = "x-forwarded-client-cert"
@@ -83,8 +81,7 @@ def current_element(info: TlsConnectionInfo, config: XfccConfig, peer_chain_der:
 
 
 def _url_pem(der: bytes) -> str:
-    pem = x509.load_der_x509_certificate(der).public_bytes(Encoding.PEM).decode()
-    return quote(pem, safe="")
+    return quote(der_to_pem(der), safe="")
 
 
 def is_mtls(info: TlsConnectionInfo | None) -> bool:
