@@ -6,12 +6,11 @@ serve the status port, and on the first signal drain it, stop it, and exit. A se
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import json
 import logging
 import os
 import signal
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 import grpc
@@ -19,7 +18,7 @@ from envoy.service.secret.v3 import sds_pb2_grpc
 
 from isthmus.log import event
 from proxy.agent import bootstrap as bootstrap_builder
-from proxy.agent import csr
+from proxy.agent import csr, sds_path
 from proxy.agent.cert_manager import CertManager
 from proxy.agent.citadel_client import CitadelClient
 from proxy.agent.process import HttpProxyAdmin, SubprocessLauncher, proxy_command
@@ -85,8 +84,25 @@ async def _first_certificate(certs: CertManager, timeout: float, stop: asyncio.E
               note="starting the proxy without a certificate; TLS listeners and clusters wait for SDS")  # fmt: skip
 
 
+def socket_plan(config: AgentConfig) -> sds_path.SocketPlan:
+    """Where SDS is served (see proxy.agent.sds_path): the requested path when it fits in a Unix socket
+    address, else a shorter name for it; the proxy's bootstrap names the same place."""
+    plan = sds_path.prepare(sds_path.choose(config.sds_socket, Path.cwd(), sds_path.private_bases()))
+    if config.proxy is not None:
+        config.proxy.bootstrap = replace(config.proxy.bootstrap, sds_socket=plan.path)
+    return plan
+
+
 async def serve(config: AgentConfig) -> int:
     spiffe_uri = csr.spiffe_id(config.trust_domain, config.namespace, config.service_account)
+    try:
+        plan = socket_plan(config)
+    except (sds_path.SocketPathError, OSError) as e:
+        print(f"agent: {e}", flush=True)
+        return 1
+    if plan.kind != sds_path.NATURAL:
+        event(log, logging.INFO, "sds.socket_relocated", requested=str(plan.requested), socket=plan.path,
+              reason=f"longer than {sds_path.MAX_PATH_BYTES} bytes")  # fmt: skip
     client = CitadelClient(config.citadel, config.root_cert, config.token_file, config.citadel_mtls)
     certs = CertManager(client, spiffe_uri, config.cert_ttl, RotationPolicy(retry_max=config.retry_max),
                         config.key_type)  # fmt: skip
@@ -96,15 +112,13 @@ async def serve(config: AgentConfig) -> int:
               node=bootstrap_builder.node_id(config.proxy.bootstrap))  # fmt: skip
     server = grpc.aio.server()
     sds_pb2_grpc.add_SecretDiscoveryServiceServicer_to_server(SecretDiscovery(certs), server)
-    with contextlib.suppress(FileNotFoundError):
-        os.unlink(config.sds_socket)  # a stale socket from an earlier run
-    config.sds_socket.parent.mkdir(parents=True, exist_ok=True)
-    if server.add_insecure_port(f"unix:{config.sds_socket}") == 0:
-        print(f"agent: cannot listen on unix:{config.sds_socket}", flush=True)
+    if server.add_insecure_port(f"unix:{plan.path}") == 0:
+        print(f"agent: cannot listen on unix:{plan.path}", flush=True)
+        sds_path.release(plan)
         return 1
-    os.chmod(config.sds_socket, 0o600)
+    os.chmod(plan.path, 0o600)
     await server.start()
-    event(log, logging.INFO, "sds.listening", socket=str(config.sds_socket), spiffe_id=spiffe_uri)
+    event(log, logging.INFO, "sds.listening", socket=plan.path, spiffe_id=spiffe_uri)
 
     stop = asyncio.Event()
     supervisor: Supervisor | None = None
@@ -165,8 +179,7 @@ async def serve(config: AgentConfig) -> int:
         await status_server.stop()
     rotation.cancel()
     await server.stop(grace=1)
-    with contextlib.suppress(FileNotFoundError):
-        os.unlink(config.sds_socket)
+    sds_path.release(plan)
     event(log, logging.INFO, "agent.stopped")
     return code
 
