@@ -170,7 +170,7 @@ def cmd_up(args: argparse.Namespace, parser: argparse.ArgumentParser) -> int:
         ready_timeout=args.ready_timeout,
         log_level=args.log_level,
         prepare=local.token_writer(options),
-        on_ready=local.state_recorder(options),
+        on_ready=local.state_recorder(options, net=net),
         log_dir=state.logs_dir(options.state_dir),
     )
     try:

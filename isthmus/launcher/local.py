@@ -127,7 +127,11 @@ def token_writer(options: MeshOptions) -> Callable[[Workload], None]:
     return write
 
 
-def state_recorder(options: MeshOptions, log_file: str = "") -> Callable[[dict[str, int]], None]:
+def state_recorder(
+    options: MeshOptions, log_file: str = "", net: MeshPlan | None = None
+) -> Callable[[dict[str, int]], None]:
+    """With `net` (transparent mode) the state file names the run's namespaces, for `isthmus down`."""
+
     def record(pids: dict[str, int]) -> None:
         state.write(
             options.state_dir,
@@ -138,6 +142,8 @@ def state_recorder(options: MeshOptions, log_file: str = "") -> Callable[[dict[s
                 dashboard_url=options.dashboard_url,
                 pilot_url=options.pilot_url,
                 log_file=log_file or os.environ.get("ISTHMUS_UP_LOG", ""),
+                netns_prefix=net.prefix if net else "",
+                netns_run_id=net.run_id if net else "",
             ),
         )
 

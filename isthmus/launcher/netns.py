@@ -429,3 +429,15 @@ def leftovers(prefix: str, netns: list[str], links: list[str], netns_dirs: list[
         "links": sorted(n for n in links if ours(n, prefix)),
         "netns_dirs": sorted(n for n in netns_dirs if ours(n, prefix)),
     }
+
+
+def of_run(found: dict[str, list[str]], prefix: str, run_id: str) -> dict[str, list[str]]:
+    """The part of `leftovers()` that belongs to one run: `<prefix><run id>` and `<prefix><run id>-...`
+    (what `isthmus down` removes for the run its state file names; other runs are left alone)."""
+    check_prefix(prefix)
+    if not _RUN_ID.match(run_id):
+        raise PlanError(f"run id {run_id!r}: expected 6 hex digits")
+    base = f"{prefix}{run_id}"
+    return {
+        kind: [n for n in names if n == base or n.startswith(base + "-")] for kind, names in found.items()
+    }

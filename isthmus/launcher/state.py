@@ -2,6 +2,9 @@
 
 `isthmus up` writes ``<state dir>/state.json`` once everything is ready and removes it when it has
 stopped; `isthmus down` and `isthmus status` read it. Only PIDs recorded here are ever signalled.
+With ``--transparent`` it also records the run's namespace prefix and run id (``netns_prefix``,
+``netns_run_id``), so `isthmus down` removes exactly that run's namespaces, bridge, veths and
+/etc/netns entries even when `isthmus up` was SIGKILLed.
 """
 
 from __future__ import annotations
@@ -24,6 +27,8 @@ class UpState:
     dashboard_url: str = ""
     pilot_url: str = ""
     log_file: str = ""
+    netns_prefix: str = ""  # transparent mode: the run's namespaces are <prefix><run id>[-...]
+    netns_run_id: str = ""
 
 
 def path(state_dir: str | Path) -> Path:
@@ -59,6 +64,8 @@ def read(state_dir: str | Path) -> UpState | None:
             dashboard_url=str(raw.get("dashboard_url") or ""),
             pilot_url=str(raw.get("pilot_url") or ""),
             log_file=str(raw.get("log_file") or ""),
+            netns_prefix=str(raw.get("netns_prefix") or ""),
+            netns_run_id=str(raw.get("netns_run_id") or ""),
         )
     except (KeyError, TypeError, ValueError) as e:
         raise ValueError(f"{p}: not an isthmus state file ({e})") from None
