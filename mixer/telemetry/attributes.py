@@ -27,7 +27,10 @@ A real Envoy without that Struct works too; then everything comes from standard 
 * **destination_service** is the host of an ``outbound|<port>|<subset>|<host>`` cluster; inbound, the
   request's authority (a short name is completed with the destination namespace,
   ``<name>.<ns>.svc.cluster.local``). ``destination_service_name``/``_namespace`` are the first two labels
-  of a ``*.svc.*`` host, else the host and ``unknown``.
+  of a ``*.svc.*`` host, else the host and ``unknown``. A request the source proxy answered itself for
+  want of a route (``404`` with flag ``NR``, no upstream cluster; e.g. a gateway path no VirtualService
+  routes, or the browser's ``/favicon.ico``) has ``destination_service="unknown"`` (and ``unknown``
+  name and namespace), as Istio's stats report it, not the Host header.
 * ``request_protocol`` is ``grpc`` when the logged ``content-type`` is ``application/grpc...``, else
   ``http``; ``tcp`` for TCP entries. ``response_code`` is the HTTP status (``0`` when none was sent).
   ``response_flags`` are Envoy's short flags (``UH``, ``UF``, ``RL``, ``UAEX``, ...) joined by ``,``, or
@@ -321,8 +324,22 @@ def _compute_labels(node: Workload, common, headers, meta: dict) -> tuple[dict, 
     return labels, mtls, hint
 
 
+def _answered_without_route(labels: dict, common) -> bool:
+    """The source proxy (typically the ingress gateway) answered itself, 404 NR: no route, no cluster."""
+    return (
+        labels["reporter"] == "source"
+        and not common.upstream_cluster
+        and "NR" in labels["response_flags"].split(",")
+    )
+
+
 def _service_labels(labels: dict, common, authority: str, hint: str | None) -> None:
     dst_ns = labels["destination_workload_namespace"]
+    if _answered_without_route(labels, common):
+        # Istio's stats: no route means no destination service; the Host header is not one (it would
+        # put the gateway's own address, or whatever a client sent, on the graph as a service)
+        hint = authority = ""
+        dst_ns = UNKNOWN
     host = None
     if hint and "|" in hint:  # a cluster name (the proxy's TCP hint)
         host = _service_from_cluster(hint)

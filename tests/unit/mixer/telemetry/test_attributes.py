@@ -155,3 +155,52 @@ def test_memoised_struct_labels_keep_per_entry_flags():
         reports.append(http_report(node(REVIEWS), e))
     assert [r.labels["response_flags"] for r in reports] == ["-", "RL"]
     assert reports[1].labels["source_workload"] == "a"
+
+
+GATEWAY = {
+    "WORKLOAD_NAME": "istio-ingressgateway",
+    "NAMESPACE": "istio-system",
+    "LABELS": {"app": "istio-ingressgateway", "istio": "ingressgateway"},
+}
+
+
+def gateway_entry(
+    path_flags_cluster: tuple[str, bool, str], hint: str = "127.0.0.1"
+) -> accesslog_pb2.HTTPAccessLogEntry:
+    """A gateway's entry as our proxy writes it: the isthmus Struct with the Host header as the hint."""
+    code, no_route, cluster = path_flags_cluster
+    e = accesslog_pb2.HTTPAccessLogEntry()
+    c = e.common_properties
+    c.upstream_cluster = cluster
+    c.response_flags.no_route_found = no_route
+    c.metadata.filter_metadata["isthmus"].update(
+        {"reporter": "source", "destination_service": hint, "connection_security_policy": "unknown"}
+    )
+    e.request.authority = f"{hint}:8080"
+    e.response.response_code.value = int(code)
+    return e
+
+
+def test_a_gateway_404_nr_has_destination_service_unknown_as_in_istio():
+    # Istio reports the gateway's own 404 NR (no route, no cluster) with every destination label
+    # "unknown" (istio/istio#24042): the Host header (here the gateway's own address) is no service
+    r = http_report(
+        node(GATEWAY, "router~127.0.0.1~istio-ingressgateway.istio-system~x"),
+        gateway_entry(("404", True, "")),
+    )
+    assert r.labels["reporter"] == "source" and r.labels["source_workload"] == "istio-ingressgateway"
+    assert r.labels["response_code"] == "404" and r.labels["response_flags"] == "NR"
+    for label in ("destination_service", "destination_service_name", "destination_service_namespace",
+                  "destination_workload", "destination_app"):  # fmt: skip
+        assert r.labels[label] == "unknown", label
+
+
+def test_only_the_source_proxys_own_no_route_answers_lose_their_service():
+    gw = node(GATEWAY, "router~127.0.0.1~istio-ingressgateway.istio-system~x")
+    cluster = "outbound|9080||productpage.default.svc.cluster.local"
+    upstream_404 = http_report(
+        gw, gateway_entry(("404", False, cluster), "productpage.default.svc.cluster.local")
+    )
+    assert upstream_404.labels["destination_service"] == "productpage.default.svc.cluster.local"
+    no_flag = http_report(gw, gateway_entry(("404", False, ""), "productpage.default.svc.cluster.local"))
+    assert no_flag.labels["destination_service"] == "productpage.default.svc.cluster.local"
