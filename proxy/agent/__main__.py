@@ -46,7 +46,8 @@ def build_parser() -> argparse.ArgumentParser:
         type=Path,
         default=Path("./etc/istio/proxy/SDS"),
         metavar="PATH",
-        help="Unix socket to serve SDS on (default ./etc/istio/proxy/SDS)",
+        help="Unix socket to serve SDS on (default ./etc/istio/proxy/SDS); a path longer than 107 bytes "
+        "is served under a shorter name (relative, or a private dir under $XDG_RUNTIME_DIR or /tmp)",
     )
     p.add_argument("--namespace", default="default")
     p.add_argument("--service-account", default="default")
