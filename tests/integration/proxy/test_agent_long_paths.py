@@ -50,7 +50,7 @@ def start_agent(procs, state: Path, cwd: Path, citadel, pilot) -> tuple:
 def test_a_sidecar_under_a_state_dir_longer_than_a_socket_path_gets_its_certificate(
     procs,
     tmp_path,
-    mesh,
+    mesh,  # noqa: F811
     where,  # noqa: F811
 ):
     citadel, pilot = mesh
