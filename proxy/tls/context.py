@@ -370,6 +370,8 @@ class BuiltContext:
     local_certificate_der: bytes | None
     local_sans: PeerSans
     generation: int = 0
+    # Client side: SNI -> the newest resumable ssl.SSLSession (proxy.tls.transport.TlsSession).
+    session_cache: dict = field(default_factory=dict, compare=False, repr=False)
 
     @property
     def local_uri_sans(self) -> tuple[str, ...]:

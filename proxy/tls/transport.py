@@ -27,6 +27,7 @@ from proxy.tls.der import subject_rfc4514
 log = logging.getLogger("proxy.tls")
 
 HANDSHAKING, OPEN, CLOSED = "handshaking", "open", "closed"
+_TICKET_CHECKS = 4  # TLS 1.3 tickets come right after the handshake; stop looking after a few reads
 
 
 class TlsError(Exception):
@@ -49,6 +50,9 @@ class TlsConnectionInfo:
     peer_sans: PeerSans = field(default_factory=PeerSans)
     peer_subject: str = ""
     local_sans: PeerSans = field(default_factory=PeerSans)
+    # What per-request code derives from these facts, computed once per connection (e.g. the XFCC
+    # element per XfccConfig, the certificate digest).
+    memo: dict = field(default_factory=dict, compare=False, repr=False)
 
     @property
     def peer_certificate_presented(self) -> bool:
@@ -64,7 +68,12 @@ class TlsConnectionInfo:
 
     @property
     def sha256_peer_certificate_digest(self) -> str:
-        return sha256_hex(self.peer_certificate_der) if self.peer_certificate_der else ""
+        digest = self.memo.get("sha256")
+        if digest is None:
+            digest = self.memo["sha256"] = (
+                sha256_hex(self.peer_certificate_der) if self.peer_certificate_der else ""
+            )
+        return digest
 
 
 @dataclass
@@ -75,7 +84,12 @@ class FeedResult:
 
 
 class TlsSession:
-    """One TLS session, sans-IO. Call ``output()`` after every method to get the bytes to send."""
+    """One TLS session, sans-IO. Call ``output()`` after every method to get the bytes to send.
+
+    A client session resumes the newest session its context's earlier connections to the same SNI
+    received (Envoy's ``max_session_keys: 1``; a TLS 1.3 ticket, kept in ``built.session_cache``), so
+    a new upstream connection skips the certificate exchange. A rotated certificate or trust bundle
+    is a new context with an empty cache: nothing resumes across it."""
 
     def __init__(self, built: BuiltContext, *, server_hostname: str | None = None) -> None:
         self.built = built
@@ -88,6 +102,13 @@ class TlsSession:
         self.sni = server_hostname or ""
         self.state = HANDSHAKING
         self.info: TlsConnectionInfo | None = None
+        # Client: feeds left in which to look for the server's session ticket (0: done / server).
+        self._ticket_checks = 0
+        if not self.server_side:
+            self._ticket_checks = _TICKET_CHECKS
+            cached = built.session_cache.get(self.sni)
+            if cached is not None:
+                self.obj.session = cached
 
     def start(self) -> None:
         """A client sends its ClientHello (a server waits for one)."""
@@ -123,10 +144,13 @@ class TlsSession:
             if not self._handshake():
                 return result
             result.handshake_done = True
+        # Read while the BIO holds ciphertext or OpenSSL holds plaintext: the common case (whole
+        # records) ends without an SSLWantReadError, whose construction costs more than the read.
+        obj, bio = self.obj, self._in
         chunks = []
-        while True:
+        while bio.pending or obj.pending():
             try:
-                chunk = self.obj.read(65536)
+                chunk = obj.read(65536)
             except ssl.SSLWantReadError:
                 break
             except ssl.SSLZeroReturnError:
@@ -139,16 +163,31 @@ class TlsSession:
                 result.peer_closed = True
                 break
             chunks.append(chunk)
-        result.plaintext = b"".join(chunks)
+        if self._ticket_checks:
+            self._keep_session()
+        if chunks:
+            result.plaintext = chunks[0] if len(chunks) == 1 else b"".join(chunks)
         return result
+
+    def _keep_session(self) -> None:
+        self._ticket_checks -= 1
+        session = self.obj.session
+        if session is not None and session.has_ticket:
+            self.built.session_cache[self.sni] = session
+            self._ticket_checks = 0
+
+    @property
+    def session_reused(self) -> bool:
+        return self.obj.session_reused
 
     def send(self, data: bytes) -> None:
         if self.state != OPEN:
             raise TlsError("cannot send before the handshake completed or after close")
-        view = memoryview(data)
-        while view:
-            n = self.obj.write(view)
-            view = view[n:]
+        n = self.obj.write(data)  # a MemoryBIO takes everything at once
+        if n < len(data):
+            view = memoryview(data)[n:]
+            while view:
+                view = view[self.obj.write(view) :]
 
     def close(self) -> None:
         """Send close_notify (we do not wait for the peer's)."""
@@ -205,12 +244,15 @@ class TlsStats:
         self.fail_verify_error = s.counter("fail_verify_error")
         self.fail_verify_no_cert = s.counter("fail_verify_no_cert")
         self.no_certificate = s.counter("no_certificate")
+        self.session_reused = s.counter("session_reused")
 
     def count_failure(self, reason: str) -> None:
         getattr(self, reason, self.connection_error).inc()
 
-    def count_handshake(self, info: TlsConnectionInfo) -> None:
+    def count_handshake(self, info: TlsConnectionInfo, session_reused: bool = False) -> None:
         self.handshake.inc()
+        if session_reused:
+            self.session_reused.inc()
         if not info.peer_certificate_presented:
             self.no_certificate.inc()
         if info.version:
@@ -372,7 +414,7 @@ class TlsTransport(asyncio.Transport):
             )
             return False
         if self._stats is not None:
-            self._stats.count_handshake(info)
+            self._stats.count_handshake(info, self.session.session_reused)
         self._settle_handshake(None)
         if self._on_handshake is not None:
             self._on_handshake(self)
@@ -419,10 +461,11 @@ class TlsTransport(asyncio.Transport):
         if self.session.state != "open":
             self._pending_writes.append(bytes(data))
             return
-        self.session.send(bytes(data))
+        self.session.send(data)
         self._flush()
 
     def writelines(self, list_of_data) -> None:
+        # One TLS record (and one socket write) for the whole list.
         self.write(b"".join(list_of_data))
 
     def can_write_eof(self) -> bool:

@@ -97,7 +97,13 @@ def apply(config: XfccConfig, existing: str | None, info: TlsConnectionInfo | No
         return None
     if mode == FORWARD_ONLY:
         return existing
-    element = current_element(info, config)
+    memo = getattr(info, "memo", None)
+    if memo is None:
+        element = current_element(info, config)
+    else:  # the same for every request of the connection
+        element = memo.get(config)
+        if element is None:
+            element = memo[config] = current_element(info, config)
     if mode == APPEND_FORWARD and existing:
         return f"{existing},{element}"
     return element
