@@ -4,6 +4,13 @@ Names are stored lower-case. Request pseudo-headers (``:method``, ``:path``, ``:
 ``:scheme``) and the response pseudo-header ``:status`` live in the same map, first, exactly as Envoy
 keeps them; the HTTP/1.1 codec maps ``Host`` to ``:authority`` and back. Route matchers can
 therefore match ``:path`` or ``:method`` like any other header.
+
+Pass-through without re-serialising: a map the HTTP/1 codec built from one whole head may carry that
+head's raw header lines (``raw_block``). While nothing but appends touched the headers, the encoder
+sends those bytes as they came and serialises only what was appended after them (the ``x-request-id``,
+``x-forwarded-proto`` ... the connection manager and the router add). Every other mutation (``set`` of
+a header that came with the head, ``remove``, a pseudo-header ``add``) drops the raw block; removing
+headers (hop-by-hop cleanup) cuts their lines out of it instead. ``items()`` is read-only for callers.
 """
 
 from __future__ import annotations
@@ -11,18 +18,75 @@ from __future__ import annotations
 from collections.abc import Iterable, Iterator
 
 
+_NEEDLES: dict[str, bytes] = {}  # header name -> b"\nname:" (a small, bounded set: the callers' names)
+
+
+def _drop_raw_lines(
+    raw: bytes, names: frozenset[str] | set[str] | tuple[str, ...], expect: int
+) -> bytes | None:
+    """`raw` without the lines of the headers called `names` (any case); None when it does not hold
+    exactly `expect` such lines (then the caller forgets the raw block)."""
+    low = raw.lower()
+    cut: list[tuple[int, int]] = []
+    for name in names:
+        needle = _NEEDLES.get(name)
+        if needle is None:
+            needle = _NEEDLES[name] = b"\n" + name.encode("latin-1") + b":"
+        if needle not in low and not low.startswith(needle[1:]):
+            continue
+        if low.startswith(needle[1:]):
+            cut.append((0, low.index(b"\n") + 1))
+        at = low.find(needle)
+        while at >= 0:
+            cut.append((at + 1, low.index(b"\n", at + 1) + 1))
+            at = low.find(needle, at + 1)
+    if len(cut) != expect:
+        return None
+    cut.sort()
+    out = []
+    pos = 0
+    for start, end in cut:
+        out.append(raw[pos:start])
+        pos = end
+    out.append(raw[pos:])
+    return b"".join(out)
+
+
+_PSEUDO_OR_HOST = frozenset((":method", ":path", ":authority", ":scheme", ":status", "host"))
+
+
 class Headers:
-    __slots__ = ("_items",)
+    __slots__ = ("_items", "_raw", "_raw_n")
 
     def __init__(self, items: Iterable[tuple[str, str]] = ()) -> None:
         self._items: list[tuple[str, str]] = [(k.lower(), v) for k, v in items]
+        self._raw: bytes | None = None
+        self._raw_n = 0
 
     @classmethod
-    def from_lowercase(cls, items: list[tuple[str, str]]) -> Headers:
-        """Adopt a list whose names are already lower-case (the codec's fast path; no copy)."""
+    def from_lowercase(cls, items: list[tuple[str, str]], raw: bytes | None = None) -> Headers:
+        """Adopt a list whose names are already lower-case (the codec's fast path; no copy). `raw`:
+        the head's header lines as received, each ending in CRLF, one per regular item (plus the
+        ``Host`` line that became ``:authority``) — the codec vouches for that."""
         h = cls.__new__(cls)
         h._items = items
+        h._raw = raw
+        h._raw_n = len(items)
         return h
+
+    @property
+    def raw_block(self) -> tuple[bytes, list[tuple[str, str]]] | None:
+        """(the received header lines, the items appended since) while the headers may be sent as
+        received plus appended lines; None once anything else changed them (re-serialise then)."""
+        raw = self._raw
+        if raw is None:
+            return None
+        return raw, self._items[self._raw_n :]
+
+    def replace_items(self, items: list[tuple[str, str]]) -> None:
+        """Adopt a rebuilt list (drops the raw block)."""
+        self._items = items
+        self._raw = None
 
     # The lookups below are plain loops on purpose: on the request path they run a dozen times per
     # request over ~10 short names, where a generator or a side index costs more than it saves.
@@ -58,6 +122,7 @@ class Headers:
         name = name.lower()
         if name.startswith(":"):
             # Pseudo-headers stay in front of regular headers.
+            self._raw = None
             idx = 0
             while idx < len(self._items) and self._items[idx][0].startswith(":"):
                 idx += 1
@@ -72,9 +137,12 @@ class Headers:
         for i, kv in enumerate(items):
             if kv[0] == name:
                 items[i] = (name, value)
+                if i < self._raw_n:
+                    self._raw = None  # a received header changed: re-serialise
                 for later in items[i + 1 :]:
                     if later[0] == name:  # rare: drop the other values
                         items[i + 1 :] = [x for x in items[i + 1 :] if x[0] != name]
+                        self._raw = None
                         break
                 return
         self.add(name, value)
@@ -95,6 +163,7 @@ class Headers:
             return 0  # the common case: nothing to remove, nothing rebuilt
         before = len(self._items)
         self._items = [kv for kv in self._items if kv[0] != name]
+        self._raw = None
         return before - len(self._items)
 
     def remove_names(self, names: frozenset[str] | set[str]) -> int:
@@ -107,7 +176,16 @@ class Headers:
             return 0
         kept = [kv for kv in items if kv[0] not in names]
         self._items = kept
-        return len(items) - len(kept)
+        removed = len(items) - len(kept)
+        raw = self._raw
+        if raw is not None:
+            n = self._raw_n
+            if not names.isdisjoint(_PSEUDO_OR_HOST) or any(kv[0] in names for kv in items[n:]):
+                self._raw = None  # an appended header went too (or a pseudo): simpler to re-serialise
+            else:
+                self._raw = _drop_raw_lines(raw, names, removed)  # cut the received lines out
+                self._raw_n = n - removed
+        return removed
 
     def items(self) -> list[tuple[str, str]]:
         return self._items
@@ -117,7 +195,9 @@ class Headers:
         return ((k, v) for k, v in self._items if not k.startswith(":"))
 
     def copy(self) -> Headers:
-        return Headers.from_lowercase(list(self._items))
+        h = Headers.from_lowercase(list(self._items), self._raw)
+        h._raw_n = self._raw_n
+        return h
 
     def byte_size(self) -> int:
         return sum(len(k) + len(v) for k, v in self._items)

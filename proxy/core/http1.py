@@ -185,6 +185,7 @@ class RequestParser(_ParserBase):
         super().__init__(max_header_bytes, max_headers_count)
         self.scheme = scheme
         self._url: list[bytes] = []
+        self._feed_data: bytes | None = None  # this read's bytes when it began at a message start
         self._p = httptools.HttpRequestParser(self)
 
     def on_message_begin(self) -> None:
@@ -241,7 +242,24 @@ class RequestParser(_ParserBase):
             if authority is not None:
                 pseudo.append((":authority", authority))
             pseudo.append((":scheme", scheme))
-        headers = Headers.from_lowercase(pseudo + regular)
+        raw = None
+        data = self._feed_data
+        if data is not None:
+            # The head began this read (the usual case): keep its header lines as received, when they
+            # are exactly one CRLF-ended line per header and the one Host line is what :authority says.
+            self._feed_data = None
+            end = data.find(b"\r\n\r\n")
+            start = data.find(b"\r\n") + 2
+            if (
+                end > 0
+                and start <= end + 2
+                and url[:1] == "/"
+                and len(items) - len(regular) == 1
+                and data.count(b"\n", start, end + 2) == len(items)
+                and data.count(b"\r", start, end + 2) == len(items)
+            ):
+                raw = data[start : end + 2]
+        headers = Headers.from_lowercase(pseudo + regular, raw)
         upgrade = bool(p.should_upgrade())
         expect_continue = expect is not None and version == "1.1" and expect.lower() == "100-continue"
         self._events.append(
@@ -272,6 +290,7 @@ class RequestParser(_ParserBase):
             return [Data(data)]
         events = self._events = []
         self._completed_in_feed = False
+        self._feed_data = data if not self._in_message and data[:1] != b"\r" else None
         try:
             self._p.feed_data(data)
         except httptools.HttpParserUpgrade as exc:
@@ -497,7 +516,19 @@ def encode_response_head(headers: Headers, http_version: str = "1.1") -> bytes:
 
 
 def encode_request_head(headers: Headers, http_version: str = "1.1") -> bytes:
-    """Request line and headers; ``:authority`` goes out as ``host``."""
+    """Request line and headers; ``:authority`` goes out as ``host``. Headers that still carry the
+    received head's raw lines (``Headers.raw_block``) go out as received plus what was appended."""
+    raw = headers.raw_block
+    if raw is not None:
+        method = headers.get(":method") or "GET"
+        if method != "CONNECT":
+            block, added = raw
+            line = f"{method} {headers.get(':path') or '/'} HTTP/{http_version}\r\n".encode(
+                "latin-1", "replace"
+            )
+            if not added:
+                return line + block + b"\r\n"
+            return line + block + _header_block([f"{k}: {v}" for k, v in added])
     method = headers.get(":method") or "GET"
     authority = headers.get(":authority")
     target = authority if method == "CONNECT" else (headers.get(":path") or "/")

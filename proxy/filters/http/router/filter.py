@@ -309,6 +309,12 @@ class RouterFilter(HttpFilter):
     @staticmethod
     def _upstream_headers(headers: Headers, upgrade: bool) -> Headers:
         """A copy without connection-specific headers (keeping Upgrade for an upgrade request)."""
+        if not upgrade:
+            for k, _ in headers.items():
+                if k in _HOP_BY_HOP:
+                    break
+            else:
+                return headers.copy()  # the usual case: keeps the received head's raw lines
         items = []
         for k, v in headers.items():
             if k in _HOP_BY_HOP:

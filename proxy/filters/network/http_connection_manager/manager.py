@@ -872,8 +872,7 @@ class HttpConnectionManager(NetworkFilter):
         if any(k in _REQUEST_HOP for k, _ in items):
             te = headers.get("te")
             upgrade = headers.get("upgrade") if st.is_upgrade else None
-            kept = [kv for kv in items if kv[0] not in _REQUEST_HOP]
-            headers._items = kept  # adopt the filtered list (same object the parser built)
+            headers.remove_names(_REQUEST_HOP)  # cuts their lines out of the received head too
             if te is not None and te.strip().lower() == "trailers":
                 headers.add("te", "trailers")
             if upgrade is not None:
@@ -898,8 +897,7 @@ class HttpConnectionManager(NetworkFilter):
             if internal:
                 headers.set("x-envoy-internal", "true")
             else:
-                if any(k in _INTERNAL_ONLY for k, _ in headers.items()):
-                    headers._items = [kv for kv in headers.items() if kv[0] not in _INTERNAL_ONLY]
+                headers.remove_names(_INTERNAL_ONLY)
                 if remote_ip:
                     headers.set("x-envoy-external-address", remote_ip)
         else:
