@@ -97,8 +97,11 @@ def virtual_service_reviews_jason_v2_v3(mesh: BookinfoMesh, apply: Apply) -> Non
     # and v2 shows black stars (a page whose ratings call failed says so: seen once in a run)
     assert all(stars(p) == "black" or "Ratings service is currently unavailable" in p for p in jason)
     assert sum(stars(p) == "black" for p in jason) >= 19
-    assert Counter(stars(mesh.page()) for _ in range(20)) == {"red": 20}
-    assert Counter(stars(mesh.page("alice")) for _ in range(10)) == {"red": 10}
+    others = [mesh.page() for _ in range(20)] + [mesh.page("alice") for _ in range(10)]
+    assert {served_by(p) for p in others} == {"reviews-v3"}  # everyone else to v3
+    # v3 shows red stars (as for jason, a page whose ratings call failed under load says so)
+    assert all(stars(p) == "red" or "Ratings service is currently unavailable" in p for p in others)
+    assert sum(stars(p) == "red" for p in others) >= 29
 
 
 def ratings_test_delay(mesh: BookinfoMesh, apply: Apply) -> None:
