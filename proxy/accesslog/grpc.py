@@ -213,13 +213,25 @@ class GrpcLogSink:
         return batch_message(self.kind == HTTP, [e for e, _ in batch], identifier)
 
     async def _run(self) -> None:
+        """Envoy's flush rule: send when the buffer holds ``buffer_size`` bytes, or when the flush
+        interval is due. A wake-up for a full buffer sends full batches only: what arrived while a
+        write was in flight waits for the buffer to fill again or for the interval (each gRPC write
+        costs the proxy hundreds of µs of CPU; sending whatever is pending after every write turned a
+        steady load into a stream of one- or two-entry messages)."""
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + self.flush_interval
         while True:
-            try:
-                await asyncio.wait_for(self._wakeup.wait(), self.flush_interval)
-            except TimeoutError:
-                pass
+            timeout = deadline - loop.time()
+            if timeout > 0:
+                try:
+                    await asyncio.wait_for(self._wakeup.wait(), timeout)
+                except TimeoutError:
+                    pass
             self._wakeup.clear()
-            while self._pending:
+            due = loop.time() >= deadline
+            if due:
+                deadline = loop.time() + self.flush_interval
+            while self._pending and (due or self._pending_bytes >= self.buffer_size):
                 if not await self.flush_once():
                     await asyncio.sleep(self._backoff())
                     break
@@ -274,12 +286,15 @@ class GrpcLogSink:
             self.stats.logs_dropped.inc()
 
     async def close(self) -> None:
-        if self._task is not None:
-            self._task.cancel()
-            try:
-                await self._task
-            except (asyncio.CancelledError, Exception):
-                pass
+        task = self._task
+        if task is not None:
+            # Python 3.11's wait_for swallows a cancellation that lands as the awaited write completes
+            # (fixed in 3.12): cancel again until the sender has really stopped.
+            while not task.done():
+                task.cancel()
+                await asyncio.wait({task}, timeout=0.5)
+            if not task.cancelled():
+                task.exception()  # retrieved: a sender that died of a bug is not reported twice
             self._task = None
         if self._call is not None:
             try:

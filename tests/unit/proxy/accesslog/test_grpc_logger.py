@@ -160,3 +160,49 @@ def test_log_never_awaits_and_starts_the_sender_lazily():
         return store
 
     assert asyncio.run(go()).counter("access_logs.grpc_access_log.logs_written").value == 1
+
+
+class SlowCall(FakeCall):
+    """A write that takes a while (flow control, a busy service): the proxy keeps logging meanwhile."""
+
+    def __init__(self) -> None:
+        super().__init__(False)
+        self.writing = asyncio.Event()
+
+    async def write(self, msg):
+        self.writing.set()
+        await asyncio.sleep(0.02)
+        await super().write(msg)
+
+
+def test_a_full_buffer_sends_full_batches_and_the_rest_waits_for_the_interval():
+    """Envoy's rule: flush at buffer_size_bytes or at the interval. Entries that arrive while a write
+    is in flight are not sent on their own right after it (a stream of tiny messages costs a gRPC
+    write each); they go when the buffer fills again or the interval is due."""
+    client = FakeClient()
+    call = SlowCall()
+    client.StreamAccessLogs = lambda metadata=None: call
+    raw = http_entry(info()).SerializeToString()
+
+    async def go():
+        s, _ = sink(client, flush_interval=1.0, buffer_size=4 * len(raw))
+        for _ in range(4):
+            s.add(raw)  # full: the sender wakes up
+        await asyncio.wait_for(call.writing.wait(), 5)
+        s.add(raw)  # arrives during the write
+        for _ in range(500):
+            if call.messages:
+                break
+            await asyncio.sleep(0.01)
+        await asyncio.sleep(0.05)  # a sender that sent whatever is pending would have written again by now
+        after_full = [len(m.http_logs.log_entry) for m in call.messages]
+        for _ in range(1000):
+            if len(call.messages) == 2:
+                break
+            await asyncio.sleep(0.01)
+        await s.close()
+        return after_full, [len(m.http_logs.log_entry) for m in call.messages]
+
+    after_full, final = asyncio.run(go())
+    assert after_full == [4]
+    assert final == [4, 1]  # the straggler went at the interval
