@@ -424,6 +424,7 @@ class RouterFilter(HttpFilter):
                     attempt_headers.set("x-envoy-attempt-count", str(si.upstream_request_attempts))
             started = time.monotonic()
             attempt = await self._attempt(
+                stream,
                 cluster.http_pool(host),
                 attempt_headers,
                 body,
@@ -507,7 +508,7 @@ class RouterFilter(HttpFilter):
             )
             return
 
-    async def _attempt(self, pool, headers, body, loop, deadline, per_try, idle) -> _Attempt:
+    async def _attempt(self, stream, pool, headers, body, loop, deadline, per_try, idle) -> _Attempt:
         wait = None
         bound = "global"
         if deadline is not None:
@@ -523,10 +524,17 @@ class RouterFilter(HttpFilter):
                 return _Attempt(error=e)
         if wait <= 0:
             return _Attempt(timed_out=True)
-        # One timer handle that cancels this task (what asyncio.timeout does, without its objects).
+        # A deadline that cancels this task (what asyncio.timeout does, without its objects): the
+        # connection manager's one lazily re-armed deadline timer when there is one (no timer armed
+        # and cancelled per request), else a timer handle.
         task = asyncio.current_task()
         fired = []
-        handle = loop.call_at(loop.time() + wait, _expire, task, fired)
+        timers = getattr(stream, "hcm", None)
+        if timers is not None:
+            timers.set_deadline(loop.time() + wait, _expire, task, fired)
+            handle = timers
+        else:
+            handle = loop.call_at(loop.time() + wait, _expire, task, fired)
         try:
             return _Attempt(await pool.request(headers, body))
         except asyncio.CancelledError:
@@ -540,7 +548,10 @@ class RouterFilter(HttpFilter):
         except UpstreamError as e:
             return _Attempt(error=e)
         finally:
-            handle.cancel()
+            if handle is timers:
+                timers.clear_deadline(fired)
+            else:
+                handle.cancel()
 
     async def _timeout_reply(self, stream, cstats, host) -> None:
         cstats.timeout.inc()
@@ -592,9 +603,12 @@ class RouterFilter(HttpFilter):
             if no_body:
                 await stream.encode_headers(rh, True)
             elif whole is not None:
-                # The whole answer is here already: no timers, one write with the head.
-                await stream.encode_headers(rh, False)
-                await stream.encode_data(whole, True)
+                # The whole answer is here already: no timers, one write with the head (without an
+                # await when no filter encodes responses).
+                encode_whole = getattr(stream, "encode_whole", None)
+                if encode_whole is None or not encode_whole(rh, whole):
+                    await stream.encode_headers(rh, False)
+                    await stream.encode_data(whole, True)
             else:
                 await stream.encode_headers(rh, False)
                 if deadline is None and idle is None:

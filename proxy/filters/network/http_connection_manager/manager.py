@@ -30,7 +30,7 @@ from proxy.core.http1 import (
     reason_phrase,
 )
 from proxy.core.stream_info import StreamInfo
-from proxy.filters.http.base import STOP
+from proxy.filters.http.base import STOP, HttpFilter
 from proxy.filters.network.base import NetworkFilter
 from proxy.tls import xfcc
 
@@ -70,6 +70,8 @@ _INTERNAL_ONLY = frozenset(
 )
 
 _OVERWRITE, _APPEND_IF_ABSENT, _PASS_THROUGH = 0, 1, 2
+
+_NO_ENCODER = HttpFilter.on_response_headers  # a filter that does not override it encodes nothing
 
 _date_cache = [0, ""]
 
@@ -261,13 +263,29 @@ class ActiveStream:
     async def encode_headers(self, headers: Headers, end_stream: bool) -> None:
         if self.response_started or self.reset:
             return
+        filters = self.filters
         for i in range(self._reached - 1, -1, -1):
-            await self.filters[i].on_response_headers(self, headers, end_stream)
+            f = filters[i]
+            if type(f).on_response_headers is not _NO_ENCODER:  # (the base no-op needs no await)
+                await f.on_response_headers(self, headers, end_stream)
         if self.response_started or self.reset:
             return  # an encoder filter answered instead
         self._write_headers(headers, end_stream)
 
-    def _write_headers(self, headers: Headers, end_stream: bool) -> None:
+    def encode_whole(self, headers: Headers, body: bytes) -> bool:
+        """The whole response at once, without awaiting, when no filter that saw the request encodes
+        responses: head and body leave in one write. False when it cannot (an encoder filter, or a
+        response already started): use ``encode_headers`` + ``encode_data`` then."""
+        if self.response_started or self.reset:
+            return False
+        filters = self.filters
+        for i in range(self._reached):
+            if type(filters[i]).on_response_headers is not _NO_ENCODER:
+                return False
+        self._write_headers(headers, False, body)
+        return True
+
+    def _write_headers(self, headers: Headers, end_stream: bool, body: bytes | None = None) -> None:
         cfg = self.config
         self.response_started = True
         status_s = headers.get(":status") or "200"
@@ -347,6 +365,9 @@ class ActiveStream:
         if end_stream:
             hcm.conn.write(head)
             self._on_response_end()
+        elif body is not None:
+            self._pending_head = head
+            self._send_data(body, True)
         else:
             # Held until the body's first bytes (usually in this same loop turn) so head and body
             # leave in one send(); flushed on the next loop turn at the latest.
@@ -362,6 +383,12 @@ class ActiveStream:
     async def encode_data(self, data: bytes, end_stream: bool) -> None:
         if self.response_complete or self.reset or not self.response_started:
             return
+        conn = self._send_data(data, end_stream)
+        if conn is not None and conn.is_write_paused():
+            await conn.drain()
+
+    def _send_data(self, data: bytes, end_stream: bool):
+        """Write body bytes (with a held head); returns the connection when the stream goes on."""
         conn = self.hcm.conn
         head = self._pending_head
         out = [head] if head is not None else []
@@ -383,8 +410,8 @@ class ActiveStream:
         self._last_activity = self.hcm.loop.time()
         if end_stream:
             self._on_response_end()
-        elif conn.is_write_paused():
-            await conn.drain()
+            return None
+        return conn
 
     async def send_local_reply(
         self,
@@ -652,6 +679,12 @@ class HttpConnectionManager(NetworkFilter):
         self._idle_timer: asyncio.TimerHandle | None = None
         self._last_idle = self.loop.time()
         self._stream_idle_timer: asyncio.TimerHandle | None = None
+        # One deadline at a time (the router's upstream timeout): see set_deadline.
+        self._deadline_timer: asyncio.TimerHandle | None = None
+        self._deadline_timer_at = 0.0
+        self._deadline: float | None = None
+        self._deadline_cb = None
+        self._deadline_args: tuple = ()
         self._started = False
         self._start()
 
@@ -746,9 +779,14 @@ class HttpConnectionManager(NetworkFilter):
             s.cx_active.dec()
             s.cx_http1_active.dec()
             s.cx_destroy.inc()
-        for t in (self._headers_timer, self._idle_timer, self._delayed_close, self._stream_idle_timer):
+        for t in (
+            self._headers_timer, self._idle_timer, self._delayed_close, self._stream_idle_timer,
+            self._deadline_timer,
+        ):  # fmt: skip
             if t is not None:
                 t.cancel()
+        self._deadline_timer = None
+        self._deadline = self._deadline_cb = None
         self._headers_timer = self._idle_timer = self._delayed_close = self._stream_idle_timer = None
         self._backlog.clear()
         self._raw = []
@@ -1010,6 +1048,43 @@ class HttpConnectionManager(NetworkFilter):
         st = self.stream
         if st is not None and not st.done and not self.closed:
             st._on_idle_check()
+
+    def set_deadline(self, when: float, callback, *args) -> None:
+        """Call ``callback(*args)`` at loop time `when` unless ``clear_deadline`` comes first. HTTP/1
+        runs one stream, and the router one upstream attempt, at a time, so one deadline per
+        connection is enough: it lives in one timer handle that is re-armed lazily (when it fires
+        before the current deadline) instead of a new timer armed and cancelled per request."""
+        self._deadline = when
+        self._deadline_cb = callback
+        self._deadline_args = args
+        h = self._deadline_timer
+        if h is not None:
+            if self._deadline_timer_at <= when:
+                return  # fires first and re-arms for `when`
+            h.cancel()
+        self._deadline_timer_at = when
+        self._deadline_timer = self.loop.call_at(when, self._on_deadline_timer)
+
+    def clear_deadline(self, owner: object = None) -> None:
+        """Forget the deadline (only if its last callback argument is `owner`, when one is given: a
+        cancelled attempt that finishes late never clears the next one's)."""
+        if owner is not None and (not self._deadline_args or self._deadline_args[-1] is not owner):
+            return
+        self._deadline = self._deadline_cb = None
+        self._deadline_args = ()
+
+    def _on_deadline_timer(self) -> None:
+        self._deadline_timer = None
+        when = self._deadline
+        if when is None or self.closed:
+            return
+        if self.loop.time() < when:
+            self._deadline_timer_at = when
+            self._deadline_timer = self.loop.call_at(when, self._on_deadline_timer)
+            return
+        cb, args = self._deadline_cb, self._deadline_args
+        self.clear_deadline()
+        cb(*args)
 
     def _arm_idle(self) -> None:
         """Idle from now. One timer per connection, re-armed lazily when it fires early, instead of a
