@@ -117,6 +117,12 @@ def _keep_alive(version: str, connection: str | None) -> bool:
     return "keep-alive" in [t.strip() for t in tokens.split(",")]
 
 
+# Header names as they come on the wire -> lower-case str: one dict lookup instead of a decode and a
+# lower() per header. Bounded: names beyond the first _NAMES_MAX distinct ones are converted each time.
+_NAMES: dict[bytes, str] = {}
+_NAMES_MAX = 512
+
+
 class _ParserBase:
     """Shared state and callbacks of the request and response parsers."""
 
@@ -152,7 +158,12 @@ class _ParserBase:
             raise _LimitExceeded("http1.headers_too_large")
         if len(self._items) >= self.max_headers_count:
             raise _LimitExceeded("http1.too_many_headers")
-        self._items.append((name.decode("latin-1").lower(), value.decode("latin-1")))
+        key = _NAMES.get(name)
+        if key is None:
+            key = name.decode("latin-1").lower()
+            if len(_NAMES) < _NAMES_MAX:
+                _NAMES[name] = key
+        self._items.append((key, value.decode("latin-1")))
 
     def _error(self, status: int, reason: str) -> list:
         self.dead = True
