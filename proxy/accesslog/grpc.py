@@ -228,10 +228,14 @@ class GrpcLogSink:
                 except TimeoutError:
                     pass
             self._wakeup.clear()
-            due = loop.time() >= deadline
-            if due:
+            # Due: the batches that hold what is buffered now (a batch takes up to 4 x buffer_size);
+            # what arrives during those writes waits like the rest.
+            due = 0
+            if loop.time() >= deadline:
                 deadline = loop.time() + self.flush_interval
-            while self._pending and (due or self._pending_bytes >= self.buffer_size):
+                due = -(-self._pending_bytes // (4 * self.buffer_size))
+            while self._pending and (due > 0 or self._pending_bytes >= self.buffer_size):
+                due -= 1
                 if not await self.flush_once():
                     await asyncio.sleep(self._backoff())
                     break
