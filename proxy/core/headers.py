@@ -17,7 +17,6 @@ from __future__ import annotations
 
 from collections.abc import Iterable, Iterator
 
-
 _NEEDLES: dict[str, bytes] = {}  # header name -> b"\nname:" (a small, bounded set: the callers' names)
 
 
