@@ -42,11 +42,12 @@ from proxy.accesslog.grpc_entries import (
     PEER_METADATA_HEADER,
     UPSTREAM_PEER,
     PeerMetadataDecoder,
+    destination_service,
     istio_metadata,
     ssl_info,
     workload_from_node_metadata,
 )
-from proxy.accesslog.grpc_wire import EntryEncoder, batch_message, destination_service_of, metadata_field
+from proxy.accesslog.grpc_wire import EntryEncoder, batch_message, metadata_field
 from proxy.config.context import FactoryContext
 from proxy.config.errors import ConfigError
 from proxy.config.registry import ACCESS_LOGGERS
@@ -395,7 +396,7 @@ class GrpcAccessLogger:
                     tuple(getattr(info, "local_uri_sans", ()) or ()),
                     getattr(info, "peer_certificate_presented", None),
                 )
-        key = (peer_key, destination_service_of(si), tls)
+        key = (peer_key, destination_service(si), tls)
         hit = self._labels.get(key)
         if hit is not None and hit[0] is found:
             return hit[1]

@@ -22,7 +22,6 @@ from proxy.accesslog.grpc_entries import (
     _HTTP_VERSIONS,
     _METHODS,
     FLAG_FIELDS,
-    _host_only,
     _tls_properties,
     ssl_info,
 )
@@ -338,13 +337,3 @@ class EntryEncoder:
         """``tcp_entry`` with ``metadata`` as the common metadata."""
         conn = _uint(T_RECEIVED, si.bytes_received) + _uint(T_SENT, si.bytes_sent)
         return _field(T_TCP_COMMON, self.common(si, metadata)) + _field(T_TCP_CONNECTION, conn)
-
-
-def destination_service_of(si) -> str:
-    """``grpc_entries.destination_service`` (the authority's host, else the upstream cluster)."""
-    h = si.request_headers
-    if h is not None:
-        authority = h.get(":authority")
-        if authority:
-            return _host_only(authority)
-    return si.upstream_cluster or ""
