@@ -134,3 +134,16 @@ def fault_injection_details_v1(mesh: BookinfoMesh, apply: Apply) -> None:
     html = eventually(lambda: (p := mesh.page()) and "Error fetching product details!" in p and p)
     assert "Sorry, product details are currently unavailable for this book." in html
     assert "Book Reviews" in html  # the rest of the page still renders
+
+
+# Istio's task files and their checks, in the order Istio's docs walk through them; both e2e modules
+# run each one as `test_bookinfo_task[<name>]`.
+TASKS: dict[str, Callable[[BookinfoMesh, Apply], None]] = {
+    "virtual-service-all-v1": virtual_service_all_v1,
+    "virtual-service-reviews-v3": virtual_service_reviews_v3,
+    "virtual-service-reviews-50-v3": virtual_service_reviews_50_v3,
+    "virtual-service-reviews-jason-v2-v3": virtual_service_reviews_jason_v2_v3,
+    "virtual-service-ratings-test-delay": ratings_test_delay,
+    "virtual-service-ratings-test-abort": ratings_test_abort,
+    "fault-injection-details-v1": fault_injection_details_v1,
+}

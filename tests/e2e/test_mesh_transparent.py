@@ -177,32 +177,9 @@ def test_proxy_status_shows_every_proxy_synced(mesh):
     assert all(cols == ["SYNCED"] * 4 for cols in rows.values()), rows
 
 
-def test_virtual_service_all_v1_no_stars_in_100_requests(mesh, applied):
-    bookinfo_tasks.virtual_service_all_v1(mesh, applied)
-
-
-def test_virtual_service_reviews_v3_red_stars_every_time(mesh, applied):
-    bookinfo_tasks.virtual_service_reviews_v3(mesh, applied)
-
-
-def test_virtual_service_reviews_50_v3_splits_half_and_half(mesh, applied):
-    bookinfo_tasks.virtual_service_reviews_50_v3(mesh, applied)
-
-
-def test_virtual_service_reviews_jason_v2_v3(mesh, applied):
-    bookinfo_tasks.virtual_service_reviews_jason_v2_v3(mesh, applied)
-
-
-def test_ratings_delay_for_jason_makes_reviews_unavailable(mesh, applied):
-    bookinfo_tasks.ratings_test_delay(mesh, applied)
-
-
-def test_ratings_abort_for_jason_shows_ratings_unavailable(mesh, applied):
-    bookinfo_tasks.ratings_test_abort(mesh, applied)
-
-
-def test_fault_injection_details_v1_shows_details_error(mesh, applied):
-    bookinfo_tasks.fault_injection_details_v1(mesh, applied)
+@pytest.mark.parametrize("task", bookinfo_tasks.TASKS)
+def test_bookinfo_task(mesh, applied, task):
+    bookinfo_tasks.TASKS[task](mesh, applied)
 
 
 def test_ctrl_c_removes_every_namespace_and_process(mesh):
