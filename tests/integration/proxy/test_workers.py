@@ -29,7 +29,6 @@ from tests.integration.proxy.xds_support import bootstrap as xds_bootstrap
 from tests.integration.proxy.xds_support import http_listener as xds_http_listener
 from tests.integration.proxy.xds_support import routes, static, wait_until
 from tests.support.net import free_port, wait_for_http, wait_for_port
-from tests.support.xds_server import XdsServer
 
 READY_TIMEOUT_S = 90.0  # N fresh interpreters on a busy 2-core machine
 
@@ -173,15 +172,6 @@ def test_two_workers_serve_and_count_together(procs):
     # The config gauges are the main's, not N times it.
     assert _counter(proxy, "server.concurrency") == 2
     assert _counter(proxy, "cluster_manager.active_clusters") == 1
-
-
-@pytest.fixture
-def xds():
-    server = XdsServer().start()
-    try:
-        yield server
-    finally:
-        server.stop()
 
 
 @pytest.mark.parametrize("delta", [False, True], ids=["sotw", "delta"])

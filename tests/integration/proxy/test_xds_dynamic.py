@@ -28,16 +28,6 @@ from tests.integration.proxy.xds_support import (
     wait_until,
 )
 from tests.support.net import free_port
-from tests.support.xds_server import XdsServer
-
-
-@pytest.fixture
-def xds():
-    server = XdsServer().start()
-    try:
-        yield server
-    finally:
-        server.stop()
 
 
 @pytest.fixture

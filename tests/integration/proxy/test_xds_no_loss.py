@@ -10,8 +10,6 @@ import json
 import threading
 import time
 
-import pytest
-
 from proxy.xds import api
 from tests.integration.proxy.harness import start_upstream
 from tests.integration.proxy.xds_support import (
@@ -28,7 +26,6 @@ from tests.integration.proxy.xds_support import (
     wait_until,
 )
 from tests.support.net import free_port
-from tests.support.xds_server import XdsServer
 
 DURATION_S = 20.0
 TARGET_RPS = 260
@@ -97,15 +94,6 @@ def upstream_received(port: int) -> int:
         return json.loads(conn.getresponse().read())["count"] - 1
     finally:
         conn.close()
-
-
-@pytest.fixture
-def xds():
-    server = XdsServer().start()
-    try:
-        yield server
-    finally:
-        server.stop()
 
 
 def test_forty_changes_under_load_lose_and_duplicate_nothing(procs, xds):
