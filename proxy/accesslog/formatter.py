@@ -267,9 +267,18 @@ def _operator(name: str, arg: str | None, max_len: str | None, path: str) -> Get
     return getter
 
 
-def parse_format(fmt: str, path: str = "") -> list[str | Getter]:
-    """Split a format string into literal strings and operator getters (raises ConfigError)."""
-    parts: list[str | Getter] = []
+class _Op:
+    """One command operator of a format: its getter, and what the code generator needs to inline it."""
+
+    __slots__ = ("name", "arg", "max_len", "getter")
+
+    def __init__(self, name: str, arg: str | None, max_len: int | None, getter: Getter) -> None:
+        self.name, self.arg, self.max_len, self.getter = name, arg, max_len, getter
+
+
+def _parse(fmt: str, path: str) -> list[str | _Op]:
+    """Split a format string into literal strings and operators (raises ConfigError)."""
+    parts: list[str | _Op] = []
     literal: list[str] = []
     i, n = 0, len(fmt)
     while i < n:
@@ -292,11 +301,18 @@ def parse_format(fmt: str, path: str = "") -> list[str | Getter]:
             if text:
                 parts.append(text)
             literal = []
-        parts.append(_operator(m.group(1), m.group(2), m.group(3), path))
+        name, arg, max_len = m.group(1), m.group(2), m.group(3)
+        getter = _operator(name, arg, max_len, path)
+        parts.append(_Op(name, arg, int(max_len) if max_len is not None else None, getter))
         i = m.end()
     if literal and "".join(literal):
         parts.append("".join(literal))
     return parts
+
+
+def parse_format(fmt: str, path: str = "") -> list[str | Getter]:
+    """Split a format string into literal strings and operator getters (raises ConfigError)."""
+    return [p if p.__class__ is str else p.getter for p in _parse(fmt, path)]
 
 
 def _text(v: Any, missing: str) -> str:
@@ -307,31 +323,151 @@ def _text(v: Any, missing: str) -> str:
     return str(v)
 
 
-class TextFormatter:
-    """A compiled text format. ``format(stream_info) -> str``."""
+def render_parts(parts: list[str | Getter], missing: str, si: StreamInfo) -> str:
+    """The plain rendering: one pass over literals and getters (the oracle of the compiled one)."""
+    out = []
+    for p in parts:
+        if p.__class__ is str:
+            out.append(p)
+        else:
+            v = p(si)
+            if v is None:
+                out.append(missing)
+            elif v.__class__ is str:
+                out.append(v)
+            else:
+                out.append(str(v))
+    return "".join(out)
 
-    __slots__ = ("parts", "missing", "source")
+
+# --- the code generator ------------------------------------------------------------------------------
+#
+# A text format becomes one Python function, generated once per format: every operator is an inline
+# expression on the StreamInfo (attribute reads; header lookups in one dict built per request when a
+# format reads several headers of the same map), and the line is one f-string. Only our own text goes
+# into the source: literals are escaped character by character, header names are emitted with repr(),
+# anything else is passed in the function's namespace. Operators without an inline form call their
+# getter, so each value is exactly what the getter (and the plain rendering) gives.
+
+# Operator -> expression on `si` giving the getter's value (None = missing).
+_INLINE: dict[str, str] = {
+    "PROTOCOL": "si.protocol or None",
+    "RESPONSE_CODE": "si.response_code",
+    "RESPONSE_CODE_DETAILS": "si.response_code_details or None",
+    "RESPONSE_FLAGS": "si.flags_string() if si.response_flags else '-'",
+    "BYTES_RECEIVED": "si.bytes_received",
+    "BYTES_SENT": "si.bytes_sent",
+    "DURATION": (
+        "int(((_e if (_e := si.end_monotonic) is not None else _time.monotonic())"
+        " - si.start_monotonic) * 1000)"
+    ),
+    "UPSTREAM_HOST": "si.upstream_host or None",
+    "UPSTREAM_CLUSTER": "si.upstream_cluster or None",
+    "UPSTREAM_REQUEST_ATTEMPT_COUNT": "si.upstream_request_attempts",
+    "ROUTE_NAME": "si.route_name or None",
+}
+_HEADER_OPS = {
+    "REQ": "request_headers",
+    "REQUEST_HEADER": "request_headers",
+    "RESP": "response_headers",
+    "RESPONSE_HEADER": "response_headers",
+}
+
+
+def _fstring_literal(text: str) -> str:
+    """`text` as the literal part of a double-quoted f-string."""
+    out = []
+    for c in text:
+        if c in "{}":
+            out.append(c + c)
+        elif c == "\\" or c == '"':
+            out.append("\\" + c)
+        elif c.isprintable():
+            out.append(c)
+        else:
+            out.append(f"\\U{ord(c):08x}")
+    return "".join(out)
+
+
+def compile_text_format(parts: list[str | _Op], missing: str) -> Callable[[StreamInfo], str]:
+    """One generated function rendering `parts` exactly as ``render_parts`` does."""
+    ns: dict[str, Any] = {"_time": time, "__builtins__": {"int": int, "str": str, "dict": dict}}
+    body: list[str] = []
+    # Header maps read more than once are turned into one dict per request (first value wins, as in
+    # Headers.get); a single lookup goes through Headers.get_lowercase.
+    wanted: dict[str, set[str]] = {}
+    for p in parts:
+        if p.__class__ is not str and p.name in _HEADER_OPS and p.arg:
+            main, _, alt = p.arg.partition("?")
+            names = wanted.setdefault(_HEADER_OPS[p.name], set())
+            names.add(main.strip().lower())
+            if alt.strip():
+                names.add(alt.strip().lower())
+    maps: dict[str, str] = {}
+    for attr, names in wanted.items():
+        var = "_rq" if attr == "request_headers" else "_rs"
+        body.append(f"{var} = si.{attr}")
+        if len(names) > 1:
+            body.append(f"{var} = {{}} if {var} is None else dict({var}.items()[::-1])")
+            maps[attr] = f"{var}.get"
+        else:
+            maps[attr] = var
+    pieces: list[str] = []
+    for i, p in enumerate(parts):
+        if p.__class__ is str:
+            pieces.append(_fstring_literal(p))
+            continue
+        s = f"_s{i}"
+        if p.name in _HEADER_OPS and p.arg:
+            attr = _HEADER_OPS[p.name]
+            main, _, alt = p.arg.partition("?")
+            main, alt = main.strip().lower(), alt.strip().lower()
+            var = maps[attr]
+            if var.endswith(".get"):
+                look = lambda n, var=var: f"{var}({n!r})"  # noqa: E731
+            else:
+                look = lambda n, var=var: f"(None if {var} is None else {var}.get_lowercase({n!r}))"  # noqa: E731
+            body.append(f"_v = {look(main)}")
+            if alt:
+                body.append(f"if _v is None: _v = {look(alt)}")
+            cut = f"[:{p.max_len}]" if p.max_len is not None else ""
+            # A header value is a str or None.
+            body.append(f"{s} = {missing!r} if _v is None else _v{cut}")
+        elif p.name == "START_TIME" and p.max_len is None:
+            # The per-second cached formatter, called directly (it always returns a str).
+            ns[f"_t{i}"] = _StartTimeFormatter(p.arg if p.arg else DEFAULT_START_TIME_FORMAT)
+            body.append(f"{s} = _t{i}(si.start_time)")
+        else:
+            expr = _INLINE.get(p.name) if p.max_len is None else None
+            if expr is None:
+                ns[f"_g{i}"] = p.getter
+                expr = f"_g{i}(si)"
+            body.append(f"_v = {expr}")
+            body.append(f"{s} = {missing!r} if _v is None else _v if _v.__class__ is str else str(_v)")
+        pieces.append("{" + s + "}")
+    body.append('return f"' + "".join(pieces) + '"')
+    src = "def format(si):\n" + "".join(f"    {line}\n" for line in body)
+    exec(compile(src, "<access log format>", "exec"), ns)
+    fn = ns["format"]
+    fn.source = src
+    return fn
+
+
+class TextFormatter:
+    """A compiled text format. ``format(stream_info) -> str`` is one generated function."""
+
+    __slots__ = ("parts", "missing", "source", "format")
 
     def __init__(self, fmt: str = DEFAULT_FORMAT, *, omit_empty_values: bool = False, path: str = "") -> None:
         self.source = fmt
-        self.parts = parse_format(fmt, path)
+        ops = _parse(fmt, path)
+        self.parts = [p if p.__class__ is str else p.getter for p in ops]
         self.missing = "" if omit_empty_values else "-"
+        self.format = compile_text_format(ops, self.missing)
 
-    def format(self, si: StreamInfo) -> str:
-        missing = self.missing
-        out = []
-        for p in self.parts:
-            if p.__class__ is str:
-                out.append(p)
-            else:
-                v = p(si)
-                if v is None:
-                    out.append(missing)
-                elif v.__class__ is str:
-                    out.append(v)
-                else:
-                    out.append(str(v))
-        return "".join(out)
+    def format_plain(self, si: StreamInfo) -> str:
+        """The same line by the plain rendering (one getter call per operator)."""
+        return render_parts(self.parts, self.missing, si)
 
 
 _OMIT = object()
@@ -363,9 +499,7 @@ def _compile_json_value(value: Any, path: str, typed: bool, omit_empty: bool) ->
         if not any(callable(p) for p in parts):
             const = "".join(parts)  # a constant string (with '%%' unescaped)
             return lambda si: const
-        fmt = TextFormatter.__new__(TextFormatter)
-        fmt.parts, fmt.missing, fmt.source = parts, "-", value
-        return fmt.format
+        return TextFormatter(value, path=path).format
     if isinstance(value, bool) or isinstance(value, (int, float)) or value is None:
         if isinstance(value, float) and value.is_integer():
             value = int(value)  # a Struct stores every number as a double
