@@ -34,7 +34,8 @@ from mixer.server.events import QuotaUsage, RecentEvents
 from mixer.server.metrics import MixerMetrics
 from mixer.server.policy import AuthorizationService
 from mixer.server.ratelimit import RateLimitService
-from mixer.telemetry.attributes import Report
+from mixer.telemetry.attributes import Report, Workload
+from mixer.telemetry.ingest import Ingest
 from mixer.telemetry.store import TrafficStore
 
 log = logging.getLogger("mixer")
@@ -56,6 +57,7 @@ class Telemetry:
         self.metrics = metrics
         self.istio = IstioMetrics(registry, config.telemetry.max_series_per_metric)
         self.store = TrafficStore(max_edges=config.telemetry.max_series_per_metric)
+        self.ingest = Ingest()
         self.writer: JsonLinesWriter | None = None
         self.apply(config)
 
@@ -73,9 +75,47 @@ class Telemetry:
                 event(log, logging.ERROR, "accesslog.open_failed", path=path, error=str(e))
 
     def __call__(self, report: Report) -> None:
+        """One report (tests, tools); the access-log service hands whole batches to ``http``/``tcp``."""
         self.istio.record(report)
         self.store.add(report)
-        if self.writer is not None:
+        self._write([report])
+
+    def http(self, node: Workload, entries) -> None:
+        """One batch of HTTPAccessLogEntry messages from the proxy ``node``."""
+        reports: list[Report] | None = [] if self.writer is not None else None
+        batch = self.ingest.http(node, entries, reports)
+        istio, store = self.istio, self.store
+        n = 0
+        for series, totals in batch.items():
+            n += totals.n
+            istio.record_http(series.values, totals)
+            store.add_http(
+                series.edge,
+                totals.n,
+                totals.n if series.error else 0,
+                totals.n if series.mtls else 0,
+                totals.duration,
+            )
+        istio.count_reports("http", n)
+        if reports:
+            self._write(reports)
+
+    def tcp(self, node: Workload, entries) -> None:
+        """One batch of TCPAccessLogEntry messages from the proxy ``node``."""
+        reports: list[Report] | None = [] if self.writer is not None else None
+        n = 0
+        for series, t in self.ingest.tcp(node, entries, reports).items():
+            n += t.n
+            self.istio.record_tcp(series.values, t.opened, t.closed, t.sent, t.received, t.n)
+            self.store.add_tcp(series.edge, t.n, t.opened, t.sent + t.received, t.n if series.mtls else 0)
+        self.istio.count_reports("tcp", n)
+        if reports:
+            self._write(reports)
+
+    def _write(self, reports: list[Report]) -> None:
+        if self.writer is None:
+            return
+        for report in reports:
             try:
                 self.writer.write(report)
             except (OSError, ValueError):

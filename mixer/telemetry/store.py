@@ -40,6 +40,26 @@ class EdgeKey:
     protocol: str
 
 
+def edge_key(labels: dict[str, str]) -> EdgeKey:
+    return EdgeKey(
+        labels["reporter"],
+        (
+            labels["source_workload"],
+            labels["source_workload_namespace"],
+            labels["source_app"],
+            labels["source_version"],
+        ),
+        (
+            labels["destination_workload"],
+            labels["destination_workload_namespace"],
+            labels["destination_app"],
+            labels["destination_version"],
+        ),
+        labels["destination_service"],
+        labels["request_protocol"],
+    )
+
+
 def percentile(counts: list[int], q: float) -> float | None:
     """Interpolated q-quantile (0..1) from counts per Istio duration bucket (last is +Inf)."""
     total = sum(counts)
@@ -72,42 +92,49 @@ class TrafficStore:
         return self.buckets[-1][1]
 
     def add(self, report: Report) -> None:
-        lab = report.labels
-        key = EdgeKey(
-            lab["reporter"],
-            (
-                lab["source_workload"],
-                lab["source_workload_namespace"],
-                lab["source_app"],
-                lab["source_version"],
-            ),
-            (
-                lab["destination_workload"],
-                lab["destination_workload_namespace"],
-                lab["destination_app"],
-                lab["destination_version"],
-            ),
-            lab["destination_service"],
-            lab["request_protocol"],
-        )
+        """One report (``add_http``/``add_tcp`` take a whole batch's counts per edge)."""
+        key = edge_key(report.labels)
+        if report.kind == "http":
+            latency = [0] * (len(DURATION_BUCKETS_MS) + 1)
+            latency[bisect.bisect_left(DURATION_BUCKETS_MS, report.duration_ms)] = 1
+            code = int(report.labels["response_code"] or 0)
+            self.add_http(key, 1, int(code == 0 or code >= 500), int(report.mtls), latency)
+        else:
+            sent = report.sent_bytes + report.received_bytes
+            self.add_tcp(key, 1, int(report.opened), sent, int(report.mtls))
+
+    def _stats(self, key: EdgeKey, n: int) -> EdgeStats | None:
         bucket = self._bucket(self.clock())
         stats = bucket.get(key)
         if stats is None:
             if len(bucket) >= self.max_edges:
-                self.dropped += 1
-                return
+                self.dropped += n
+                return None
             stats = bucket[key] = EdgeStats()
-        if report.kind == "http":
-            stats.requests += 1
-            code = int(lab["response_code"] or 0)
-            if code == 0 or code >= 500:
-                stats.errors += 1
-            stats.latency[bisect.bisect_left(DURATION_BUCKETS_MS, report.duration_ms)] += 1
-        else:
-            stats.requests += int(report.opened)  # for TCP edges "requests" are connections
-            stats.tcp_bytes += report.sent_bytes + report.received_bytes
-        if report.mtls:
-            stats.mtls += 1
+        return stats
+
+    def add_http(self, key: EdgeKey, n: int, errors: int, mtls: int, latency: list[int]) -> None:
+        """``n`` requests of one edge: how many were errors and used mTLS, the count per Istio duration
+        bucket (the last is +Inf)."""
+        stats = self._stats(key, n)
+        if stats is None:
+            return
+        stats.requests += n
+        stats.errors += errors
+        stats.mtls += mtls
+        own = stats.latency
+        for i, c in enumerate(latency):
+            if c:
+                own[i] += c
+
+    def add_tcp(self, key: EdgeKey, n: int, opened: int, tcp_bytes: int, mtls: int) -> None:
+        """``n`` TCP reports of one edge: connections opened, bytes of the closed ones, mTLS reports."""
+        stats = self._stats(key, n)
+        if stats is None:
+            return
+        stats.requests += opened  # for TCP edges "requests" are connections
+        stats.tcp_bytes += tcp_bytes
+        stats.mtls += mtls
 
     def _window(self, window_s: float) -> dict[EdgeKey, EdgeStats]:
         """Edges summed over the last window_s seconds, one reporter per (source, destination) pair."""

@@ -1,0 +1,145 @@
+"""A batch of access-log entries -> Istio's metric series and their counts (pure).
+
+The label values of an entry depend only on a few of its fields, and the entries of one edge repeat
+them: our proxy's isthmus label Struct (identical bytes for every request of a peer, destination
+service and TLS facts), the upstream cluster, the response flags, the authority, the content type and
+the response code, plus the reporting node. ``Ingest`` keys a bounded LRU by exactly those, so the
+labels (computed by ``attributes.http_report``, the reference, on a miss) cost one dict lookup for a
+repeated edge. An entry without the isthmus Struct (a real Envoy's) has its labels from other fields
+(filter state, headers, TLS properties): it takes ``http_report`` every time.
+
+A batch is then aggregated per series before anything is recorded (``HttpTotals``: count, buckets,
+sums), so Istio's metrics and the dashboard's store are touched once per series and batch. Every
+entry is counted exactly once.
+"""
+
+from __future__ import annotations
+
+from collections import OrderedDict
+from dataclasses import dataclass
+
+from mixer.adapters.prometheus import HttpTotals
+from mixer.telemetry.attributes import (
+    ISTHMUS_METADATA,
+    REQUEST_LABELS,
+    TCP_LABELS,
+    Report,
+    Workload,
+    http_report,
+    tcp_report,
+)
+from mixer.telemetry.store import EdgeKey, edge_key
+
+
+@dataclass(eq=False)
+class Series:
+    """One label combination: its values in the metric's label order, its dashboard edge, and the two
+    facts the dashboard counts per request (mTLS, error)."""
+
+    kind: str
+    labels: dict[str, str]
+    values: tuple[str, ...]
+    edge: EdgeKey
+    mtls: bool
+    error: bool
+
+    @classmethod
+    def of(cls, report: Report) -> Series:
+        names = REQUEST_LABELS if report.kind == "http" else TCP_LABELS
+        values = tuple(report.labels[n] for n in names)
+        error = False
+        if report.kind == "http":
+            code = int(report.labels["response_code"] or 0)
+            error = code == 0 or code >= 500
+        return cls(report.kind, report.labels, values, edge_key(report.labels), report.mtls, error)
+
+
+@dataclass
+class TcpTotals:
+    opened: int = 0
+    closed: int = 0
+    sent: int = 0
+    received: int = 0
+    n: int = 0
+
+
+class Ingest:
+    def __init__(self, max_cached: int = 4096) -> None:
+        self.max_cached = max_cached
+        self._cache: OrderedDict[tuple, Series | None] = OrderedDict()
+        self.hits = self.misses = 0
+
+    def _series(self, key: tuple, node: Workload, entry) -> tuple[Series, Report | None]:
+        """On a miss: the entry's labels by the reference code, cached when the key determines them."""
+        self.misses += 1
+        report = http_report(node, entry)
+        series = Series.of(report)
+        cacheable = ISTHMUS_METADATA in entry.common_properties.metadata.filter_metadata
+        self._cache[key] = series if cacheable else None
+        if len(self._cache) > self.max_cached:
+            self._cache.popitem(last=False)
+        return series, report
+
+    def http(self, node: Workload, entries, reports: list | None = None) -> dict[Series, HttpTotals]:
+        """HTTPAccessLogEntry messages -> totals per series; each entry's Report appended to ``reports``
+        when given (the JSON access log wants one line per entry)."""
+        out: dict[Series, HttpTotals] = {}
+        cache = self._cache
+        node_key = (node.workload, node.namespace, node.app, node.version)
+        for entry in entries:
+            common = entry.common_properties
+            request = entry.request
+            response = entry.response
+            key = (
+                node_key,
+                common.metadata.SerializeToString(),
+                common.upstream_cluster,
+                common.response_flags.SerializeToString(),
+                request.authority,
+                request.request_headers.get("content-type", ""),
+                response.response_code.value,
+            )
+            series = cache.get(key)
+            report = None
+            if series is not None:
+                cache.move_to_end(key)
+                self.hits += 1
+            else:
+                series, report = self._series(key, node, entry)
+            if reports is not None:
+                if report is None:
+                    report = http_report(node, entry)
+                reports.append(report)
+            if common.HasField("duration"):
+                d = common.duration
+            else:
+                d = common.time_to_last_downstream_tx_byte
+            totals = out.get(series)
+            if totals is None:
+                totals = out[series] = HttpTotals()
+            totals.add(
+                d.seconds * 1000.0 + d.nanos / 1e6,
+                request.request_headers_bytes + request.request_body_bytes,
+                response.response_headers_bytes + response.response_body_bytes,
+            )
+        return out
+
+    def tcp(self, node: Workload, entries, reports: list | None = None) -> dict[Series, TcpTotals]:
+        """TCPAccessLogEntry messages -> totals per series (one per connection event: no cache)."""
+        out: dict[tuple, tuple[Series, TcpTotals]] = {}
+        for entry in entries:
+            report = tcp_report(node, entry)
+            if reports is not None:
+                reports.append(report)
+            values = tuple(report.labels[n] for n in TCP_LABELS)
+            pair = out.get((values, report.mtls))
+            if pair is None:
+                pair = out[(values, report.mtls)] = (Series.of(report), TcpTotals())
+            t = pair[1]
+            t.n += 1
+            t.opened += report.opened
+            if report.closed:
+                t.closed += 1
+                t.sent += report.sent_bytes
+                t.received += report.received_bytes
+        return dict(out.values())
