@@ -17,6 +17,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import ssl
+import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
@@ -103,12 +104,15 @@ class TlsSession:
         self.state = HANDSHAKING
         self.info: TlsConnectionInfo | None = None
         # Client: feeds left in which to look for the server's session ticket (0: done / server).
+        # Set once the handshake completed: a connection that resumed a session still fresh does
+        # not look (reading SSLObject.session re-parses the session and its peer certificate).
         self._ticket_checks = 0
+        self._offered: ssl.SSLSession | None = None
         if not self.server_side:
-            self._ticket_checks = _TICKET_CHECKS
             cached = built.session_cache.get(self.sni)
             if cached is not None:
                 self.obj.session = cached
+                self._offered = cached
 
     def start(self) -> None:
         """A client sends its ClientHello (a server waits for one)."""
@@ -130,6 +134,8 @@ class TlsSession:
             raise TlsError(f"TLS handshake failed: {e.reason or e}", _reason_of(e)) from None
         self.state = OPEN
         self.info = self._connection_info()
+        if not self.server_side and not (self.obj.session_reused and _fresh(self._offered)):
+            self._ticket_checks = _TICKET_CHECKS
         return True
 
     def feed(self, data: bytes) -> FeedResult:
@@ -163,7 +169,9 @@ class TlsSession:
                 result.peer_closed = True
                 break
             chunks.append(chunk)
-        if self._ticket_checks:
+        # TLS 1.3 tickets follow the client's Finished: none can be in the flight that ended the
+        # handshake (TLS 1.2 sends its ticket inside the handshake: look at once).
+        if self._ticket_checks and not (result.handshake_done and self.info.version == "TLSv1.3"):
             self._keep_session()
         if chunks:
             result.plaintext = chunks[0] if len(chunks) == 1 else b"".join(chunks)
@@ -221,6 +229,16 @@ class TlsSession:
             peer_subject=subject,
             local_sans=self.built.local_sans,
         )
+
+
+def _fresh(session: ssl.SSLSession | None) -> bool:
+    """A cached session in the first half of its ticket's lifetime: a connection that resumed it
+    keeps it instead of taking the new ticket (Envoy keeps the newest; a resumed session carries
+    the same identities, so only its age matters)."""
+    if session is None:
+        return False
+    lifetime = session.ticket_lifetime_hint
+    return lifetime > 0 and time.time() - session.time < lifetime / 2
 
 
 def _reason_of(e: ssl.SSLError) -> str:

@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
+import ssl
+
 import pytest
 
 from proxy.stats.store import Store
-from proxy.tls import xfcc
+from proxy.tls import transport, xfcc
 from proxy.tls.transport import TlsSession, tls_stats
 from tests.unit.proxy.tls.certs import make_ca
 from tests.unit.proxy.tls.test_context import ALICE
@@ -38,6 +40,58 @@ def test_second_connection_resumes_and_keeps_the_peer_identities():
     assert s2.info.peer_uri_sans == (ALICE,) and c2.info.peer_uri_sans == (BOB,)
     assert s2.info.peer_certificate_der == s1.info.peer_certificate_der
     assert s2.info.local_uri_sans == (BOB,)
+
+
+def _count_session_reads(monkeypatch) -> list[int]:
+    """Count reads of SSLObject.session (each one re-parses the session and its peer certificate)."""
+    reads = [0]
+    prop = ssl.SSLObject.session
+
+    def getter(obj):
+        reads[0] += 1
+        return prop.fget(obj)
+
+    monkeypatch.setattr(ssl.SSLObject, "session", property(getter, prop.fset))
+    return reads
+
+
+def test_a_full_handshake_reads_the_session_once_when_the_ticket_came(monkeypatch):
+    reads = _count_session_reads(monkeypatch)
+    ca = make_ca()
+    client_built = client_ctx(ca)
+    _connect(server_ctx(ca), client_built)
+    # Not in the feed that ended the TLS 1.3 handshake (no ticket can be there yet): once, after.
+    assert reads[0] == 1
+    assert client_built.session_cache[SNI].has_ticket
+
+
+def test_a_resumed_fresh_session_is_kept_without_reading_the_new_ticket(monkeypatch):
+    ca = make_ca()
+    server_built, client_built = server_ctx(ca), client_ctx(ca)
+    _connect(server_built, client_built)
+    first = client_built.session_cache[SNI]
+    reads = _count_session_reads(monkeypatch)
+    for _ in range(3):
+        _, c = _connect(server_built, client_built)
+        assert c.session_reused
+    assert reads[0] == 0
+    assert client_built.session_cache[SNI] is first
+
+
+def test_a_session_past_half_its_lifetime_is_replaced_by_the_new_ticket(monkeypatch):
+    ca = make_ca()
+    server_built, client_built = server_ctx(ca), client_ctx(ca)
+    _connect(server_built, client_built)
+    first = client_built.session_cache[SNI]
+    later = first.time + first.ticket_lifetime_hint / 2 + 1
+    monkeypatch.setattr(transport.time, "time", lambda: later)
+    _, c = _connect(server_built, client_built)
+    assert c.session_reused
+    newer = client_built.session_cache[SNI]
+    assert newer is not first and newer.has_ticket and newer.id != first.id
+    # The newer one resumes too.
+    _, c = _connect(server_built, client_built)
+    assert c.session_reused
 
 
 def test_no_resumption_across_sni_or_a_rebuilt_context():
