@@ -372,6 +372,9 @@ class BuiltContext:
     generation: int = 0
     # Client side: SNI -> the newest resumable ssl.SSLSession (proxy.tls.transport.TlsSession).
     session_cache: dict = field(default_factory=dict, compare=False, repr=False)
+    # Peer certificate DER -> what connections derive from it (proxy.tls.transport.PeerFacts):
+    # a mesh has few peers, each seen on many connections.
+    peer_facts: dict = field(default_factory=dict, compare=False, repr=False)
 
     @property
     def local_uri_sans(self) -> tuple[str, ...]:

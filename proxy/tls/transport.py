@@ -51,8 +51,9 @@ class TlsConnectionInfo:
     peer_sans: PeerSans = field(default_factory=PeerSans)
     peer_subject: str = ""
     local_sans: PeerSans = field(default_factory=PeerSans)
-    # What per-request code derives from these facts, computed once per connection (e.g. the XFCC
-    # element per XfccConfig, the certificate digest).
+    # What per-request code derives from these facts (e.g. the XFCC element per XfccConfig, the
+    # certificate digest), computed once per peer certificate and context: connections with the
+    # same peer certificate under the same context share it.
     memo: dict = field(default_factory=dict, compare=False, repr=False)
 
     @property
@@ -210,25 +211,50 @@ class TlsSession:
         return self._out.read()
 
     def _connection_info(self) -> TlsConnectionInfo:
-        der = self.obj.getpeercert(binary_form=True)
-        peer_sans, subject = PeerSans(), ""
-        if der:
-            try:
-                peer_sans = sans_of(der)
-                subject = subject_rfc4514(der)
-            except ValueError:
-                pass
-        cipher = self.obj.cipher()
+        obj = self.obj
+        der = obj.getpeercert(binary_form=True)
+        facts = peer_facts(self.built, der) if der else _NO_PEER
+        cipher = obj.cipher()
         return TlsConnectionInfo(
-            version=self.obj.version() or "",
+            version=obj.version() or "",
             cipher=cipher[0] if cipher else "",
-            alpn=self.obj.selected_alpn_protocol() or "",
-            sni=self.sni or (getattr(self.obj, "server_hostname", None) or ""),
+            alpn=obj.selected_alpn_protocol() or "",
+            sni=self.sni or (getattr(obj, "server_hostname", None) or ""),
             peer_certificate_der=der or None,
-            peer_sans=peer_sans,
-            peer_subject=subject,
+            peer_sans=facts.sans,
+            peer_subject=facts.subject,
             local_sans=self.built.local_sans,
+            memo={} if facts is _NO_PEER else facts.memo,
         )
+
+
+@dataclass(frozen=True)
+class PeerFacts:
+    """What a peer certificate says (read with the DER walk) and what per-request code derives from
+    it (``memo``); one per certificate and context."""
+
+    sans: PeerSans
+    subject: str
+    memo: dict = field(default_factory=dict, compare=False, repr=False)
+
+
+_NO_PEER = PeerFacts(PeerSans(), "")
+PEER_FACTS_MAX = 1024  # distinct peer certificates remembered per context (then start over)
+
+
+def peer_facts(built: BuiltContext, der: bytes) -> PeerFacts:
+    """The facts of a peer certificate, read once per context (a rotated context starts empty)."""
+    cache = built.peer_facts
+    facts = cache.get(der)
+    if facts is None:
+        try:
+            facts = PeerFacts(sans_of(der), subject_rfc4514(der))
+        except ValueError:
+            facts = PeerFacts(PeerSans(), "")
+        if len(cache) >= PEER_FACTS_MAX:
+            cache.clear()
+        cache[der] = facts
+    return facts
 
 
 def _fresh(session: ssl.SSLSession | None) -> bool:
