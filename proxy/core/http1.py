@@ -153,17 +153,18 @@ class _ParserBase:
     def on_header(self, name: bytes, value: bytes) -> None:
         if not self._in_head:
             return  # a trailer: dropped
-        self._head_size += len(name) + len(value)
-        if self._head_size > self.max_header_bytes:
-            raise _LimitExceeded("http1.headers_too_large")
-        if len(self._items) >= self.max_headers_count:
-            raise _LimitExceeded("http1.too_many_headers")
+        size = self._head_size = self._head_size + len(name) + len(value)
+        items = self._items
+        if size > self.max_header_bytes or len(items) >= self.max_headers_count:
+            raise _LimitExceeded(
+                "http1.headers_too_large" if size > self.max_header_bytes else "http1.too_many_headers"
+            )
         key = _NAMES.get(name)
         if key is None:
             key = name.decode("latin-1").lower()
             if len(_NAMES) < _NAMES_MAX:
                 _NAMES[name] = key
-        self._items.append((key, value.decode("latin-1")))
+        items.append((key, value.decode("latin-1")))
 
     def _error(self, status: int, reason: str) -> list:
         self.dead = True
@@ -214,7 +215,7 @@ class RequestParser(_ParserBase):
         self._in_head = False
         method = p.get_method().decode("latin-1")
         version = p.get_http_version()
-        url = b"".join(self._url).decode("latin-1")
+        url = (self._url[0] if len(self._url) == 1 else b"".join(self._url)).decode("latin-1")
         items = self._items
         authority = None
         connection = None
@@ -270,12 +271,12 @@ class RequestParser(_ParserBase):
                 and data.count(b"\r", start, end + 2) == len(items)
             ):
                 raw = data[start : end + 2]
-        headers = Headers.from_lowercase(pseudo + regular, raw)
+        pseudo += regular
+        headers = Headers.from_lowercase(pseudo, raw)
         upgrade = bool(p.should_upgrade())
         expect_continue = expect is not None and version == "1.1" and expect.lower() == "100-continue"
-        self._events.append(
-            RequestHead(headers, _keep_alive(version, connection), upgrade, expect_continue, version)
-        )
+        keep_alive = version == "1.1" if connection is None else _keep_alive(version, connection)
+        self._events.append(RequestHead(headers, keep_alive, upgrade, expect_continue, version))
 
     def on_body(self, body: bytes) -> None:
         self._events.append(Data(body))
@@ -386,8 +387,9 @@ class ResponseParser(_ParserBase):
                 chunked = chunked or "chunked" in v.lower()
             elif k == "content-length":
                 has_cl = True
-        headers = Headers.from_lowercase([(":status", str(status))] + items)
-        keep_alive = _keep_alive(version, connection)
+        items.insert(0, (":status", _STATUS_STR.get(status) or str(status)))  # the list is this message's
+        headers = Headers.from_lowercase(items)
+        keep_alive = version == "1.1" if connection is None else _keep_alive(version, connection)
         no_body = status < 200 or status in (204, 304)
         self._until_close = not (no_body or chunked or has_cl)
         if self._until_close:
@@ -504,6 +506,9 @@ class ResponseParser(_ParserBase):
 # ---------------------------------------------------------------------------------------- serializers
 
 _REASONS = {s.value: s.phrase for s in http.HTTPStatus}
+_STATUS_STR = {code: str(code) for code in _REASONS}
+# The HTTP/1.1 status lines of the known codes, keyed by the :status text.
+_STATUS_LINES_11 = {str(code): f"HTTP/1.1 {code} {phrase}" for code, phrase in _REASONS.items()}
 
 
 def reason_phrase(status: int) -> str:
@@ -520,9 +525,16 @@ def _header_block(lines: list[str]) -> bytes:
 
 def encode_response_head(headers: Headers, http_version: str = "1.1") -> bytes:
     """Status line and headers (pseudo-headers are not written; names go out lower-case)."""
-    status = headers.get(":status") or "200"
-    lines = [f"HTTP/{http_version} {status} {reason_phrase(int(status))}"]
-    lines.extend([f"{k}: {v}" for k, v in headers.items() if k[0] != ":"])
+    items = headers.items()
+    if items and items[0][0] == ":status":  # where the codec and the connection manager put it
+        status = items[0][1] or "200"
+    else:
+        status = headers.get(":status") or "200"
+    line = _STATUS_LINES_11.get(status) if http_version == "1.1" else None
+    if line is None:
+        line = f"HTTP/{http_version} {status} {reason_phrase(int(status))}"
+    lines = [f"{k}: {v}" for k, v in items if k[0] != ":"]
+    lines.insert(0, line)
     return _header_block(lines)
 
 
@@ -531,12 +543,14 @@ def encode_request_head(headers: Headers, http_version: str = "1.1") -> bytes:
     received head's raw lines (``Headers.raw_block``) go out as received plus what was appended."""
     raw = headers.raw_block
     if raw is not None:
-        method = headers.get(":method") or "GET"
+        items = headers.items()
+        if len(items) > 1 and items[0][0] == ":method" and items[1][0] == ":path":  # the codec's order
+            method, path = items[0][1] or "GET", items[1][1] or "/"
+        else:
+            method, path = headers.get(":method") or "GET", headers.get(":path") or "/"
         if method != "CONNECT":
             block, added = raw
-            line = f"{method} {headers.get(':path') or '/'} HTTP/{http_version}\r\n".encode(
-                "latin-1", "replace"
-            )
+            line = f"{method} {path} HTTP/{http_version}\r\n".encode("latin-1", "replace")
             if not added:
                 return line + block + b"\r\n"
             return line + block + _header_block([f"{k}: {v}" for k, v in added])
