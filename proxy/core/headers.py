@@ -89,11 +89,17 @@ class Headers:
 
     # The lookups below are plain loops on purpose: on the request path they run a dozen times per
     # request over ~10 short names, where a generator or a side index costs more than it saves.
+    # Names are stored lower-case, so a name found as given needs no lower(); callers nearly always
+    # pass lower-case literals. A miss lower-cases the name and looks again only when that changed it.
     def get(self, name: str, default: str | None = None) -> str | None:
-        name = name.lower()
         for kv in self._items:
             if kv[0] == name:
                 return kv[1]
+        low = name.lower()
+        if low != name:
+            for kv in self._items:
+                if kv[0] == low:
+                    return kv[1]
         return default
 
     def get_lowercase(self, name: str, default: str | None = None) -> str | None:
@@ -111,15 +117,19 @@ class Headers:
         if type(name) is not str:
             if not isinstance(name, str):
                 return False
-        name = name.lower()
         for kv in self._items:
             if kv[0] == name:
                 return True
+        low = name.lower()
+        if low != name:
+            for kv in self._items:
+                if kv[0] == low:
+                    return True
         return False
 
     def add(self, name: str, value: str) -> None:
         name = name.lower()
-        if name.startswith(":"):
+        if name[:1] == ":":
             # Pseudo-headers stay in front of regular headers.
             self._raw = None
             idx = 0
@@ -144,7 +154,10 @@ class Headers:
                         self._raw = None
                         break
                 return
-        self.add(name, value)
+        if name[:1] == ":":
+            self.add(name, value)
+        else:
+            items.append((name, value))
 
     def setdefault(self, name: str, value: str) -> str:
         current = self.get(name)
