@@ -51,6 +51,8 @@ def _drop_raw_lines(
     return b"".join(out)
 
 
+_new = object.__new__
+
 _PSEUDO_OR_HOST = frozenset((":method", ":path", ":authority", ":scheme", ":status", "host"))
 
 
@@ -67,7 +69,7 @@ class Headers:
         """Adopt a list whose names are already lower-case (the codec's fast path; no copy). `raw`:
         the head's header lines as received, each ending in CRLF, one per regular item (plus the
         ``Host`` line that became ``:authority``) — the codec vouches for that."""
-        h = cls.__new__(cls)
+        h = _new(cls)
         h._items = items
         h._raw = raw
         h._raw_n = len(items)
