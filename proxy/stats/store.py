@@ -12,6 +12,8 @@ import bisect
 import math
 
 # Envoy's default histogram bucket bounds (milliseconds for time histograms).
+_bisect_left, _bisect_right = bisect.bisect_left, bisect.bisect_right
+
 DEFAULT_BUCKETS = (
     0.5,
     1,
@@ -82,13 +84,13 @@ class Histogram:
         self.bins: dict[float, int] = {}
 
     def record(self, value: float) -> None:
-        self.counts[bisect.bisect_left(self.bounds, value)] += 1
+        self.counts[_bisect_left(self.bounds, value)] += 1
         self.count += 1
         self.sum += value
         # The bin's floor by bisection over a precomputed table (one C call on the request path)
         # instead of log10/pow arithmetic; values outside the table's range take the long way.
         if _TABLE_LOW <= value < _TABLE_HIGH:
-            key = _FLOORS[bisect.bisect_right(_FLOORS, value * _NUDGE) - 1]
+            key = _FLOORS[_bisect_right(_FLOORS, value * _NUDGE) - 1]
         else:
             key = _bin_floor(value)
         bins = self.bins
