@@ -146,9 +146,10 @@ def _ingest_in_process(quick: bool) -> dict:
     from mixer.server.accesslog import AccessLogService
     from mixer.server.app import Telemetry
     from mixer.server.metrics import MixerMetrics
+    from mixer.telemetry.alsview import StreamAccessLogsView
 
     entries = _proxy_entries(4000 if quick else 20000)
-    messages = [als_pb2.StreamAccessLogsMessage.FromString(m) for m in _batches(entries, 27)]
+    messages = [StreamAccessLogsView.FromString(m) for m in _batches(entries, 27)]  # as grpc hands them
 
     async def stream():
         for m in messages:

@@ -16,7 +16,6 @@ from dataclasses import dataclass
 
 import grpc
 import uvicorn
-from envoy.service.accesslog.v3 import als_pb2_grpc
 from envoy.service.auth.v3 import external_auth_pb2_grpc
 from envoy.service.ratelimit.v3 import rls_pb2_grpc
 from prometheus_client import REGISTRY, CollectorRegistry, Info
@@ -28,7 +27,7 @@ from mixer.adapters.prometheus import IstioMetrics
 from mixer.adapters.quota import MemoryBackend, QuotaService
 from mixer.config.model import ConfigError, MixerConfig
 from mixer.config.watcher import ConfigHolder
-from mixer.server import http_api
+from mixer.server import accesslog, http_api
 from mixer.server.accesslog import AccessLogService
 from mixer.server.events import QuotaUsage, RecentEvents
 from mixer.server.metrics import MixerMetrics
@@ -200,7 +199,7 @@ async def _serve(options: MixerOptions) -> int:
     rls_pb2_grpc.add_RateLimitServiceServicer_to_server(
         RateLimitService(holder, QuotaService(backend), metrics, ratelimits, usage), server
     )
-    als_pb2_grpc.add_AccessLogServiceServicer_to_server(AccessLogService(telemetry, metrics), server)
+    accesslog.add_to_server(AccessLogService(telemetry, metrics), server)
     try:
         grpc_port = server.add_insecure_port(grpc_target)
     except RuntimeError as e:

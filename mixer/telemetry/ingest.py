@@ -6,7 +6,8 @@ service and TLS facts), the upstream cluster, the response flags, the authority,
 the response code, plus the reporting node. ``Ingest`` keys a bounded LRU by exactly those, so the
 labels (computed by ``attributes.http_report``, the reference, on a miss) cost one dict lookup for a
 repeated edge. An entry without the isthmus Struct (a real Envoy's) has its labels from other fields
-(filter state, headers, TLS properties): it takes ``http_report`` every time.
+(filter state, headers, TLS properties): it takes ``http_report`` every time. Entries arrive as
+``alsview`` HTTP entries (metadata and response flags as their raw bytes: the key as received).
 
 A batch is then aggregated per series before anything is recorded (``HttpTotals``: count, buckets,
 sums), so Istio's metrics and the dashboard's store are touched once per series and batch. Every
@@ -19,6 +20,7 @@ from collections import OrderedDict
 from dataclasses import dataclass
 
 from mixer.adapters.prometheus import HttpTotals
+from mixer.telemetry.alsview import full_http_entry
 from mixer.telemetry.attributes import (
     ISTHMUS_METADATA,
     REQUEST_LABELS,
@@ -72,16 +74,17 @@ class Ingest:
     def _series(self, key: tuple, node: Workload, entry) -> tuple[Series, Report | None]:
         """On a miss: the entry's labels by the reference code, cached when the key determines them."""
         self.misses += 1
-        report = http_report(node, entry)
+        full = full_http_entry(entry)
+        report = http_report(node, full)
         series = Series.of(report)
-        cacheable = ISTHMUS_METADATA in entry.common_properties.metadata.filter_metadata
+        cacheable = ISTHMUS_METADATA in full.common_properties.metadata.filter_metadata
         self._cache[key] = series if cacheable else None
         if len(self._cache) > self.max_cached:
             self._cache.popitem(last=False)
         return series, report
 
     def http(self, node: Workload, entries, reports: list | None = None) -> dict[Series, HttpTotals]:
-        """HTTPAccessLogEntry messages -> totals per series; each entry's Report appended to ``reports``
+        """HTTP entries (``alsview``) -> totals per series; each entry's Report appended to ``reports``
         when given (the JSON access log wants one line per entry)."""
         out: dict[Series, HttpTotals] = {}
         cache = self._cache
@@ -95,9 +98,9 @@ class Ingest:
             headers = request.request_headers  # an empty map's get() costs 10x its truth test
             key = (
                 node_key,
-                common.metadata.SerializeToString(),
+                common.metadata,
                 common.upstream_cluster,
-                common.response_flags.SerializeToString() if common.HasField("response_flags") else b"",
+                common.response_flags,
                 request.authority,
                 headers.get("content-type", "") if headers else "",
                 response.response_code.value,
@@ -111,7 +114,7 @@ class Ingest:
                 series, report = self._series(key, node, entry)
             if reports is not None:
                 if report is None:
-                    report = http_report(node, entry)
+                    report = http_report(node, full_http_entry(entry))
                 reports.append(report)
             if common.HasField("duration"):
                 d = common.duration

@@ -9,6 +9,7 @@ import random
 
 from envoy.config.core.v3 import base_pb2
 from envoy.data.accesslog.v3 import accesslog_pb2
+from envoy.service.accesslog.v3 import als_pb2
 from google.protobuf import any_pb2, struct_pb2
 from prometheus_client import CollectorRegistry, Counter, Histogram
 from prometheus_client.exposition import generate_latest
@@ -18,6 +19,7 @@ from mixer.adapters.prometheus import DURATION_BUCKETS_MS, SIZE_BUCKETS
 from mixer.config.model import MixerConfig, TelemetryConfig
 from mixer.server.app import Telemetry
 from mixer.server.metrics import MixerMetrics
+from mixer.telemetry.alsview import StreamAccessLogsView, full_http_entry, view_http_entry
 from mixer.telemetry.attributes import (
     REQUEST_LABELS,
     TCP_LABELS,
@@ -229,8 +231,15 @@ def telemetry(max_series: int = 5000, access_log: str | None = None) -> tuple[Te
 
 
 def feed(t: Telemetry, node, entries, batch: int, tcp: bool = False) -> None:
+    """Envoy's entries in batches, HTTP ones read as the gRPC service reads them (alsview)."""
     for i in range(0, len(entries), batch):
-        (t.tcp if tcp else t.http)(node, entries[i : i + batch])
+        if tcp:
+            t.tcp(node, entries[i : i + batch])
+        else:
+            message = als_pb2.StreamAccessLogsMessage()
+            message.http_logs.log_entry.extend(entries[i : i + batch])
+            view = StreamAccessLogsView.FromString(message.SerializeToString())
+            t.http(node, view.http_logs.log_entry)
 
 
 def test_batched_ingest_gives_the_reference_samples_and_dashboard():
@@ -331,3 +340,19 @@ def test_json_access_log_has_one_line_per_entry(tmp_path):
     assert len(lines) == 150
     want = [http_report(REVIEWS, e).labels for e in http] + [tcp_report(REVIEWS, e).labels for e in tcp]
     assert [{k: ln[k] for k in w} for ln, w in zip(lines, want, strict=True)] == want
+
+
+def test_the_lean_reading_gives_back_envoys_entry_exactly():
+    rng = random.Random(11)
+    for e in http_entries(rng, 200):
+        e.common_properties.downstream_remote_address.socket_address.address = "127.0.0.1"
+        e.common_properties.tls_properties.tls_sni_hostname = "reviews"
+        e.request.path = "/reviews/0"
+        view = view_http_entry(e)
+        # a sub-message read as bytes loses only the presence of an empty one (no label reads that)
+        for name in ("response_flags", "metadata"):
+            if not getattr(e.common_properties, name).ByteSize():
+                e.common_properties.ClearField(name)
+        assert full_http_entry(view) == e
+        assert view.common_properties.metadata == e.common_properties.metadata.SerializeToString()
+        assert view.response.response_code.value == e.response.response_code.value
