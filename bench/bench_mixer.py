@@ -398,6 +398,7 @@ def _proxy_cost(tmp: Path, quick: bool) -> list[dict]:
                     cpu[name].append(used / total * 1000 if total else 0.0)
             time.sleep(2.5)  # the access-log flush interval (1 s): let the last batches go out
             stats = {name: _stats(admin) for name, (_, admin, _) in proxies.items()}
+            batching = _mixer_batching(http_port)
     base_rps, base_cpu = statistics.median(rps["off"]), statistics.median(cpu["off"])
     rows = []
     for name, features in CONFIGS:
@@ -423,6 +424,7 @@ def _proxy_cost(tmp: Path, quick: bool) -> list[dict]:
             row["cache_miss"] = s.get("http.inbound.ext_authz.cache_miss", 0)
         rows.append(row)
     head = rows[-1]
+    rows.append({"case": "mixer, entries per StreamAccessLogs message (the proxies' batches)", **batching})
     rows.append(
         {
             "case": "proxy cost, telemetry+policy on vs off (goal: under 10%)",
@@ -431,6 +433,28 @@ def _proxy_cost(tmp: Path, quick: bool) -> list[dict]:
         }
     )
     return rows
+
+
+def _mixer_batching(http_port: int) -> dict:
+    """Entries and StreamAccessLogs messages mixer received from the proxies, from its /metrics."""
+    from prometheus_client.parser import text_string_to_metric_families
+
+    with urllib.request.urlopen(f"http://127.0.0.1:{http_port}/metrics", timeout=5) as resp:
+        text = resp.read().decode()
+    values = {}
+    for family in text_string_to_metric_families(text):
+        for sample in family.samples:
+            if sample.name in ("mixer_telemetry_reports_total", "mixer_accesslog_messages_total"):
+                values[sample.name] = values.get(sample.name, 0) + sample.value
+    entries, messages = (
+        values.get("mixer_telemetry_reports_total", 0),
+        values.get("mixer_accesslog_messages_total", 0),
+    )
+    return {
+        "entries": int(entries),
+        "messages": int(messages),
+        "per_message": round(entries / messages, 1) if messages else None,
+    }
 
 
 def _feature_cpu(quick: bool) -> list[dict]:

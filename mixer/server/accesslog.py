@@ -32,8 +32,10 @@ class AccessLogService(als_pb2_grpc.AccessLogServiceServicer):
         node_id = ""
         self.metrics.als_streams.inc()
         entries = 0
+        messages = self.metrics.als_messages
         try:
             async for message in request_iterator:
+                messages.inc()
                 if message.HasField("identifier"):
                     node = node_workload(message.identifier.node)
                     node_id = message.identifier.node.id

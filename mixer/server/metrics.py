@@ -46,6 +46,11 @@ class MixerMetrics:
         self.als_streams = Gauge(
             "mixer_accesslog_streams_active", "Open StreamAccessLogs streams", registry=registry
         )
+        self.als_messages = Counter(
+            "mixer_accesslog_messages_total",
+            "StreamAccessLogs messages received (entries per message: mixer_telemetry_reports_total / this)",
+            registry=registry,
+        )
         self.als_write_errors = Counter(
             "mixer_accesslog_write_errors_total",
             "JSON access-log lines that could not be written",
