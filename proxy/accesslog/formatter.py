@@ -391,7 +391,11 @@ def _fstring_literal(text: str) -> str:
 
 def compile_text_format(parts: list[str | _Op], missing: str) -> Callable[[StreamInfo], str]:
     """One generated function rendering `parts` exactly as ``render_parts`` does."""
-    ns: dict[str, Any] = {"_time": time, "__builtins__": {"int": int, "str": str, "dict": dict}}
+    ns: dict[str, Any] = {
+        "_time": time,
+        "_MILLIS": _MILLIS,
+        "__builtins__": {"int": int, "str": str, "dict": dict, "round": round},
+    }
     body: list[str] = []
     # Header maps read more than once are turned into one dict per request (first value wins, as in
     # Headers.get); a single lookup goes through Headers.get_lowercase.
@@ -434,8 +438,17 @@ def compile_text_format(parts: list[str | _Op], missing: str) -> Callable[[Strea
             # A header value is a str or None.
             body.append(f"{s} = {missing!r} if _v is None else _v{cut}")
         elif p.name == "START_TIME" and p.max_len is None:
-            # The per-second cached formatter, called directly (it always returns a str).
-            ns[f"_t{i}"] = _StartTimeFormatter(p.arg if p.arg else DEFAULT_START_TIME_FORMAT)
+            # The per-second cached formatter (it always returns a str). With Envoy's default shape (one
+            # millisecond slot between cached text) its fast path is inlined: the call only refreshes the
+            # cache when the second changed.
+            t = ns[f"_t{i}"] = _StartTimeFormatter(p.arg if p.arg else DEFAULT_START_TIME_FORMAT)
+            if len(t._dynamic) == 1 and t._dynamic[0][1:] == ("frac", 3):
+                body.append(f"_u{i} = round(si.start_time * 1000000)")
+                body.append(f"_c{i} = _u{i} // 1000000")
+                body.append(f"if _c{i} != _t{i}._cached_sec: _t{i}(si.start_time)")
+                body.append(f"_b{i}, _a{i} = _t{i}._around")
+                pieces.append(f"{{_b{i}}}{{_MILLIS[(_u{i} - _c{i} * 1000000) // 1000]}}{{_a{i}}}")
+                continue
             body.append(f"{s} = _t{i}(si.start_time)")
         else:
             expr = _INLINE.get(p.name) if p.max_len is None else None

@@ -125,3 +125,11 @@ def test_the_generated_source_holds_no_config_text_as_code():
     fmt = TextFormatter('" + __import__("os").getcwd() + "')
     assert fmt.format(StreamInfo()) == '" + __import__("os").getcwd() + "'
     assert "__import__" not in fmt.format.source.split("return", 1)[0]
+
+
+def test_inlined_start_time_follows_the_second_both_ways():
+    fmt = TextFormatter("[%START_TIME%] [%START_TIME(%H:%M:%E3S)%] [%START_TIME(%E6S)%]")
+    assert "_MILLIS" in fmt.format.source  # the default shape is inlined
+    for t in [1000.999, 1001.0, 1001.5, 1000.25, 1002.0005, 0.0, 59.9995, 59.999999, 1_700_000_000.123456]:
+        si = StreamInfo(start_time=t)
+        assert fmt.format(si) == fmt.format_plain(si), t
