@@ -13,7 +13,6 @@ from envoy.service.accesslog.v3 import als_pb2
 from google.protobuf import any_pb2, struct_pb2
 from prometheus_client import CollectorRegistry, Counter, Histogram
 from prometheus_client.exposition import generate_latest
-from prometheus_client.parser import text_string_to_metric_families
 
 from mixer.adapters.prometheus import DURATION_BUCKETS_MS, SIZE_BUCKETS
 from mixer.config.model import MixerConfig, TelemetryConfig
@@ -212,7 +211,7 @@ def samples(registry) -> dict:
     """Every istio_* and mixer_telemetry_* sample except the creation times; a histogram's ``_sum`` to
     12 significant digits (a batch adds its own sum first: float additions in another order)."""
     out = {}
-    for family in text_string_to_metric_families(generate_latest(registry).decode()):
+    for family in registry.collect():
         for s in family.samples:
             if s.name.startswith(("istio_", "mixer_telemetry_")) and not s.name.endswith("_created"):
                 value = float(f"{s.value:.12g}") if s.name.endswith("_sum") else s.value
@@ -244,7 +243,7 @@ def feed(t: Telemetry, node, entries, batch: int, tcp: bool = False) -> None:
 
 def test_batched_ingest_gives_the_reference_samples_and_dashboard():
     rng = random.Random(7)
-    http, tcp = http_entries(rng, 3000), tcp_entries(rng, 300)
+    http, tcp = http_entries(rng, 800), tcp_entries(rng, 100)
     ref = Reference()
     t, registry = telemetry()
     for node in (REVIEWS, GATEWAY):
@@ -256,8 +255,8 @@ def test_batched_ingest_gives_the_reference_samples_and_dashboard():
         feed(t, node, tcp, 13, tcp=True)
     got, want = samples(registry), samples(ref.registry)
     assert got == want
-    assert got[("mixer_telemetry_reports_total", (("kind", "http"),))] == 6000
-    assert t.ingest.hits > 3000  # repeated edges took the cache
+    assert got[("mixer_telemetry_reports_total", (("kind", "http"),))] == 1600
+    assert t.ingest.hits > 500  # repeated edges took the cache
     for window in (10, 60):
         assert t.store.graph(window) == ref.store.graph(window)
         assert t.store.services(window) == ref.store.services(window)
@@ -300,7 +299,7 @@ def test_every_entry_of_a_repeated_edge_is_counted_exactly_once():
 
 def test_the_label_cache_is_bounded_and_a_miss_still_counts_right():
     rng = random.Random(5)
-    http = http_entries(rng, 1500)
+    http = http_entries(rng, 400)
     ref = Reference()
     t, registry = telemetry()
     t.ingest = Ingest(max_cached=8)
