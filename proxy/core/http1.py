@@ -329,7 +329,7 @@ class RequestParser(_ParserBase):
             return self._error(400, _error_details(exc))
         except Exception:  # never raise out of feed
             return self._error(400, "http1.codec_error")
-        if self._check_partial_head(len(data)):
+        if self._in_head and self._check_partial_head(len(data)):
             return self._error(431, "http1.headers_too_large")
         return events
 
@@ -418,7 +418,13 @@ class ResponseParser(_ParserBase):
         """Feed `parser`; return False when the parser died (error event appended)."""
         try:
             parser.feed_data(data)
-        except httptools.HttpParserUpgrade as exc:
+        except Exception as exc:
+            return self._feed_error(exc, data)
+        return True
+
+    def _feed_error(self, exc: BaseException, data: bytes) -> bool:
+        """What feeding raised: an upgrade (the rest is tunnel data) or a dead parser. Returns False."""
+        if isinstance(exc, httptools.HttpParserUpgrade):
             self.upgraded = True
             try:
                 offset = int(exc.args[0])
@@ -426,16 +432,13 @@ class ResponseParser(_ParserBase):
                 offset = len(data)
             if offset < len(data):
                 self._events.append(Data(data[offset:]))
-            return False
-        except httptools.HttpParserCallbackError as exc:
+        elif isinstance(exc, httptools.HttpParserCallbackError):
             cause = exc.__context__
             reason = cause.reason if isinstance(cause, _LimitExceeded) else "upstream_protocol_error"
             self._error(502, reason)
-            return False
-        except Exception:
+        else:
             self._error(502, "upstream_protocol_error")
-            return False
-        return True
+        return False
 
     def _feed_head_response(self, data: bytes) -> bytes | None:
         """Responses to HEAD: parse exactly the head with a throwaway parser. Returns unconsumed
@@ -481,10 +484,13 @@ class ResponseParser(_ParserBase):
                     return events
                 data = rest
                 continue
-            if not self._feed_httptools(self._p, data):
+            try:  # the common case of _feed_httptools, without the call
+                self._p.feed_data(data)
+            except Exception as exc:
+                self._feed_error(exc, data)
                 return events
             break
-        if self._check_partial_head(len(data)):
+        if self._in_head and self._check_partial_head(len(data)):
             return self._error(502, "http1.headers_too_large")
         return events
 

@@ -8,6 +8,7 @@ import pytest
 
 from proxy.core.headers import Headers
 from proxy.core.http1 import (
+    EndOfMessage,
     ProtocolError,
     RequestHead,
     RequestParser,
@@ -144,3 +145,30 @@ def test_set_of_a_new_name_appends_after_pseudo_headers_and_keeps_the_raw_block(
     h.set(":Scheme2", "x")  # a new pseudo-header goes in front and drops the raw block
     assert h.items()[4] == (":scheme2", "x")
     assert h.raw_block is None
+
+
+def test_response_errors_keep_the_events_before_them_in_the_same_read():
+    rp = ResponseParser(max_header_bytes=200)
+    rp.expect("GET")
+    rp.expect("GET")
+    first = b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nok"
+    events = rp.feed(first + b"HTTP/1.1 200 OK\r\nX-Big: " + b"a" * 300 + b"\r\n\r\n")
+    assert isinstance(events[0], ResponseHead)
+    assert events[-1] == ProtocolError(502, "http1.headers_too_large")
+    assert rp.feed(b"more") == []  # dead
+    bad = ResponseParser()
+    bad.expect("GET")
+    events = bad.feed(first + b"NOT HTTP\r\n\r\n")
+    assert isinstance(events[0], ResponseHead)
+    assert events[-1] == ProtocolError(502, "upstream_protocol_error")
+
+
+def test_a_partial_response_head_past_the_limit_is_an_error_only_while_in_the_head():
+    rp = ResponseParser(max_header_bytes=100, max_headers_count=2)
+    rp.expect("GET")
+    assert rp.feed(b"HTTP/1.1 200 OK\r\nContent-Length: 300\r\n\r\n")[0].status == 200
+    assert rp.feed(b"b" * 300)[-1] == EndOfMessage()  # a long body is not a long head
+    rp.expect("GET")
+    assert rp.feed(b"HTTP/1.1 200 OK\r\nX-A: " + b"a" * 2000)[-1] == ProtocolError(
+        502, "http1.headers_too_large"
+    )
