@@ -288,6 +288,15 @@ def tcp_entry(si) -> accesslog_pb2.TCPAccessLogEntry:
 
 
 def destination_service(si) -> str:
+    """Istio's destination_service: the service an ``outbound|<port>|<subset>|<host>`` cluster names
+    (what a source proxy or a gateway routed to, whatever Host the client sent); else the request's
+    authority (inbound: mixer completes a short name with the destination namespace); else the
+    cluster."""
+    cluster = si.upstream_cluster
+    if cluster and cluster.startswith("outbound|"):
+        host = cluster.rsplit("|", 1)[-1]
+        if host:
+            return host
     h = si.request_headers
     if h is not None:
         authority = h.get(":authority")

@@ -180,3 +180,17 @@ def test_encoder_caches_stay_bounded():
     for port in range(5000):
         enc._address(b"\x12", ("10.0.0.1", port))
     assert len(enc._addresses) <= 4096
+
+
+def test_an_outbound_cluster_names_the_destination_service_not_the_host_header():
+    # A gateway request: the browser's Host is the gateway's address; Istio labels the service routed to.
+    si = stream(request_headers=Headers([(":method", "GET"), (":authority", "127.0.0.1:8080")]))
+    si.upstream_cluster = "outbound|9080||productpage.default.svc.cluster.local"
+    assert destination_service(si) == "productpage.default.svc.cluster.local"
+    md = logger(inbound=False).entry(si).common_properties.metadata.filter_metadata["isthmus"]
+    assert md["destination_service"] == "productpage.default.svc.cluster.local"
+    # Inbound (and clusters without a host) keep the authority.
+    si.upstream_cluster = "inbound|9080||"
+    assert destination_service(si) == "127.0.0.1"
+    si.upstream_cluster = "outbound|9080||"
+    assert destination_service(si) == "127.0.0.1"
