@@ -4,11 +4,19 @@ Usage::
 
     python -m bench.profile_proxy [--seconds 5] [--out /tmp/proxy.prof] [--top 40]
     python -m bench.profile_proxy --py-spy /path/to/py-spy --out docs/flamegraphs/x.svg [--seconds 10]
+    python -m bench.profile_proxy --instructions 1000 [--tree /tmp/old-checkout]
 
 Default: the proxy runs under cProfile with a CPU-time clock (bench._cpu_profile) behind the same
 bootstrap as ``bench_proxy``; wrk drives it (32 keep-alive connections, 1 KB answers from nginx); the
 proxy is stopped with /quitquitquit so the profile is written, then the top functions by own time
 are printed. cProfile counts calls exactly but inflates call-heavy code.
+
+``--instructions N``: the proxy runs under valgrind's callgrind and N requests are sent one at a time
+over 4 keep-alive connections (after 200 to warm up); prints the instructions the proxy executed per
+request. Deterministic (to ~0.1 %; syscalls' kernel time is not counted), so two trees compare on a
+busy machine where CPU-time A/B runs spread over +-15 %: ``--tree`` runs the proxy of another checkout
+(e.g. ``git archive <commit> | tar -x -C /tmp/old``) with this bench code. About a minute per 1000
+requests.
 
 ``--py-spy``: a sampling profiler (py-spy, not a project dependency: install it in a tool venv of its
 own) records the unmodified proxy for ``--seconds`` while wrk runs, and writes a flame graph (SVG,
@@ -19,13 +27,105 @@ preempted, so read lines with few samples with care.
 from __future__ import annotations
 
 import argparse
+import glob
+import os
 import pstats
+import re
+import socket
 import subprocess
 import sys
+import tempfile
 import threading
+import time
 import urllib.request
 
-from bench.common import isthmus_proxy, nginx_upstream, wrk
+import yaml
+
+from bench.common import (
+    _cluster,
+    _hcm,
+    _listener,
+    _socket_address,
+    isthmus_proxy,
+    nginx_upstream,
+    process,
+    wrk,
+)
+from tests.support.net import free_port, wait_for_http, wait_for_port
+
+
+def _sequential_requests(port: int, n: int, connections: int = 4) -> None:
+    """n GETs, one at a time, round-robin over keep-alive connections; each answer read whole."""
+    socks = [socket.create_connection(("127.0.0.1", port)) for _ in range(connections)]
+    request = b"GET / HTTP/1.1\r\nHost: 127.0.0.1:%d\r\n\r\n" % port
+    try:
+        for i in range(n):
+            s = socks[i % connections]
+            s.sendall(request)
+            buf = b""
+            while True:
+                chunk = s.recv(65536)
+                if not chunk:
+                    raise RuntimeError("the proxy closed a connection")
+                buf += chunk
+                end = buf.find(b"\r\n\r\n")
+                if end >= 0:
+                    m = re.search(rb"\r\ncontent-length: *(\d+)", buf[:end].lower())
+                    if m and len(buf) >= end + 4 + int(m.group(1)):
+                        break
+    finally:
+        for s in socks:
+            s.close()
+
+
+def _callgrind_dump(pid: int, out_dir: str) -> int:
+    """Dump callgrind's counters now (they restart from zero); the instructions since the last dump."""
+    subprocess.run(["callgrind_control", "-d", str(pid)], check=True, capture_output=True)
+    deadline = time.monotonic() + 60
+    while time.monotonic() < deadline:
+        files = glob.glob(f"{out_dir}/callgrind.out.*")
+        if files:
+            total = 0
+            with open(files[0]) as f:
+                for line in f:
+                    if line.startswith(("summary:", "totals:")):
+                        total = int(line.split()[1])
+            if total:
+                for f in files:
+                    os.remove(f)
+                return total
+        time.sleep(0.2)
+    raise RuntimeError("callgrind wrote no dump")
+
+
+def _instructions(args) -> int:
+    tree = os.path.abspath(args.tree) if args.tree else os.path.dirname(os.path.dirname(__file__))
+    with nginx_upstream() as upstream, tempfile.TemporaryDirectory(prefix="isthmus-callgrind-") as d:
+        admin, listen = free_port(), free_port()
+        hcm = _hcm("bench", "upstream", os.path.join(d, "access.log"))
+        bootstrap = {
+            "admin": {"address": _socket_address(admin)},
+            "static_resources": {
+                "listeners": [_listener("bench", listen, hcm)],
+                "clusters": [_cluster("upstream", upstream)],
+            },
+        }
+        with open(os.path.join(d, "bootstrap.yaml"), "w") as f:
+            yaml.safe_dump(bootstrap, f)
+        cg_dir = os.path.join(d, "cg")
+        os.mkdir(cg_dir)
+        cmd = ["valgrind", "--tool=callgrind", f"--callgrind-out-file={cg_dir}/callgrind.out.%p"]
+        cmd += [sys.executable, "-m", "proxy", "-c", os.path.join(d, "bootstrap.yaml"), "-l", "warning"]
+        with process(cmd, cwd=tree) as proc:
+            wait_for_http(f"http://127.0.0.1:{admin}/ready", timeout=600, proc=proc)
+            wait_for_port("127.0.0.1", listen, timeout=60, proc=proc)
+            _sequential_requests(listen, 200)  # warm up: connections made, caches filled
+            _callgrind_dump(proc.pid, cg_dir)
+            _sequential_requests(listen, args.instructions)
+            total = _callgrind_dump(proc.pid, cg_dir)
+    per_request = total / args.instructions
+    print(f"{tree}: {per_request:.0f} instructions per request ({args.instructions} requests)")
+    return 0
 
 
 def _py_spy(args) -> int:
@@ -53,7 +153,11 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--sort", default="tottime")
     parser.add_argument("--py-spy", dest="py_spy", default=None, help="path of a py-spy binary")
     parser.add_argument("--format", default="flamegraph", choices=("flamegraph", "raw", "speedscope"))
+    parser.add_argument("--instructions", type=int, default=0, metavar="N", help="callgrind, N requests")
+    parser.add_argument("--tree", default=None, help="with --instructions: run the proxy of this checkout")
     args = parser.parse_args(argv)
+    if args.instructions:
+        return _instructions(args)
     if args.py_spy:
         return _py_spy(args)
     with nginx_upstream() as upstream:
