@@ -104,6 +104,7 @@ class Server:
         self.stats.gauge("server.concurrency").set(self.options.concurrency if role == "main" else 1)
         self._healthcheck_failed = False
         self.workers = None  # proxy.workers.pool.WorkerPool in the main process
+        self.heap = None  # proxy.heap.HeapFreezer once freeze_heap() ran
         self.ctx = FactoryContext(stats=self.stats, server=self)
         if role != "single":
             self.ctx.extra["listen_mode"] = "reserve" if role == "main" else "worker"
@@ -333,8 +334,20 @@ class Server:
         assert self._stopped is not None
         self._stopped.set()
 
+    def freeze_heap(self) -> None:
+        """Process-wide, once LIVE: keep the start-up heap out of the GC's full collections, thawed
+        by every xDS update until changes settle (proxy.heap). Called by the process entry points, not
+        by start(): an in-process test server must not freeze the test runner's heap."""
+        from proxy.heap import HeapFreezer
+
+        self.heap = HeapFreezer(asyncio.get_running_loop())
+        if self.xds is not None:
+            self.xds.on_change = self.heap.thaw
+        self.heap.freeze_now()
+
     async def serve(self) -> None:
         await self.start()
+        self.freeze_heap()
         loop = asyncio.get_running_loop()
         for sig in (signal.SIGTERM, signal.SIGINT):
             loop.add_signal_handler(sig, self._on_signal)

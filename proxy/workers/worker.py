@@ -158,6 +158,7 @@ class WorkerRuntime:
         self._pending.clear()
         read_task = asyncio.get_running_loop().create_task(self._read(reader, frames))
         await server.start()
+        server.freeze_heap()
         loop = asyncio.get_running_loop()
         loop.add_signal_handler(signal.SIGTERM, server._on_signal)
         self.send(protocol.json_frame({"op": "ready", "pid": os.getpid(), "index": self.index}))

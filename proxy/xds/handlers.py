@@ -85,6 +85,8 @@ class XdsHandlers:
         # update is still starting its clusters waits for it, as Envoy pauses LDS during CDS, so a
         # listener can name a cluster (e.g. ext_authz's gRPC cluster) from the same push.
         self.config_lock = asyncio.Lock()
+        # Called when an update arrives (the server thaws its frozen heap: see proxy.heap).
+        self.on_change: Callable[[], None] | None = None
         self.rds = RdsHandler(self)
         self.eds = EdsHandler(self)
         self.cds = CdsHandler(self)
@@ -123,6 +125,10 @@ class XdsHandlers:
         """Envoy's init: CDS (with its clusters warmed), then LDS (with its listeners warmed)."""
         await self.cds.initialized.wait()
         await self.lds.initialized.wait()
+
+    def changing(self) -> None:
+        if self.on_change is not None:
+            self.on_change()
 
     def spawn(self, coro) -> None:
         task = asyncio.get_running_loop().create_task(coro)
@@ -227,6 +233,7 @@ class RdsHandler:
     async def on_update(self, update: api.ResourceUpdate) -> None:
         from proxy.router import compile_route_configuration
 
+        self.owner.changing()
         now = self.owner.clock()
         errors: dict[str, str] = {}
         compiled: dict[str, Any] = {}
@@ -340,6 +347,7 @@ class EdsHandler:
     async def on_update(self, update: api.ResourceUpdate) -> None:
         from envoy.config.endpoint.v3 import endpoint_pb2
 
+        self.owner.changing()
         now = self.owner.clock()
         index = self.eds_clusters()
         errors: dict[str, str] = {}
@@ -401,6 +409,7 @@ class _WildcardHandler:
         raise NotImplementedError
 
     async def on_update(self, update: api.ResourceUpdate) -> None:
+        self.owner.changing()
         async with self.owner.config_lock:
             await self.batch_stats.run(self._apply, update)
 
