@@ -82,6 +82,7 @@ class ProtocolError:
 
 
 END_OF_MESSAGE = EndOfMessage()
+_new = object.__new__
 
 
 class _LimitExceeded(Exception):
@@ -280,10 +281,19 @@ class RequestParser(_ParserBase):
         upgrade = bool(p.should_upgrade())
         expect_continue = expect is not None and version == "1.1" and expect.lower() == "100-continue"
         keep_alive = version == "1.1" if connection is None else _keep_alive(version, connection)
-        self._events.append(RequestHead(headers, keep_alive, upgrade, expect_continue, version))
+        # The event made without the dataclass's __init__ frame (same class, every field set).
+        head = _new(RequestHead)
+        head.headers = headers
+        head.keep_alive = keep_alive
+        head.upgrade = upgrade
+        head.expect_continue = expect_continue
+        head.http_version = version
+        self._events.append(head)
 
     def on_body(self, body: bytes) -> None:
-        self._events.append(Data(body))
+        ev = _new(Data)
+        ev.data = body
+        self._events.append(ev)
 
     def on_message_complete(self) -> None:
         self._in_message = False
@@ -398,10 +408,17 @@ class ResponseParser(_ParserBase):
         self._until_close = not (no_body or chunked or has_cl)
         if self._until_close:
             keep_alive = False
-        self._events.append(ResponseHead(headers, keep_alive, status == 101, version))
+        head = _new(ResponseHead)  # as in the request parser
+        head.headers = headers
+        head.keep_alive = keep_alive
+        head.upgrade = status == 101
+        head.http_version = version
+        self._events.append(head)
 
     def on_body(self, body: bytes) -> None:
-        self._events.append(Data(body))
+        ev = _new(Data)
+        ev.data = body
+        self._events.append(ev)
 
     def on_message_complete(self) -> None:
         self._in_message = False

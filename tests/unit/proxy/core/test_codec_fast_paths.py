@@ -8,6 +8,7 @@ import pytest
 
 from proxy.core.headers import Headers
 from proxy.core.http1 import (
+    Data,
     EndOfMessage,
     ProtocolError,
     RequestHead,
@@ -172,3 +173,18 @@ def test_a_partial_response_head_past_the_limit_is_an_error_only_while_in_the_he
     assert rp.feed(b"HTTP/1.1 200 OK\r\nX-A: " + b"a" * 2000)[-1] == ProtocolError(
         502, "http1.headers_too_large"
     )
+
+
+def test_events_are_whole_instances_of_the_event_classes():
+    p = RequestParser()
+    head, body, end = p.feed(
+        b"POST / HTTP/1.1\r\nHost: h\r\nExpect: 100-continue\r\nContent-Length: 2\r\n\r\nhi"
+    )
+    assert head == RequestHead(head.headers, True, False, True, "1.1")
+    assert repr(head).startswith("RequestHead(headers=")
+    assert body == Data(b"hi") and end == EndOfMessage()
+    rp = ResponseParser()
+    rp.expect("GET")
+    rhead, rbody, rend = rp.feed(b"HTTP/1.0 200 OK\r\nContent-Length: 1\r\n\r\nx")
+    assert rhead == ResponseHead(rhead.headers, False, False, "1.0")
+    assert rbody == Data(b"x") and rend == EndOfMessage()
