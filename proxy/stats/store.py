@@ -73,18 +73,22 @@ class Histogram:
     while memory stays bounded by the number of distinct bins actually seen.
     """
 
-    __slots__ = ("name", "bounds", "counts", "count", "sum", "bins")
+    __slots__ = ("name", "bounds", "counts", "count", "sum", "bins", "_search")
 
     def __init__(self, name: str, bounds: tuple[float, ...] = DEFAULT_BUCKETS) -> None:
         self.name = name
         self.bounds = bounds
+        # The bounds as floats for the per-record bisection: float-to-float comparisons are cheaper
+        # than float-to-int ones. Only when every bound converts exactly (then the buckets are the same).
+        floats = tuple(float(b) for b in bounds)
+        self._search = floats if all(f == b for f, b in zip(floats, bounds, strict=True)) else bounds
         self.counts = [0] * (len(bounds) + 1)  # last slot: above the largest bound
         self.count = 0
         self.sum = 0.0
         self.bins: dict[float, int] = {}
 
     def record(self, value: float) -> None:
-        self.counts[_bisect_left(self.bounds, value)] += 1
+        self.counts[_bisect_left(self._search, value)] += 1
         self.count += 1
         self.sum += value
         # The bin's floor by bisection over a precomputed table (one C call on the request path)
