@@ -32,6 +32,7 @@ import glob
 import os
 import pstats
 import re
+import shutil
 import socket
 import subprocess
 import sys
@@ -105,6 +106,8 @@ def _callgrind_dump(pid: int, out_dir: str, admin_port: int) -> int:
 
 
 def _instructions(args) -> int:
+    if shutil.which("valgrind") is None:
+        raise SystemExit("--instructions needs valgrind's callgrind: apt-get install valgrind")
     tree = os.path.abspath(args.tree) if args.tree else os.path.dirname(os.path.dirname(__file__))
     with nginx_upstream() as upstream, tempfile.TemporaryDirectory(prefix="isthmus-callgrind-") as d:
         admin, listen = free_port(), free_port()
