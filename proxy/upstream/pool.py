@@ -103,6 +103,7 @@ class UpstreamConnection(asyncio.Protocol):
     def __init__(self, pool: HttpConnectionPool) -> None:
         self.pool = pool
         self.transport: asyncio.Transport | None = None
+        self.loop: asyncio.AbstractEventLoop | None = None
         self.parser = http1.ResponseParser()
         self.exchange: _Exchange | None = None
         self.requests_served = 0
@@ -121,6 +122,8 @@ class UpstreamConnection(asyncio.Protocol):
     # -- asyncio.Protocol --------------------------------------------------------------------
     def connection_made(self, transport) -> None:
         self.transport = transport
+        # Kept: on Python 3.11 every asyncio.get_running_loop() is a getpid() syscall.
+        self.loop = asyncio.get_running_loop()
 
     def data_received(self, data: bytes) -> None:
         self.pool.stats.upstream_cx_rx_bytes_total.inc(len(data))
@@ -457,7 +460,7 @@ class HttpConnectionPool:
         self.host.used = True
         method = headers.get(":method") or "GET"
         upgrade = "upgrade" in headers
-        ex = _Exchange(asyncio.get_running_loop(), method == "HEAD", upgrade)
+        ex = _Exchange(conn.loop or asyncio.get_running_loop(), method == "HEAD", upgrade)
         conn.exchange = ex
         conn.requests_served += 1
         self.busy.add(conn)
@@ -645,7 +648,7 @@ class HttpConnectionPool:
         self.idle.append(conn)
         timeout = self.settings.idle_timeout
         if timeout:
-            loop = asyncio.get_running_loop()
+            loop = conn.loop or asyncio.get_running_loop()
             conn.idle_since = loop.time()
             if conn.idle_handle is None:
                 conn.idle_handle = loop.call_later(timeout, self._idle_expired, conn)

@@ -351,7 +351,8 @@ class RouterFilter(HttpFilter):
     # ------------------------------------------------------------------------------------------
     async def _proxy(self, stream, route, action, weighted, cluster, end_stream: bool) -> None:
         cfg = self.config
-        loop = asyncio.get_running_loop()
+        hcm = getattr(stream, "hcm", None)  # its loop: get_running_loop() is a getpid() syscall on 3.11
+        loop = hcm.loop if hcm is not None else asyncio.get_running_loop()
         cstats = cfg.cluster_stats(cluster)
         headers = self._finalize_request_headers(stream, route, action, weighted)
         upgrade = "upgrade" in headers and "upgrade" in (headers.get("connection") or "").lower()
@@ -527,7 +528,7 @@ class RouterFilter(HttpFilter):
         # A deadline that cancels this task (what asyncio.timeout does, without its objects): the
         # connection manager's one lazily re-armed deadline timer when there is one (no timer armed
         # and cancelled per request), else a timer handle.
-        task = asyncio.current_task()
+        task = asyncio.current_task(loop)
         fired = []
         timers = getattr(stream, "hcm", None)
         if timers is not None:
