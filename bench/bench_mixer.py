@@ -224,6 +224,7 @@ GATEWAY_PEER = encode_peer_metadata(
 )
 
 MX, AUTHZ, ALS, RL = "mx", "ext_authz", "als", "ratelimit"
+FEATURES = frozenset({MX, AUTHZ, ALS, RL})
 # (row name, features): each feature alone, then the sidecar as Istio runs it with mixer.
 CONFIGS = (
     ("off", frozenset()),
