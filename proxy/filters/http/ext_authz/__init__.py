@@ -60,6 +60,10 @@ _EXPLAINED = {
 }
 
 
+_NO_EXTENSIONS: dict[str, str] = {}  # read only
+_NOT_SEEN = object()
+
+
 class ExtAuthzStats:
     __slots__ = ("ok", "denied", "error", "failure_mode_allowed", "cache_hit", "cache_miss")
 
@@ -97,6 +101,8 @@ class ExtAuthzConfig:
         self.metadata = service.initial_metadata or None
         self.cache = CheckCache()
         self._stats: dict[str, ExtAuthzStats] = {}
+        # (the connection manager config last seen, its stats): one identity test per request
+        self.stats_memo: tuple = (_NOT_SEEN, None)
 
     def stats(self, stream) -> ExtAuthzStats:
         prefix = getattr(stream.config, "stat_prefix", "") or ""
@@ -104,6 +110,7 @@ class ExtAuthzConfig:
         if s is None:
             name = f"http.{prefix}.ext_authz." + (f"{self.stat_prefix}." if self.stat_prefix else "")
             s = self._stats[prefix] = ExtAuthzStats(self.ctx.stats.scope(name))
+        self.stats_memo = (stream.config, s)
         return s
 
     async def check(self, request) -> Decision:
@@ -133,37 +140,44 @@ class PerRoute:
 
 
 class ExtAuthzFilter(HttpFilter):
+    """Per stream. It has no response hook, so the connection manager keeps its single-write response
+    path, unless the decision has ``response_headers_to_add``: then the filter becomes an
+    ``_EncodingExtAuthzFilter`` (same slots) for the rest of its stream."""
+
     __slots__ = ("config", "response_headers")
 
     def __init__(self, config: ExtAuthzConfig) -> None:
         self.config = config
-        self.response_headers: tuple = ()
 
     async def on_request_headers(self, stream, end_stream: bool) -> FilterStatus:
         cfg = self.config
         route = stream.route
-        per_route = route.per_filter_config.get(FILTER_NAME) if route is not None else None
-        extensions: dict[str, str] = {}
-        if per_route is not None:
-            if per_route.disabled:
-                return CONTINUE
-            extensions = per_route.context_extensions
-        stats = cfg.stats(stream)
+        extensions = _NO_EXTENSIONS
+        if route is not None:
+            per_route = route.per_filter_config.get(FILTER_NAME)
+            if per_route is not None:
+                if per_route.disabled:
+                    return CONTINUE
+                extensions = per_route.context_extensions
+        memo = cfg.stats_memo
+        stats = memo[1] if memo[0] is stream.config else cfg.stats(stream)
         decision = cfg.cache.lookup_stream(stream, extensions)
         if decision is not None:
-            stats.cache_hit.inc()
+            stats.cache_hit.value += 1
         else:
-            stats.cache_miss.inc()
+            stats.cache_miss.value += 1
             attrs = flatten(stream, extensions)
             decision = await cfg.check(build_check_request(stream, attrs, extensions))
             if decision.validity is not None:
                 cfg.cache.store(attrs, decision, decision.validity)
         if decision.kind == OK:
-            stats.ok.inc()
-            changed = decision.apply_to_request(stream.request_headers)
-            if changed and cfg.clear_route_cache:
-                stream.clear_route_cache()
-            self.response_headers = decision.response_headers_to_add
+            stats.ok.value += 1
+            if decision.request_headers or decision.headers_to_remove:
+                if decision.apply_to_request(stream.request_headers) and cfg.clear_route_cache:
+                    stream.clear_route_cache()
+            if decision.response_headers_to_add:
+                self.response_headers = decision.response_headers_to_add
+                self.__class__ = self._encoding
             return CONTINUE
         if decision.kind == ERROR:
             stats.error.inc()
@@ -184,6 +198,12 @@ class ExtAuthzFilter(HttpFilter):
         )
         return STOP
 
+
+class _EncodingExtAuthzFilter(ExtAuthzFilter):
+    """An ``ExtAuthzFilter`` whose OK decision had ``response_headers_to_add``."""
+
+    __slots__ = ()
+
     async def on_response_headers(self, stream, headers, end_stream: bool) -> FilterStatus:
         for name, value, append in self.response_headers:
             if append:
@@ -193,14 +213,20 @@ class ExtAuthzFilter(HttpFilter):
         return CONTINUE
 
 
+ExtAuthzFilter._encoding = _EncodingExtAuthzFilter
+
+
 class ExtAuthzFilterFactory:
-    __slots__ = ("config",)
+    """``create`` is a filter class made for this config (``config`` a class attribute, no
+    ``__init__`` of its own to run): a new per-stream filter costs no Python frame."""
+
+    __slots__ = ("config", "create")
 
     def __init__(self, config: ExtAuthzConfig) -> None:
         self.config = config
-
-    def create(self) -> ExtAuthzFilter:
-        return ExtAuthzFilter(self.config)
+        bound = {"__slots__": (), "config": config, "__init__": object.__init__}
+        encoding = type("ExtAuthzFilter", (_EncodingExtAuthzFilter,), dict(bound))
+        self.create = type("ExtAuthzFilter", (ExtAuthzFilter,), dict(bound, _encoding=encoding))
 
 
 @HTTP_FILTERS.register(FILTER_NAME, ext_authz_pb2.ExtAuthz)

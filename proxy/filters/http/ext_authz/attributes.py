@@ -131,6 +131,53 @@ def getter(name: str):
     return lambda st, ext: None
 
 
+# Each flat attribute as a Python expression over ``st`` (the stream) and ``ext`` (the context
+# extensions), equal to ``flatten(st, ext).get(name)``; ``key_function`` joins them into one function.
+_EXPRESSIONS = {
+    "source.ip": "(_getattr(st.connection, 'remote_address', None) or _NO_ADDRESS)[0]",
+    "source.port": "str((_getattr(st.connection, 'remote_address', None) or _NO_ADDRESS)[1])",
+    "source.principal": "('' if _getattr(st.connection, 'ssl', None) is None else _principals(st.connection)[0])",
+    "destination.ip": "(_getattr(st.connection, 'local_address', None) or _NO_ADDRESS)[0]",
+    "destination.port": "str((_getattr(st.connection, 'local_address', None) or _NO_ADDRESS)[1])",
+    "destination.principal": (
+        "('' if _getattr(st.connection, 'ssl', None) is None else _principals(st.connection)[1])"
+    ),
+    "request.method": "(st.request_headers.get(':method') or '')",
+    "request.path": "(st.request_headers.get(':path') or '')",
+    "request.host": "(st.request_headers.get(':authority') or '')",
+    "request.scheme": "(st.request_headers.get(':scheme') or '')",
+    "request.protocol": "st.stream_info.protocol",
+    "request.id": "(st.request_headers.get('x-request-id') or '')",
+}
+_KEY_NAMESPACE = {
+    "_getattr": getattr,
+    "_NO_ADDRESS": ("", 0),
+    "_principals": tls_principals,
+    "_header_value": _header_value,
+}
+
+
+def _expression(name: str) -> str:
+    fixed = _EXPRESSIONS.get(name)
+    if fixed is not None:
+        return fixed
+    if name.startswith(HEADER_PREFIX):
+        return f"_header_value(st.request_headers, {name[len(HEADER_PREFIX) :]!r})"
+    if name.startswith("context_extensions."):
+        return f"ext.get({name[len('context_extensions.') :]!r})"
+    return "None"
+
+
+def key_function(refs: tuple[str, ...]):
+    """``(stream, context_extensions) -> (refs, values)``: the check cache's key for one set of
+    referenced attribute names, read straight off the stream in one generated function (values as
+    ``flatten`` has them; names, possibly the server's, enter the source only as ``repr`` literals)."""
+    values = "".join(_expression(name) + ", " for name in refs)
+    namespace = dict(_KEY_NAMESPACE, _REFS=refs)
+    exec(f"def key(st, ext):\n    return (_REFS, ({values}))\n", namespace)  # noqa: S102
+    return namespace["key"]
+
+
 def _volatile(name: str) -> bool:
     if name in VOLATILE:
         return True

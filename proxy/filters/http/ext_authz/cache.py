@@ -16,7 +16,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
-from proxy.filters.http.ext_authz.attributes import flatten, full_key, getter
+from proxy.filters.http.ext_authz.attributes import flatten, full_key, key_function
 
 FULL = None  # the "every attribute" reference set
 
@@ -30,6 +30,10 @@ class Validity:
     @property
     def cacheable(self) -> bool:
         return bool(self.duration) or bool(self.use_count)
+
+
+def _full_key(stream, context_extensions: dict[str, str]) -> tuple:
+    return (FULL, full_key(flatten(stream, context_extensions)))
 
 
 class _Entry:
@@ -48,8 +52,9 @@ class CheckCache:
         self.max_entries = max_entries
         self.max_ref_sets = max_ref_sets
         self.clock = clock
-        # The reference sets seen, in order, each with its attribute getters (None for FULL).
-        self._ref_sets: dict[tuple[str, ...] | None, tuple | None] = {}
+        # The reference sets seen, in order, and their key functions (stream, extensions) -> key.
+        self._ref_sets: dict[tuple[str, ...] | None, Callable] = {}
+        self._key_functions: tuple[Callable, ...] = ()
         self._entries: OrderedDict[tuple, _Entry] = OrderedDict()
 
     def __len__(self) -> int:
@@ -73,20 +78,27 @@ class CheckCache:
         return None
 
     def lookup_stream(self, stream, context_extensions: dict[str, str]) -> Any | None:
-        """``lookup(flatten(stream, context_extensions))`` reading only the referenced attributes:
-        a hit builds one small tuple per reference set and looks it up (no dict of every attribute,
-        no protobuf)."""
-        if not self._ref_sets:
-            return None
-        now = self.clock()
-        for refs, getters in self._ref_sets.items():
-            if getters is None:
-                key = (FULL, full_key(flatten(stream, context_extensions)))
-            else:
-                key = (refs, tuple([g(stream, context_extensions) for g in getters]))
-            result = self._hit(key, now)
-            if result is not None:
-                return result
+        """``lookup(flatten(stream, context_extensions))`` reading only the referenced attributes: one
+        generated key function per reference set (``attributes.key_function``) builds a small tuple,
+        one dict lookup (no dict of every attribute, no protobuf). The clock is read only when an entry
+        found has a time limit."""
+        entries = self._entries
+        for key_of in self._key_functions:
+            key = key_of(stream, context_extensions)
+            entry = entries.get(key)
+            if entry is None:
+                continue
+            if entry.expires is not None and self.clock() >= entry.expires:
+                del entries[key]
+                continue
+            uses = entry.uses_left
+            if uses is not None:
+                if uses <= 1:
+                    del entries[key]
+                    return entry.result
+                entry.uses_left = uses - 1
+            entries.move_to_end(key)
+            return entry.result
         return None
 
     def _hit(self, key: tuple, now: float) -> Any | None:
@@ -111,7 +123,8 @@ class CheckCache:
         if refs not in self._ref_sets:
             if len(self._ref_sets) >= self.max_ref_sets:
                 return  # a server naming ever-new attribute sets must not grow the lookup cost
-            self._ref_sets[refs] = None if refs is FULL else tuple(getter(name) for name in refs)
+            self._ref_sets[refs] = _full_key if refs is FULL else key_function(refs)
+            self._key_functions = tuple(self._ref_sets.values())
         expires = self.clock() + validity.duration if validity.duration else None
         # The use count includes the check that produced the result (Mixer's semantics).
         uses = validity.use_count - 1 if validity.use_count else None
