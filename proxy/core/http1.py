@@ -550,6 +550,20 @@ def _header_block(lines: list[str]) -> bytes:
     return (block + "\r\n\r\n").encode("latin-1", "replace")
 
 
+def status_line(status: str, http_version: str = "1.1") -> str:
+    """The status line (without CRLF) for the :status text `status`."""
+    line = _STATUS_LINES_11.get(status) if http_version == "1.1" else None
+    if line is None:
+        line = f"HTTP/{http_version} {status} {reason_phrase(int(status))}"
+    return line
+
+
+def encode_head_lines(lines: list[str]) -> bytes:
+    """A head from its lines (the status or request line first, then ``name: value`` lines), each
+    without CRLF; a CR or LF inside a line becomes a space (never a header injection)."""
+    return _header_block(lines)
+
+
 def encode_response_head(headers: Headers, http_version: str = "1.1") -> bytes:
     """Status line and headers (pseudo-headers are not written; names go out lower-case)."""
     items = headers.items()

@@ -35,6 +35,10 @@ _HOP_BY_HOP = (
 _HOP_BY_HOP_SET = frozenset(_HOP_BY_HOP)
 _HOP_BY_HOP_UPGRADE = _HOP_BY_HOP_SET - {"upgrade", "connection"}  # a 101 keeps these two
 _BODYLESS_STATUS = (204, 304)
+_UNSET = object()
+# The running task of a loop: asyncio.current_task(loop) without its Python frame (the same dict).
+_tasks = getattr(asyncio.tasks, "_current_tasks", None)
+_current_task = _tasks.get if _tasks is not None else asyncio.current_task
 
 
 class _ClusterRouterStats:
@@ -82,10 +86,10 @@ class _ClusterRouterStats:
                 s.counter(f"{prefix}upstream_rq_{status // 100}xx"),
                 s.counter(f"{prefix}upstream_rq_completed"),
             )
-        if dynamic:
-            counters[0].inc()
-            counters[1].inc()
-        counters[2].inc()
+        if dynamic:  # plain adds on the counters' values: no call per counter on the request path
+            counters[0].value += 1
+            counters[1].value += 1
+        counters[2].value += 1
 
 
 class _HcmRouterStats:
@@ -117,7 +121,9 @@ class RouterConfig:
         self.rand = rand or random.getrandbits  # rand(bits) -> int; injectable for tests
         self._cluster_stats: dict[str, _ClusterRouterStats] = {}
         self._hcm_stats: dict[str, _HcmRouterStats] = {}
+        self._last_hcm: tuple = (_UNSET, None)  # (the last HCM config asked about, its stats)
         self.mirror_tasks: set[asyncio.Task] = set()
+        self._filter = RouterFilter(self)  # stateless: one instance serves every stream
 
     @property
     def cluster_manager(self):
@@ -134,10 +140,15 @@ class RouterConfig:
         return s
 
     def hcm_stats(self, stream) -> _HcmRouterStats:
-        prefix = getattr(stream.config, "stat_prefix", "") or ""
+        hcm_config = stream.config
+        last = self._last_hcm
+        if last[0] is hcm_config:  # the usual case: the same connection manager config as last time
+            return last[1]
+        prefix = getattr(hcm_config, "stat_prefix", "") or ""
         s = self._hcm_stats.get(prefix)
         if s is None:
             s = self._hcm_stats[prefix] = _HcmRouterStats(self.ctx.stats.scope(f"http.{prefix}."))
+        self._last_hcm = (hcm_config, s)
         return s
 
 
@@ -148,7 +159,9 @@ class RouterFilterFactory:
         self.config = config
 
     def create(self) -> RouterFilter:
-        return RouterFilter(self.config)
+        # The router filter keeps no per-request state (that is in _UpstreamRequest and locals), so
+        # every stream shares its config's one instance.
+        return self.config._filter
 
 
 class _UpstreamRequest:
@@ -251,7 +264,7 @@ class RouterFilter(HttpFilter):
                 action.cluster_not_found_code, b"", flag="NC", details="cluster_not_found"
             )
             return STOP
-        hcm_stats.rq_total.inc()
+        hcm_stats.rq_total.value += 1
         await self._proxy(stream, route, action, weighted, cluster, end_stream)
         return STOP
 
@@ -264,13 +277,18 @@ class RouterFilter(HttpFilter):
         return dict(h.items())
 
     # ------------------------------------------------------------------------------------------
-    def _finalize_request_headers(self, stream, route, action, weighted) -> Headers:
+    def _finalize_request_headers(self, stream, route, action, weighted) -> tuple[Headers, dict]:
         """Envoy's finalizeRequestHeaders, in place on the downstream request headers (as Envoy does:
-        the access log's %REQ(:PATH)% then shows the rewritten path)."""
+        the access log's %REQ(:PATH)% then shows the rewritten path). Returns the headers and a dict
+        of their names (for presence checks only: a value is read from the headers)."""
         cfg = self.config
         headers = stream.request_headers
         si = stream.stream_info
-        full_path = headers.get(":path") or "/"
+        items = headers.items()
+        if len(items) > 1 and items[1][0] == ":path":  # the codec's order
+            full_path = items[1][1] or "/"
+        else:
+            full_path = headers.get(":path") or "/"
         new_path = route.rewrite_path(full_path)
         if new_path is not None:
             if not cfg.suppress_envoy_headers:
@@ -289,14 +307,22 @@ class RouterFilter(HttpFilter):
             m.apply(headers, si)
         if weighted is not None and weighted.request_mutation is not None and route.most_specific_wins:
             weighted.request_mutation.apply(headers, si)
-        if ":scheme" in headers and "x-forwarded-proto" not in headers:
-            headers.add("x-forwarded-proto", headers.get(":scheme"))
+        names = dict(headers.items())  # one C call; kept up to date below
+        if ":scheme" in names and "x-forwarded-proto" not in names:
+            scheme = headers.get(":scheme")
+            headers.add("x-forwarded-proto", scheme)
+            names["x-forwarded-proto"] = scheme
         timeout = action.timeout
         retry = action.retry_policy
         expected = retry.per_try_timeout if retry is not None and retry.per_try_timeout else timeout
         if expected and not cfg.suppress_envoy_headers:
-            headers.set("x-envoy-expected-rq-timeout-ms", str(int(expected * 1000)))
-        return headers
+            ms = str(int(expected * 1000))
+            if "x-envoy-expected-rq-timeout-ms" in names:
+                headers.set("x-envoy-expected-rq-timeout-ms", ms)
+            else:
+                headers.add("x-envoy-expected-rq-timeout-ms", ms)  # what set does for a new name
+            names["x-envoy-expected-rq-timeout-ms"] = ms
+        return headers, names
 
     @staticmethod
     def _rewrite_host(headers: Headers, new_host: str, action) -> None:
@@ -307,14 +333,19 @@ class RouterFilter(HttpFilter):
         headers.set(":authority", new_host)
 
     @staticmethod
-    def _upstream_headers(headers: Headers, upgrade: bool) -> Headers:
-        """A copy without connection-specific headers (keeping Upgrade for an upgrade request)."""
+    def _upstream_headers(headers: Headers, upgrade: bool, names: dict | None = None) -> Headers:
+        """A copy without connection-specific headers (keeping Upgrade for an upgrade request).
+        `names`: the headers' names, when the caller has them."""
         if not upgrade:
-            for k, _ in headers.items():
-                if k in _HOP_BY_HOP:
-                    break
+            if names is not None:
+                if _HOP_BY_HOP_SET.isdisjoint(names):
+                    return headers.copy()  # the usual case: keeps the received head's raw lines
             else:
-                return headers.copy()  # the usual case: keeps the received head's raw lines
+                for k, _ in headers.items():
+                    if k in _HOP_BY_HOP:
+                        break
+                else:
+                    return headers.copy()
         items = []
         for k, v in headers.items():
             if k in _HOP_BY_HOP:
@@ -354,16 +385,17 @@ class RouterFilter(HttpFilter):
         hcm = getattr(stream, "hcm", None)  # its loop: get_running_loop() is a getpid() syscall on 3.11
         loop = hcm.loop if hcm is not None else asyncio.get_running_loop()
         cstats = cfg.cluster_stats(cluster)
-        headers = self._finalize_request_headers(stream, route, action, weighted)
-        upgrade = "upgrade" in headers and "upgrade" in (headers.get("connection") or "").lower()
+        headers, names = self._finalize_request_headers(stream, route, action, weighted)
+        upgrade = "upgrade" in names and "upgrade" in (headers.get("connection") or "").lower()
         retry = action.retry_policy
         mirrors = action.mirrors
 
         # The request body: buffered when a retry or a mirror may need it again.
         # (The connection manager strips Transfer-Encoding; end_stream says whether a body follows.)
         has_body = not end_stream and not upgrade and headers.get("content-length") != "0"
-        if "transfer-encoding" in headers:
+        if "transfer-encoding" in names:
             headers.remove("transfer-encoding")
+            del names["transfer-encoding"]
         body: Any = None
         if has_body:
             if retry is not None or mirrors:
@@ -373,7 +405,7 @@ class RouterFilter(HttpFilter):
                     body, retry, mirrors = streaming, None, ()
             else:
                 body = stream.request_body()
-        up_headers = self._upstream_headers(headers, upgrade)
+        up_headers = self._upstream_headers(headers, upgrade, names)
         if isinstance(body, bytes) and "content-length" not in up_headers:
             up_headers.set("content-length", str(len(body)))
 
@@ -528,7 +560,7 @@ class RouterFilter(HttpFilter):
         # A deadline that cancels this task (what asyncio.timeout does, without its objects): the
         # connection manager's one lazily re-armed deadline timer when there is one (no timer armed
         # and cancelled per request), else a timer handle.
-        task = asyncio.current_task(loop)
+        task = _current_task(loop)
         fired = []
         timers = getattr(stream, "hcm", None)
         if timers is not None:
@@ -594,11 +626,9 @@ class RouterFilter(HttpFilter):
             await stream.encode_headers(rh, False)
             await stream.upgrade(resp.duplex)
             return
-        no_body = (
-            status in _BODYLESS_STATUS
-            or request_headers.get(":method") == "HEAD"
-            or rh.get("content-length") == "0"
-        )
+        req = request_headers.items()
+        method = req[0][1] if req and req[0][0] == ":method" else request_headers.get(":method")
+        no_body = status in _BODYLESS_STATUS or method == "HEAD" or rh.get("content-length") == "0"
         try:
             whole = resp.buffered_body() if not no_body and hasattr(resp, "buffered_body") else None
             if no_body:

@@ -26,8 +26,9 @@ from proxy.core.http1 import (
     RequestHead,
     RequestParser,
     encode_chunk,
-    encode_response_head,
+    encode_head_lines,
     reason_phrase,
+    status_line,
 )
 from proxy.core.stream_info import StreamInfo
 from proxy.filters.http.base import STOP, HttpFilter
@@ -72,6 +73,7 @@ _INTERNAL_ONLY = frozenset(
 _OVERWRITE, _APPEND_IF_ABSENT, _PASS_THROUGH = 0, 1, 2
 
 _NO_ENCODER = HttpFilter.on_response_headers  # a filter that does not override it encodes nothing
+_NO_DESTROY = HttpFilter.on_destroy
 
 _date_cache = [0, ""]
 
@@ -154,16 +156,22 @@ class ActiveStream:
         self.config = hcm.config
         self.connection = hcm.conn
         self.request_headers = headers
-        conn = hcm.conn
+        addrs = hcm._addresses
+        if addrs is None:  # the connection's two addresses, read once per connection
+            conn = hcm.conn
+            addrs = hcm._addresses = (
+                getattr(conn, "remote_address", None),
+                getattr(conn, "local_address", None),
+            )
         self.stream_info = StreamInfo(
-            downstream_remote_address=getattr(conn, "remote_address", None),
-            downstream_local_address=getattr(conn, "local_address", None),
-            protocol="HTTP/1.0" if http_version == "1.0" else "HTTP/1.1",
-            request_headers=headers,
+            addrs[0], addrs[1], None, None, None, "HTTP/1.0" if http_version == "1.0" else "HTTP/1.1", headers
         )
         self.http_version = http_version
         self.keep_alive = keep_alive
-        self.is_head = headers.get(":method") == "HEAD"
+        items = headers.items()  # the codec puts :method first
+        self.is_head = (
+            items[0][1] if items and items[0][0] == ":method" else headers.get(":method")
+        ) == "HEAD"
         self.is_upgrade = False
         self.random_value = random.getrandbits(63)
         self._route = None
@@ -288,15 +296,23 @@ class ActiveStream:
     def _write_headers(self, headers: Headers, end_stream: bool, body: bytes | None = None) -> None:
         cfg = self.config
         self.response_started = True
-        status_s = headers.get(":status") or "200"
+        src = headers.items()
+        if src and src[0][0] == ":status":  # where the codec and local replies put it
+            status_s = src[0][1] or "200"
+        else:
+            status_s = headers.get(":status") or "200"
         try:
             status = int(status_s)
         except ValueError:
             status = 500
-        # One pass: drop hop-by-hop headers and note the few this method looks at.
+        # One pass: drop hop-by-hop headers, note the few this method looks at, overwrite Server in
+        # place, and make the wire lines of what is kept (the head is encoded from them, not from a
+        # second walk over the headers). Everything added below is appended to both lists.
+        sht = cfg.server_header_transformation
         items = []
+        lines = [""]  # the status line goes first, once the status text is checked
         has_length = has_server = has_date = has_rid = False
-        for kv in headers.items():
+        for kv in src:
             k = kv[0]
             if k in _RESPONSE_HOP:
                 continue
@@ -305,17 +321,25 @@ class ActiveStream:
             elif k == "date":
                 has_date = True
             elif k == "server":
+                if sht == _OVERWRITE:
+                    if has_server:
+                        continue  # Headers.set semantics: one value, at the first one's place
+                    kv = ("server", cfg.server_name)
                 has_server = True
             elif k == "x-request-id":
                 has_rid = True
             items.append(kv)
-        out = Headers.from_lowercase(items)
+            if k[0] != ":":
+                lines.append(f"{k}: {kv[1]}")
         hcm = self.hcm
         if status == 101 and self.is_upgrade:
-            out.set("connection", "upgrade")
+            items.append(("connection", "upgrade"))
+            lines.append("connection: upgrade")
             up = self.request_headers.get("upgrade")
             if up is not None:
-                out.set("upgrade", headers.get("upgrade") or up)
+                up = headers.get("upgrade") or up  # (dropped above as hop-by-hop: the original)
+                items.append(("upgrade", up))
+                lines.append(f"upgrade: {up}")
         no_body = self.is_head or status < 200 or status in (204, 304)
         close = (
             not self.keep_alive
@@ -331,37 +355,40 @@ class ActiveStream:
             if has_length:
                 pass
             elif end_stream:
-                out.add("content-length", "0")
+                items.append(("content-length", "0"))
+                lines.append("content-length: 0")
             elif self.http_version == "1.1":
-                out.add("transfer-encoding", "chunked")
+                items.append(("transfer-encoding", "chunked"))
+                lines.append("transfer-encoding: chunked")
                 self._chunked = True
             else:
                 close = True  # HTTP/1.0: the body ends when the connection closes
         self._no_body = no_body
-        sht = cfg.server_header_transformation
-        if sht == _OVERWRITE:
-            if has_server:
-                out.set("server", cfg.server_name)
-            else:
-                out.add("server", cfg.server_name)
-        elif sht == _APPEND_IF_ABSENT and not has_server:
-            out.add("server", cfg.server_name)
+        if not has_server and (sht == _OVERWRITE or sht == _APPEND_IF_ABSENT):
+            items.append(("server", cfg.server_name))
+            lines.append(f"server: {cfg.server_name}")
         if not has_date:
-            out.add("date", http_date())
+            date = http_date()
+            items.append(("date", date))
+            lines.append(f"date: {date}")
         if cfg.always_set_request_id_in_response and not has_rid:
             rid = self.request_headers.get("x-request-id")
             if rid is not None:
-                out.add("x-request-id", rid)
+                items.append(("x-request-id", rid))
+                lines.append(f"x-request-id: {rid}")
         if close and status != 101:
-            out.set("connection", "close")
+            items.append(("connection", "close"))
+            lines.append("connection: close")
             self._close = True
         elif self.http_version == "1.0" and status != 101:
-            out.set("connection", "keep-alive")
+            items.append(("connection", "keep-alive"))
+            lines.append("connection: keep-alive")
         info = self.stream_info
         info.response_code = status
-        info.response_headers = out
+        info.response_headers = Headers.from_lowercase(items)
         self._last_activity = hcm.loop.time()
-        head = encode_response_head(out, "1.1")
+        lines[0] = status_line(status_s)
+        head = encode_head_lines(lines)
         if end_stream:
             hcm.conn.write(head)
             self._on_response_end()
@@ -636,13 +663,16 @@ class ActiveStream:
         info = self.stream_info
         info.finish()
         stats = self.config.stats
-        stats.rq_active.dec()
-        stats.rq_completed.inc()
+        # Plain adds on the stats' values (the request path's counters, without a call each).
+        stats.rq_active.value -= 1
+        stats.rq_completed.value += 1
         code = info.response_code
         if 100 <= code < 600:
-            stats.rq_xx[code // 100].inc()
+            stats.rq_xx[code // 100].value += 1
         stats.rq_time.record((info.end_monotonic - info.start_monotonic) * 1000.0)
         for f in self.filters:
+            if type(f).on_destroy is _NO_DESTROY:
+                continue  # the base no-op
             try:
                 f.on_destroy()
             except Exception:
@@ -685,6 +715,7 @@ class HttpConnectionManager(NetworkFilter):
         self._deadline: float | None = None
         self._deadline_cb = None
         self._deadline_args: tuple = ()
+        self._addresses: tuple | None = None  # (remote, local) of conn, read on the first request
         self._started = False
         self._start()
 
@@ -703,6 +734,7 @@ class HttpConnectionManager(NetworkFilter):
 
     def on_new_connection(self, conn) -> None:
         self.conn = conn
+        self._addresses = None
 
     def on_data(self, data: bytes) -> None:
         if self.closed:
@@ -848,9 +880,9 @@ class HttpConnectionManager(NetworkFilter):
     def _new_stream(self, headers: Headers, version: str, keep_alive: bool) -> ActiveStream:
         self.requests += 1
         s = self.config.stats
-        s.rq_total.inc()
-        s.rq_http1_total.inc()
-        s.rq_active.inc()
+        s.rq_total.value += 1
+        s.rq_http1_total.value += 1
+        s.rq_active.value += 1
         st = ActiveStream(self, headers, version, keep_alive)
         self.stream = st
         return st
@@ -871,13 +903,19 @@ class HttpConnectionManager(NetworkFilter):
                 return
             if ":authority" not in headers and cfg.default_host_for_http_10:
                 headers.add(":authority", cfg.default_host_for_http_10)
-        path = headers.get(":path")
-        method = headers.get(":method")
+        items = headers.items()
+        if len(items) > 2 and items[0][0] == ":method" and items[1][0] == ":path":  # the codec's order
+            method, path = items[0][1], items[1][1]
+            has_authority = items[2][0] == ":authority" or ":authority" in headers
+        else:
+            path = headers.get(":path")
+            method = headers.get(":method")
+            has_authority = ":authority" in headers
         if path is not None and path[:1] != "/" and not (path == "*" and method == "OPTIONS"):
             cfg.stats.rq_non_relative_path.inc()
             st.local_reply_now(404, b"", None, "absolute_path_rejected", close=not end_stream)
             return
-        if ":authority" not in headers:
+        if not has_authority:
             st.local_reply_now(400, b"", None, "missing_host_header", close=not end_stream)
             return
         if head.upgrade:
@@ -906,8 +944,11 @@ class HttpConnectionManager(NetworkFilter):
     def _mutate_request_headers(self, st: ActiveStream, head: RequestHead) -> None:
         cfg = self.config
         headers = head.headers
-        items = headers.items()
-        if any(k in _REQUEST_HOP for k, _ in items):
+        # The received names in one C call: the checks below are dict lookups, not header scans. (Only
+        # for presence: a value is read from the headers, whose first value counts.) The edits before
+        # a check never touch the names it checks.
+        names = dict(headers.items())
+        if not _REQUEST_HOP.isdisjoint(names):
             te = headers.get("te")
             upgrade = headers.get("upgrade") if st.is_upgrade else None
             headers.remove_names(_REQUEST_HOP)  # cuts their lines out of the received head too
@@ -918,8 +959,10 @@ class HttpConnectionManager(NetworkFilter):
                 headers.add("upgrade", upgrade)
         if head.expect_continue:
             headers.remove("expect")
-        remote_ip = (getattr(self.conn, "remote_address", None) or ("", 0))[0]
-        xff = headers.get("x-forwarded-for")
+        addrs = self._addresses  # set by the stream's constructor
+        remote = addrs[0] if addrs is not None else getattr(self.conn, "remote_address", None)
+        remote_ip = (remote or ("", 0))[0]
+        xff = headers.get("x-forwarded-for") if "x-forwarded-for" in names else None
         entries = [e.strip() for e in xff.split(",")] if xff else []
         n = cfg.xff_num_trusted_hops
         edge = False
@@ -943,15 +986,15 @@ class HttpConnectionManager(NetworkFilter):
                 idx = len(entries) - 1 - n
                 if idx >= 0:
                     st.stream_info.downstream_remote_address = (entries[idx], 0)
-            if "x-forwarded-proto" not in headers:
+            if "x-forwarded-proto" not in names:
                 headers.add("x-forwarded-proto", self.scheme)
         if cfg.generate_request_id:
-            if "x-request-id" not in headers:
+            if "x-request-id" not in names:
                 headers.add("x-request-id", _request_id())
             elif edge and not cfg.preserve_external_request_id:
                 headers.set("x-request-id", _request_id())
         if cfg.via:
-            via = headers.get("via")
+            via = headers.get("via") if "via" in names else None
             headers.set("via", f"{via}, {cfg.via}" if via else cfg.via)
 
     def _on_protocol_error(self, err: ProtocolError) -> None:
