@@ -3,14 +3,15 @@
 grpc parses every incoming message before mixer sees it. Parsed as Envoy's own message, each HTTP entry
 builds Istio's label Struct (nested maps, ~70% of an entry's bytes) and every field mixer never reads
 (addresses, times, request ids, paths, TLS properties): ~4 µs per entry of the proxy's, and mixer then
-serialised the Struct again to key its label cache. This module declares, from the generated
-descriptors (names, numbers and types copied, never typed here), a message with the same field numbers
-where an HTTP entry keeps only what Istio's labels and values are made of, and
-``common_properties.metadata`` and ``.response_flags`` are raw ``bytes``. Protobuf's wire format makes
-that a valid reading of the same bytes; every other field is kept as unknown bytes, so
+serialised the Struct again to key its label cache. This module declares, from the generated descriptors
+(names, numbers and types copied, never typed here), a message with the same field numbers where an HTTP
+entry keeps only what Istio's labels and values are made of, and ``common_properties.metadata``,
+``.response_flags`` and ``response.response_code`` (a UInt32Value) are raw ``bytes``. Protobuf's wire
+format makes that a valid reading of the same bytes; every other field is kept as unknown bytes, so
 ``full_http_entry`` gives back Envoy's ``HTTPAccessLogEntry`` (for the reference label code on a cache
-miss and for the JSON access log), exactly but for the presence of an empty metadata or response-flags
-message, which no label reads. Identifier and TCP entries are Envoy's own types.
+miss and for the JSON access log), exactly but for the presence of an empty metadata, response-flags or
+response-code message, which no label reads (an absent code and a present 0 are both ``"0"``). Identifier
+and TCP entries are Envoy's own types.
 """
 
 from __future__ import annotations
@@ -92,7 +93,7 @@ def _file() -> descriptor_pb2.FileDescriptorProto:
     message(
         "Response",
         accesslog_pb2.HTTPResponseProperties,
-        {"response_code": _KEPT, "response_headers_bytes": _KEPT, "response_body_bytes": _KEPT},
+        {"response_code": _BYTES, "response_headers_bytes": _KEPT, "response_body_bytes": _KEPT},
     )
     return fdp
 

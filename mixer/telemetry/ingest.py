@@ -71,8 +71,9 @@ class Ingest:
         self._cache: OrderedDict[tuple, Series | None] = OrderedDict()
         self.hits = self.misses = 0
 
-    def _series(self, key: tuple, node: Workload, entry) -> tuple[Series, Report | None]:
-        """On a miss: the entry's labels by the reference code, cached when the key determines them."""
+    def _series(self, key: tuple, node: Workload, entry) -> tuple[Series, Report, bool]:
+        """On a miss: the entry's labels by the reference code, cached when the key determines them
+        (and whether it does)."""
         self.misses += 1
         full = full_http_entry(entry)
         report = http_report(node, full)
@@ -81,15 +82,18 @@ class Ingest:
         self._cache[key] = series if cacheable else None
         if len(self._cache) > self.max_cached:
             self._cache.popitem(last=False)
-        return series, report
+        return series, report, cacheable
 
     def http(self, node: Workload, entries, reports: list | None = None) -> dict[Series, HttpTotals]:
         """HTTP entries (``alsview``) -> totals per series; each entry's Report appended to ``reports``
         when given (the JSON access log wants one line per entry)."""
+        if reports is not None:
+            return self._http_with_reports(node, entries, reports)
+        # The batch's own first-level map: key -> the totals of its series. The LRU is consulted (and
+        # touched) once per distinct key and batch, not per entry.
+        batch: dict[tuple, HttpTotals] = {}
+        series_of: dict[tuple, Series] = {}
         out: dict[Series, HttpTotals] = {}
-        cache = self._cache
-        touch = cache.move_to_end
-        hits = 0
         node_key = (node.workload, node.namespace, node.app, node.version)
         for entry in entries:
             common = entry.common_properties
@@ -103,32 +107,72 @@ class Ingest:
                 common.response_flags,
                 request.authority,
                 headers.get("content-type", "") if headers else "",
-                response.response_code.value,
+                response.response_code,
             )
-            series = cache.get(key)
-            report = None
-            if series is not None:
-                touch(key)
-                hits += 1
-            else:
-                series, report = self._series(key, node, entry)
-            if reports is not None:
-                if report is None:
-                    report = http_report(node, full_http_entry(entry))
-                reports.append(report)
-            if common.HasField("duration"):
-                d = common.duration
-            else:
-                d = common.time_to_last_downstream_tx_byte
-            totals = out.get(series)
+            totals = batch.get(key)
             if totals is None:
-                totals = out[series] = HttpTotals()
+                series, _, cacheable = self._lookup(key, node, entry)
+                if cacheable:
+                    series_of[key] = series
+                    totals = batch[key] = HttpTotals()
+                else:  # not determined by the key (no isthmus Struct): this entry's own series
+                    totals = out.get(series)
+                    if totals is None:
+                        totals = out[series] = HttpTotals()
+            d = common.duration
+            ms = d.seconds * 1000.0 + d.nanos / 1e6
+            if not ms and not common.HasField("duration"):
+                d = common.time_to_last_downstream_tx_byte
+                ms = d.seconds * 1000.0 + d.nanos / 1e6
             totals.add(
-                d.seconds * 1000.0 + d.nanos / 1e6,
+                ms,
                 request.request_headers_bytes + request.request_body_bytes,
                 response.response_headers_bytes + response.response_body_bytes,
             )
-        self.hits += hits
+        for key, totals in batch.items():
+            series = series_of[key]
+            mine = out.get(series)
+            if mine is None:
+                out[series] = totals
+            else:  # two keys, one label set (e.g. two authorities of one service)
+                mine.merge(totals)
+        return out
+
+    def _lookup(self, key: tuple, node: Workload, entry) -> tuple[Series, Report | None, bool]:
+        """The series of ``key`` from the LRU (a hit) or the reference code (a miss, with its Report),
+        and whether ``key`` determines it."""
+        series = self._cache.get(key)
+        if series is not None:
+            self._cache.move_to_end(key)
+            self.hits += 1
+            return series, None, True
+        return self._series(key, node, entry)
+
+    def _http_with_reports(self, node: Workload, entries, reports: list) -> dict[Series, HttpTotals]:
+        """As ``http``, with one Report per entry (the JSON access log): Envoy's entry rebuilt for each."""
+        out: dict[Series, HttpTotals] = {}
+        node_key = (node.workload, node.namespace, node.app, node.version)
+        for entry in entries:
+            common = entry.common_properties
+            request = entry.request
+            headers = request.request_headers
+            key = (
+                node_key,
+                common.metadata,
+                common.upstream_cluster,
+                common.response_flags,
+                request.authority,
+                headers.get("content-type", "") if headers else "",
+                entry.response.response_code,
+            )
+            series, report, _ = self._lookup(key, node, entry)
+            if report is None:
+                report = http_report(node, full_http_entry(entry))
+            reports.append(report)
+            totals = out.get(series)
+            if totals is None:
+                totals = out[series] = HttpTotals()
+            totals.add(report.duration_ms, report.request_bytes, report.response_bytes)
         return out
 
     def tcp(self, node: Workload, entries, reports: list | None = None) -> dict[Series, TcpTotals]:
