@@ -31,7 +31,7 @@ from __future__ import annotations
 
 import collections
 import http
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import httptools
 
@@ -59,6 +59,9 @@ class ResponseHead:
     keep_alive: bool
     upgrade: bool
     http_version: str
+    code: int = field(
+        default=0, compare=False
+    )  # the status as a number (the parser sets it; 0: read :status)
 
     @property
     def status(self) -> int:
@@ -403,7 +406,12 @@ class ResponseParser(_ParserBase):
                 has_cl = True
         items.insert(0, (":status", _STATUS_STR.get(status) or str(status)))  # the list is this message's
         headers = Headers.from_lowercase(items)
-        keep_alive = version == "1.1" if connection is None else _keep_alive(version, connection)
+        if connection is None:
+            keep_alive = version == "1.1"
+        elif connection == "keep-alive":  # what nginx and most servers send: keep-alive in 1.0 and 1.1
+            keep_alive = True
+        else:
+            keep_alive = _keep_alive(version, connection)
         no_body = status < 200 or status in (204, 304)
         self._until_close = not (no_body or chunked or has_cl)
         if self._until_close:
@@ -413,6 +421,7 @@ class ResponseParser(_ParserBase):
         head.keep_alive = keep_alive
         head.upgrade = status == 101
         head.http_version = version
+        head.code = status
         self._events.append(head)
 
     def on_body(self, body: bytes) -> None:

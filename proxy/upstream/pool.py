@@ -189,9 +189,11 @@ class UpstreamConnection(asyncio.Protocol):
                     if ex.buffered > self.pool.settings.buffer_limit and not self.reading_paused:
                         self.reading_paused = True
                         self.transport.pause_reading()
-                    ex.wake()
+                    w = ex.waiter  # ex.wake() written out: nobody waits when the body came with the head
+                    if w is not None and not w.done():
+                        w.set_result(None)
             elif kind is http1.ResponseHead:
-                status = ev.headers.status or 0
+                status = ev.code or ev.headers.status or 0
                 if 100 <= status < 200 and status != 101:
                     continue  # 100 Continue and other interim answers are not proxied (Envoy's default)
                 ex.status = status
@@ -231,7 +233,9 @@ class UpstreamConnection(asyncio.Protocol):
 
     def _complete(self, ex: _Exchange) -> None:
         ex.state = _COMPLETE
-        ex.wake()
+        w = ex.waiter  # ex.wake() written out
+        if w is not None and not w.done():
+            w.set_result(None)
         reusable = ex.request_done and not ex.close_after
         self.pool._on_exchange_done(self, ex, success=ex.status < 500, reusable=reusable)
 
@@ -317,17 +321,14 @@ class UpstreamResponse:
     """Response head plus a streaming body. Iterate it (``async for chunk in response``) or
     ``await response.read()``; call ``discard()`` if you stop before the end."""
 
-    __slots__ = ("headers", "host", "_conn", "_ex")
+    __slots__ = ("headers", "host", "_conn", "_ex", "status")
 
     def __init__(self, headers: Headers, host: Host, conn: UpstreamConnection, ex: _Exchange) -> None:
         self.headers = headers
         self.host = host
         self._conn = conn
         self._ex = ex
-
-    @property
-    def status(self) -> int:
-        return self._ex.status
+        self.status = ex.status  # set with the head, before the response is made; never changes after
 
     @property
     def duplex(self) -> _Tunnel | None:

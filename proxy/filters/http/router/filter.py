@@ -610,8 +610,9 @@ class RouterFilter(HttpFilter):
         rh = resp.headers
         upgrade = status == 101 and resp.duplex is not None
         rh.remove_names(_HOP_BY_HOP_UPGRADE if upgrade else _HOP_BY_HOP_SET)
+        head_at = time.monotonic()
         if not cfg.suppress_envoy_headers:
-            rh.set("x-envoy-upstream-service-time", str(int((time.monotonic() - started) * 1000)))
+            rh.set("x-envoy-upstream-service-time", str(int((head_at - started) * 1000)))
         if route.virtual_host.include_attempt_count_in_response:
             rh.set("x-envoy-attempt-count", str(si.upstream_request_attempts))
         if weighted is not None and weighted.response_mutation is not None and not route.most_specific_wins:
@@ -629,6 +630,7 @@ class RouterFilter(HttpFilter):
         req = request_headers.items()
         method = req[0][1] if req and req[0][0] == ":method" else request_headers.get(":method")
         no_body = status in _BODYLESS_STATUS or method == "HEAD" or rh.get("content-length") == "0"
+        whole = None
         try:
             whole = resp.buffered_body() if not no_body and hasattr(resp, "buffered_body") else None
             if no_body:
@@ -659,7 +661,9 @@ class RouterFilter(HttpFilter):
             raise
         finally:
             cstats.charge(status, cfg.dynamic_stats)
-            cstats.rq_time.record((time.monotonic() - started) * 1000)
+            # upstream_rq_time ends when the upstream's response did: a whole one had already ended
+            # when its head was handled (no second clock read), a streamed one ends now.
+            cstats.rq_time.record(((head_at if whole is not None else time.monotonic()) - started) * 1000)
 
     async def _stream_body_with_timeouts(self, stream, resp, cstats, deadline, idle, loop) -> None:
         """The route timeout covers the whole response; idle_timeout the gap between body chunks.
