@@ -450,7 +450,10 @@ class HttpConnectionPool:
         if not resources.requests.can_create():
             stats.upstream_rq_pending_overflow.inc()
             raise PoolOverflow("max requests circuit breaker open")
-        conn = self._take_idle()
+        idle = self.idle  # _take_idle's usual case inline: the most recent idle connection is open
+        conn = idle.pop() if idle else None
+        if conn is not None and conn.closed:
+            conn = self._take_idle()
         if conn is None:
             conn = await self._wait_for_connection()
             if not resources.requests.can_create():

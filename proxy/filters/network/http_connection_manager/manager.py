@@ -76,6 +76,7 @@ _NO_ENCODER = HttpFilter.on_response_headers  # a filter that does not override 
 _NO_DESTROY = HttpFilter.on_destroy
 
 _date_cache = [0, ""]
+_monotonic = time.monotonic
 
 
 def http_date() -> str:
@@ -560,9 +561,11 @@ class ActiveStream:
         self._last_activity = hcm.loop.time()
         if cfg.request_timeout:
             self._request_timer = hcm.loop.call_later(cfg.request_timeout, self._on_request_timeout)
-        if cfg.stream_idle_timeout:
+        if cfg.stream_idle_timeout and hcm._stream_idle_timer is None:  # (armed: nothing to do)
             hcm.watch_stream_idle()
-        self.filters = [factory.create() for _, factory in cfg.filter_factories]
+        filters = self.filters  # a plain loop: no comprehension frame for the usual one or two filters
+        for _, factory in cfg.filter_factories:
+            filters.append(factory.create())
         self._task = hcm.loop.create_task(self._run(end_stream))
 
     async def _run(self, end_stream: bool) -> None:
@@ -661,7 +664,8 @@ class ActiveStream:
             self._request_timer.cancel()
             self._request_timer = None
         info = self.stream_info
-        info.finish()
+        if info.end_monotonic is None:  # info.finish(), written out
+            info.end_monotonic = _monotonic()
         stats = self.config.stats
         # Plain adds on the stats' values (the request path's counters, without a call each).
         stats.rq_active.value -= 1
@@ -888,7 +892,8 @@ class HttpConnectionManager(NetworkFilter):
         return st
 
     def _on_request_head(self, head: RequestHead, end_stream: bool) -> None:
-        self._disarm_headers_timer()
+        if self._headers_timer is not None:
+            self._disarm_headers_timer()
         cfg = self.config
         headers = head.headers
         version = head.http_version
@@ -1063,7 +1068,10 @@ class HttpConnectionManager(NetworkFilter):
                     self.config.stats.cx_drain_close.inc()
                 self.close()
             elif self.parser.idle:
-                self._arm_idle()
+                # _arm_idle without its second clock read (_last_idle was set above)
+                t = self.config.idle_timeout
+                if t and self._idle_timer is None:
+                    self._idle_timer = self.loop.call_later(t, self._on_idle_timeout)
 
     # ------------------------------------------------------------------ flow control and closing
 
