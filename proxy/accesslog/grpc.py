@@ -47,7 +47,7 @@ from proxy.accesslog.grpc_entries import (
     ssl_info,
     workload_from_node_metadata,
 )
-from proxy.accesslog.grpc_wire import EntryEncoder, batch_message, metadata_field
+from proxy.accesslog.grpc_wire import EntryEncoder, HttpEntryWriter, batch_message, metadata_field
 from proxy.config.context import FactoryContext
 from proxy.config.errors import ConfigError
 from proxy.config.registry import ACCESS_LOGGERS
@@ -143,9 +143,19 @@ class GrpcLogSink:
         raw = entry if isinstance(entry, bytes) else entry.SerializeToString()
         self._append(raw, len(raw))
 
-    def add_record(self, logger, si) -> None:
-        """Buffer a finished request; ``logger.encode(si)`` builds its entry in the flush."""
-        self._append((logger, si), self._estimate)
+    def add_record(self, encode, si) -> None:
+        """Buffer a finished request; ``encode(si)`` builds its entry in the flush. The request path:
+        ``_append`` written out (one call less per request)."""
+        size = self._estimate
+        if self._pending_bytes + size > self.max_pending:
+            self.stats.logs_dropped.inc()
+            return
+        self._pending.append(((encode, si), size))
+        self._pending_bytes += size
+        if self._task is None:
+            self._start()
+        if self._pending_bytes >= self.buffer_size and self._wakeup is not None:
+            self._wakeup.set()
 
     def _append(self, item, size: int) -> None:
         if self._pending_bytes + size > self.max_pending:
@@ -180,9 +190,9 @@ class GrpcLogSink:
         out, encoded, encoded_bytes = [], 0, 0
         for item, n in batch:
             if type(item) is tuple:
-                logger, si = item
+                encode, si = item
                 try:
-                    raw = logger.encode(si)
+                    raw = encode(si)
                 except Exception:  # a logging bug must never stop the sender
                     log.exception("gRPC access log %s: could not encode an entry", self.log_name)
                     self.stats.logs_dropped.inc()
@@ -328,6 +338,8 @@ class GrpcAccessLogger:
         "_peers",
         "_encoder",
         "_labels",
+        "_writer",
+        "_flush_encode",
     )
 
     def __init__(self, name: str, kind: str, sink: GrpcLogSink, ctx, req_headers=(), resp_headers=()) -> None:
@@ -344,6 +356,10 @@ class GrpcAccessLogger:
         self._encoder = EntryEncoder()
         # Istio's labels as encoded Metadata bytes, by (peer, destination service, TLS facts).
         self._labels: dict[tuple, tuple] = {}
+        # HTTP: the flush's encoder, made at the first flush (the listener's direction is known then).
+        self._writer: HttpEntryWriter | None = None
+        # What a buffered request is encoded with: the writer's encode once it exists.
+        self._flush_encode = self.encode
 
     def _facts(self) -> tuple[dict[str, str], bool]:
         if self._local is None:
@@ -357,7 +373,7 @@ class GrpcAccessLogger:
         try:
             if self.filter is not None and not self.filter(si):
                 return
-            self.sink.add_record(self, si)
+            self.sink.add_record(self._flush_encode, si)
         except Exception:  # a logging bug must never fail a request
             log.exception("gRPC access log %s failed", self.name)
 
@@ -368,11 +384,32 @@ class GrpcAccessLogger:
 
     def encode(self, si) -> bytes:
         """One entry's wire bytes, with Istio's labels (docs/mixer.md)."""
+        if self.kind == HTTP:
+            writer = self._writer
+            if writer is None:
+                local, inbound = self._facts()
+                writer = self._writer = HttpEntryWriter(
+                    inbound, self._writer_labels, self.req_headers, self.resp_headers
+                )
+                self._flush_encode = writer.encode
+            return writer.encode(si)
+        return self.encode_parts(si)
+
+    def encode_parts(self, si) -> bytes:
+        """``encode`` made part by part (``EntryEncoder``): the reference the writer is tested against,
+        and the TCP entries' encoder."""
         local, inbound = self._facts()
         md = self._metadata(si, local, inbound)
         if self.kind == HTTP:
             return self._encoder.http(si, md, self.req_headers, self.resp_headers)
         return self._encoder.tcp(si, md)
+
+    def _writer_labels(self, si, found, header) -> bytes:
+        """The writer's labels miss: Istio's label Struct for ``si`` as the metadata field."""
+        local, inbound = self._facts()
+        peer = EMPTY_WORKLOAD if found is not None else self._peers.decode(header)
+        struct = istio_metadata(si, local, inbound, peer, destination_service(si))
+        return metadata_field(METADATA_NAMESPACE, struct.SerializeToString(deterministic=True))
 
     def _metadata(self, si, local: dict[str, str], inbound: bool) -> bytes:
         """Istio's labels for ``si``, encoded once per peer, destination service and TLS facts."""

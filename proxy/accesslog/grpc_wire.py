@@ -22,6 +22,7 @@ from proxy.accesslog.grpc_entries import (
     _HTTP_VERSIONS,
     _METHODS,
     FLAG_FIELDS,
+    PEER_METADATA_HEADER,
     _tls_properties,
     ssl_info,
 )
@@ -337,3 +338,255 @@ class EntryEncoder:
         """``tcp_entry`` with ``metadata`` as the common metadata."""
         conn = _uint(T_RECEIVED, si.bytes_received) + _uint(T_SENT, si.bytes_sent)
         return _field(T_TCP_COMMON, self.common(si, metadata)) + _field(T_TCP_CONNECTION, conn)
+
+
+# --- the flush's encoder for HTTP entries ----------------------------------------------------------
+
+# The request headers an entry is made of: its shape (encoded once per distinct shape), then the values
+# that change with every request and the peer header Istio's labels are read from.
+_REQ_SHAPE = (
+    ":method",
+    ":scheme",
+    ":authority",
+    "user-agent",
+    "referer",
+    "x-forwarded-for",
+    "x-envoy-original-path",
+)
+_REQ_VALUES = (":path", "x-request-id", PEER_METADATA_HEADER)
+_REQ_NAMES = frozenset(_REQ_SHAPE + _REQ_VALUES)
+T_PATH = REQUEST_HEADER_FIELDS[":path"]
+T_REQUEST_ID = REQUEST_HEADER_FIELDS["x-request-id"]
+_NANOS_BYTE = T_NANOS[0]
+# One byte each: the sums of lengths below count on it.
+assert len(T_NANOS) == len(T_START) == len(T_LAST_TX) == len(T_COMMON) == len(T_REQUEST) == 1
+assert len(T_DURATION) == 2
+
+
+def _nanos(n: int) -> bytes:
+    """The ``nanos`` field of a Timestamp or Duration, 0 <= n < 10**9 (absent when 0)."""
+    if n >= 0x200000:
+        if n >= 0x10000000:
+            return bytes((_NANOS_BYTE, n & 0x7F | 0x80, n >> 7 & 0x7F | 0x80, n >> 14 & 0x7F | 0x80,
+                          n >> 21 & 0x7F | 0x80, n >> 28))  # fmt: skip
+        return bytes((_NANOS_BYTE, n & 0x7F | 0x80, n >> 7 & 0x7F | 0x80, n >> 14 & 0x7F | 0x80, n >> 21))
+    return T_NANOS + varint(n) if n else b""
+
+
+def _first_values(items, names) -> dict:
+    """The first value of each of ``names`` in ``items`` (as Headers.get), when a name repeats."""
+    out: dict = {}
+    for k, v in items:
+        if k in names and k not in out:
+            out[k] = v
+    return out
+
+
+class HttpEntryWriter:
+    """``EntryEncoder.http`` with Istio's labels as one call per entry: the flush's hot loop.
+
+    An entry is mostly parts that repeat from one request to the next. Encoded once and looked up by
+    what determines them (bounded caches):
+
+    * the common part: downstream addresses and TLS properties, upstream host, cluster, route name,
+      attempts and Istio's labels, by those inputs, the discovered peer (or the peer header) and the
+      authority (with the cluster, the destination service); the labels themselves by their own inputs,
+      ``labels(si, found, header)`` making them on a miss;
+    * the request's shape (method, scheme, authority, user agent, referer, XFF, original path);
+    * the response (code, details, body size).
+
+    Per entry only the start time, the durations, the path, the request id and the request body size
+    are encoded. The request headers are read with one ``dict`` of them (C), not a Python loop; a
+    header map with a repeated name takes the first value of each, as ``Headers.get``. The bytes parse
+    into the message ``EntryEncoder.http`` makes (unit-tested against it)."""
+
+    def __init__(self, inbound: bool, labels, request_headers_to_log=(), response_headers_to_log=()) -> None:
+        self.inbound = inbound
+        self.labels = labels
+        self.request_headers_to_log = tuple(request_headers_to_log)
+        self.response_headers_to_log = tuple(response_headers_to_log)
+        self._parts = EntryEncoder()  # the parts' encoders, on a miss
+        self._peer_key = "downstream_peer" if inbound else "upstream_peer"
+        self._common: dict = {}  # (peer, addresses, upstream, cluster, route, attempts, authority, TLS) -> bytes
+        self._label_fields: dict = {}  # (peer key, cluster, authority, identities) -> (peer dict, bytes)
+        self._requests: dict = {}  # shape values -> encoded fields
+        self._responses: dict = {}  # (code, details, body bytes) -> the response field
+        self._second = (-1, b"")  # the last start second and its encoded seconds field
+
+    def encode(self, si) -> bytes:
+        # The request headers: a dict of them, first values.
+        h = si.request_headers
+        if h is not None:
+            items = h.items()
+            d = dict(items)
+            if len(d) != len(items):
+                d = _first_values(items, _REQ_NAMES)
+            get = d.get
+            shape = tuple(map(get, _REQ_SHAPE))
+            path, rid, header = map(get, _REQ_VALUES)
+            authority = shape[2]
+            req = self._requests.get(shape)
+            if req is None:
+                req = self._request_shape(shape)
+        else:
+            path = rid = header = authority = None
+            req = b""
+        # The discovered peer (metadata exchange), else the peer header.
+        state = si.filter_state
+        found = state.get(self._peer_key) if state else None
+        if type(found) is dict:
+            peer = id(found)
+        else:
+            found = None
+            if not self.inbound:
+                rh = si.response_headers
+                header = rh.get(PEER_METADATA_HEADER) if rh is not None else None
+            peer = header or ""
+        info = si.downstream_ssl
+        if info is not None:
+            info = ssl_info(info)
+        key = (
+            peer,
+            si.downstream_remote_address,
+            si.downstream_local_address,
+            si.upstream_host,
+            si.upstream_cluster,
+            si.route_name,
+            si.upstream_request_attempts,
+            authority,
+            id(info),
+        )
+        hit = self._common.get(key)
+        if hit is None or hit[0] is not found or hit[2] is not info:
+            hit = self._common_miss(si, found, header, info, key)
+        common = hit[1]
+        if si.response_flags:
+            common += self._parts._response_flags(si.response_flags)
+        # Times: the start (its seconds encoded once per second); the duration, also the time to the
+        # last byte sent downstream.
+        seconds, nanos = divmod(int(si.start_time * 1e9), 1_000_000_000)
+        second = self._second
+        if second[0] != seconds:
+            second = self._second = (seconds, _uint(T_SECONDS, seconds))
+        start = second[1] + _nanos(nanos)
+        end = si.end_monotonic
+        ns = int((end - si.start_monotonic) * 1e9) if end is not None else 0
+        dur = (_nanos(ns) if ns > 0 else b"") if ns < 1_000_000_000 else _time(ns)
+        n = len(dur)
+        common = b"".join((common, T_START, _SMALL[len(start)], start, T_DURATION, _SMALL[n], dur, T_LAST_TX, _SMALL[n], dur))  # fmt: skip
+        # The request: its shape, then what changes with every request.
+        if path:
+            b = path.encode()
+            n = len(b)
+            req += T_PATH + (_SMALL[n] if n < 128 else varint(n)) + b
+        if rid:
+            b = rid.encode()
+            n = len(b)
+            req += T_REQUEST_ID + (_SMALL[n] if n < 128 else varint(n)) + b
+        if si.bytes_received:
+            req += T_REQ_BODY + varint(si.bytes_received)
+        if self.request_headers_to_log and h is not None:
+            req += EntryEncoder._header_map(h, self.request_headers_to_log, T_REQ_HEADERS)
+        if self.response_headers_to_log:
+            resp = self._response_with_headers(si)
+        else:
+            rkey = (si.response_code, si.response_code_details, si.bytes_sent)
+            resp = self._responses.get(rkey)
+            if resp is None:
+                resp = self._response(rkey)
+        n, m = len(common), len(req)
+        return b"".join(
+            (
+                T_COMMON,
+                _SMALL[n] if n < 128 else bytes((n & 0x7F | 0x80, n >> 7)) if n < 0x4000 else varint(n),
+                common,
+                _PROTOCOLS.get(si.protocol, b""),
+                T_REQUEST,
+                _SMALL[m] if m < 128 else bytes((m & 0x7F | 0x80, m >> 7)) if m < 0x4000 else varint(m),
+                req,
+                resp,
+            )
+        )
+
+    # ---- misses
+
+    def _request_shape(self, shape: tuple) -> bytes:
+        out = []
+        method = shape[0]
+        if method:
+            out.append(_uint(T_METHOD, _METHODS.get(method, 0)))
+        for name, value in zip(_REQ_SHAPE[1:], shape[1:], strict=True):
+            if value:
+                out.append(_string(REQUEST_HEADER_FIELDS[name], value))
+        raw = b"".join(out)
+        if len(self._requests) >= _CACHE_MAX:
+            self._requests.clear()
+        self._requests[shape] = raw
+        return raw
+
+    def _common_miss(self, si, found, header, info, key: tuple) -> tuple:
+        """The common part for ``key`` (every field of AccessLogCommon but the times and flags)."""
+        peer, remote, local, host, cluster, route, attempts, authority, _ = key
+        parts = self._parts
+        tls, identities = b"", None
+        if info is not None:
+            tls = parts._tls_properties(info)
+            if self.inbound:
+                identities = (
+                    tuple(getattr(info, "peer_uri_sans", ()) or ()),
+                    tuple(getattr(info, "local_uri_sans", ()) or ()),
+                    getattr(info, "peer_certificate_presented", None),
+                )
+        lkey = (peer, cluster, authority, identities)
+        labels = self._label_fields.get(lkey)
+        if labels is None or labels[0] is not found:
+            labels = (found, self.labels(si, found, header))
+            if len(self._label_fields) >= _CACHE_MAX:
+                self._label_fields.clear()
+            self._label_fields[lkey] = labels
+        raw = b"".join(
+            (
+                parts._address(T_DOWNSTREAM_REMOTE, remote),
+                parts._address(T_DOWNSTREAM_LOCAL, local),
+                tls,
+                parts._upstream(host),
+                _string(T_UPSTREAM_CLUSTER, cluster),
+                _string(T_ROUTE_NAME, route),
+                _uint(T_ATTEMPTS, attempts),
+                labels[1],
+            )
+        )
+        # The peer dict and the TLS facts object are kept alive by the entry: their ids stay theirs.
+        hit = (found, raw, info)
+        if len(self._common) >= _CACHE_MAX:
+            self._common.clear()
+        self._common[key] = hit
+        return hit
+
+    def _response(self, key: tuple) -> bytes:
+        raw = self._response_field(*key, b"")
+        if len(self._responses) >= _CACHE_MAX:
+            self._responses.clear()
+        self._responses[key] = raw
+        return raw
+
+    def _response_with_headers(self, si) -> bytes:
+        rh = si.response_headers
+        logged = (
+            EntryEncoder._header_map(rh, self.response_headers_to_log, T_RESP_HEADERS)
+            if rh is not None
+            else b""
+        )
+        return self._response_field(si.response_code, si.response_code_details, si.bytes_sent, logged)
+
+    @staticmethod
+    def _response_field(code: int, details: str, sent: int, logged: bytes) -> bytes:
+        payload = b"".join(
+            (
+                _field(T_CODE, _uint(T_VALUE, code)) if code else b"",
+                _string(T_CODE_DETAILS, details),
+                _uint(T_RESP_BODY, sent),
+                logged,
+            )
+        )
+        return _field(T_RESPONSE, payload)

@@ -6,6 +6,7 @@ from __future__ import annotations
 import asyncio
 
 from envoy.config.core.v3 import base_pb2
+from envoy.data.accesslog.v3 import accesslog_pb2
 from envoy.service.accesslog.v3 import als_pb2
 
 from proxy.accesslog.grpc import HTTP, AlsStats, GrpcAccessLogger, GrpcLogSink
@@ -93,8 +94,8 @@ def test_logger_adds_istio_labels_from_node_and_peer_header():
     logger.log(
         info(peer={"WORKLOAD_NAME": "productpage-v1", "LABELS": {"app": "productpage", "version": "v1"}})
     )
-    (logged_by, si), _ = s._pending[0]  # buffered as the request; the entry is built in the flush
-    entry = logged_by.entry(si)
+    (encode, si), _ = s._pending[0]  # buffered as the request; the entry is built in the flush
+    entry = accesslog_pb2.HTTPAccessLogEntry.FromString(encode(si))
     md = entry.common_properties.metadata.filter_metadata["isthmus"]
     assert md["reporter"] == "destination"
     assert md["source"]["workload"] == "productpage-v1" and md["source"]["version"] == "v1"
