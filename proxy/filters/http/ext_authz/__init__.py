@@ -170,6 +170,9 @@ class ExtAuthzFilter(HttpFilter):
             decision = await cfg.check(build_check_request(stream, attrs, extensions))
             if decision.validity is not None:
                 cfg.cache.store(attrs, decision, decision.validity)
+        if decision.plain_ok:
+            stats.ok.value += 1
+            return CONTINUE
         if decision.kind == OK:
             stats.ok.value += 1
             if decision.request_headers or decision.headers_to_remove:

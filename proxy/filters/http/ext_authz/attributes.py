@@ -132,7 +132,7 @@ def getter(name: str):
 
 
 # Each flat attribute as a Python expression over ``st`` (the stream) and ``ext`` (the context
-# extensions), equal to ``flatten(st, ext).get(name)``; ``key_function`` joins them into one function.
+# extensions), equal to ``flatten(st, ext).get(name)``: the check cache inlines them in its lookup.
 _EXPRESSIONS = {
     "source.ip": "(_getattr(st.connection, 'remote_address', None) or _NO_ADDRESS)[0]",
     "source.port": "str((_getattr(st.connection, 'remote_address', None) or _NO_ADDRESS)[1])",
@@ -149,7 +149,7 @@ _EXPRESSIONS = {
     "request.protocol": "st.stream_info.protocol",
     "request.id": "(st.request_headers.get('x-request-id') or '')",
 }
-_KEY_NAMESPACE = {
+EXPRESSION_NAMESPACE = {  # the names the expressions use
     "_getattr": getattr,
     "_NO_ADDRESS": ("", 0),
     "_principals": tls_principals,
@@ -157,7 +157,9 @@ _KEY_NAMESPACE = {
 }
 
 
-def _expression(name: str) -> str:
+def expression(name: str) -> str:
+    """A Python expression over ``st`` and ``ext`` (in ``EXPRESSION_NAMESPACE``) whose value is
+    ``flatten(st, ext).get(name)``; a name (possibly the server's) enters it only as a ``repr`` literal."""
     fixed = _EXPRESSIONS.get(name)
     if fixed is not None:
         return fixed
@@ -168,14 +170,13 @@ def _expression(name: str) -> str:
     return "None"
 
 
-def key_function(refs: tuple[str, ...]):
-    """``(stream, context_extensions) -> (refs, values)``: the check cache's key for one set of
-    referenced attribute names, read straight off the stream in one generated function (values as
-    ``flatten`` has them; names, possibly the server's, enter the source only as ``repr`` literals)."""
-    values = "".join(_expression(name) + ", " for name in refs)
-    namespace = dict(_KEY_NAMESPACE, _REFS=refs)
-    exec(f"def key(st, ext):\n    return (_REFS, ({values}))\n", namespace)  # noqa: S102
-    return namespace["key"]
+def values_function(refs: tuple[str, ...]):
+    """``(stream, context_extensions) -> tuple``: the values of ``refs`` as ``flatten`` has them, in one
+    generated function."""
+    values = "".join(expression(name) + ", " for name in refs)
+    namespace = dict(EXPRESSION_NAMESPACE)
+    exec(f"def values(st, ext):\n    return ({values})\n", namespace)  # noqa: S102
+    return namespace["values"]
 
 
 def _volatile(name: str) -> bool:

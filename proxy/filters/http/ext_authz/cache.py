@@ -3,7 +3,9 @@
 A result is stored under the values of the attributes the server said it looked at
 (``referenced_attributes``), or under every non-volatile attribute when it did not say. A lookup tries
 each set of referenced attribute names seen so far (few: one per kind of rule), as Mixer's client
-cache did; ``lookup_stream`` reads just those attributes off the stream. Validity is a duration
+cache did; ``lookup_stream`` reads just those attributes off the stream, in a function generated for
+the reference sets seen (each set's key expressions and the hit logic inline: one Python frame per
+lookup, no dict of every attribute, no protobuf). Validity is a duration
 and/or a use count; no validity means the result is not stored. Bounded: least recently used entries
 go first. Pure (the clock is injected).
 """
@@ -16,7 +18,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
-from proxy.filters.http.ext_authz.attributes import flatten, full_key, key_function
+from proxy.filters.http.ext_authz.attributes import EXPRESSION_NAMESPACE, expression, flatten, full_key
 
 FULL = None  # the "every attribute" reference set
 
@@ -32,8 +34,23 @@ class Validity:
         return bool(self.duration) or bool(self.use_count)
 
 
-def _full_key(stream, context_extensions: dict[str, str]) -> tuple:
-    return (FULL, full_key(flatten(stream, context_extensions)))
+# One reference set's probe in the generated lookup: the same steps as ``CheckCache._hit``.
+_PROBE = """\
+    key = ({key})
+    entry = _get(key)
+    if entry is not None:
+        if entry.expires is None or _clock() < entry.expires:
+            uses = entry.uses_left
+            if uses is None:
+                _move(key)
+            elif uses > 1:
+                entry.uses_left = uses - 1
+                _move(key)
+            else:
+                del _entries[key]
+            return entry.result
+        del _entries[key]
+"""
 
 
 class _Entry:
@@ -46,25 +63,52 @@ class _Entry:
 
 
 class CheckCache:
+    """``lookup_stream(stream, context_extensions)``, an instance attribute made by ``_compile``, is
+    ``lookup(flatten(stream, context_extensions))`` reading only the referenced attributes."""
+
     def __init__(
         self, max_entries: int = 10000, max_ref_sets: int = 32, clock: Callable[[], float] = time.monotonic
     ) -> None:
         self.max_entries = max_entries
         self.max_ref_sets = max_ref_sets
         self.clock = clock
-        # The reference sets seen, in order, and their key functions (stream, extensions) -> key.
-        self._ref_sets: dict[tuple[str, ...] | None, Callable] = {}
-        self._key_functions: tuple[Callable, ...] = ()
+        # The reference sets seen, in order, each with its tag: a key is (tag, values...) or, for
+        # FULL, (tag, full_key(attributes)); a small int hashes and compares cheaply.
+        self._ref_sets: dict[tuple[str, ...] | None, int] = {}
         self._entries: OrderedDict[tuple, _Entry] = OrderedDict()
+        self._compile()
 
     def __len__(self) -> int:
         return len(self._entries)
 
-    @staticmethod
-    def _key(refs: tuple[str, ...] | None, attrs: dict[str, str]) -> tuple:
+    def _key(self, refs: tuple[str, ...] | None, attrs: dict[str, str]) -> tuple:
+        tag = self._ref_sets[refs]
         if refs is FULL:
-            return (FULL, full_key(attrs))
-        return (refs, tuple(attrs.get(name) for name in refs))
+            return (tag, full_key(attrs))
+        return (tag, *[attrs.get(name) for name in refs])
+
+    def _compile(self) -> None:
+        """(Re)generate ``lookup_stream`` for the reference sets seen: it probes them in order."""
+        source = ["def lookup_stream(st, ext):\n"]
+        for refs, tag in self._ref_sets.items():
+            if refs is FULL:
+                key = f"{tag}, _full_key(_flatten(st, ext))"
+            else:
+                key = "".join([f"{tag}, "] + [expression(name) + ", " for name in refs])
+            source.append(_PROBE.format(key=key))
+        source.append("    return None\n")
+        entries = self._entries
+        namespace = dict(
+            EXPRESSION_NAMESPACE,
+            _get=entries.get,
+            _move=entries.move_to_end,
+            _entries=entries,
+            _clock=self.clock,
+            _full_key=full_key,
+            _flatten=flatten,
+        )
+        exec("".join(source), namespace)  # noqa: S102
+        self.lookup_stream = namespace["lookup_stream"]
 
     def lookup(self, attrs: dict[str, str]) -> Any | None:
         """The cached result for a request's flat attributes (``attributes.flatten``), or None."""
@@ -75,30 +119,6 @@ class CheckCache:
             result = self._hit(self._key(refs, attrs), now)
             if result is not None:
                 return result
-        return None
-
-    def lookup_stream(self, stream, context_extensions: dict[str, str]) -> Any | None:
-        """``lookup(flatten(stream, context_extensions))`` reading only the referenced attributes: one
-        generated key function per reference set (``attributes.key_function``) builds a small tuple,
-        one dict lookup (no dict of every attribute, no protobuf). The clock is read only when an entry
-        found has a time limit."""
-        entries = self._entries
-        for key_of in self._key_functions:
-            key = key_of(stream, context_extensions)
-            entry = entries.get(key)
-            if entry is None:
-                continue
-            if entry.expires is not None and self.clock() >= entry.expires:
-                del entries[key]
-                continue
-            uses = entry.uses_left
-            if uses is not None:
-                if uses <= 1:
-                    del entries[key]
-                    return entry.result
-                entry.uses_left = uses - 1
-            entries.move_to_end(key)
-            return entry.result
         return None
 
     def _hit(self, key: tuple, now: float) -> Any | None:
@@ -123,8 +143,8 @@ class CheckCache:
         if refs not in self._ref_sets:
             if len(self._ref_sets) >= self.max_ref_sets:
                 return  # a server naming ever-new attribute sets must not grow the lookup cost
-            self._ref_sets[refs] = _full_key if refs is FULL else key_function(refs)
-            self._key_functions = tuple(self._ref_sets.values())
+            self._ref_sets[refs] = len(self._ref_sets)
+            self._compile()
         expires = self.clock() + validity.duration if validity.duration else None
         # The use count includes the check that produced the result (Mixer's semantics).
         uses = validity.use_count - 1 if validity.use_count else None

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 from google.protobuf import json_format
 
@@ -13,7 +13,7 @@ OK, DENIED, ERROR = "ok", "denied", "error"
 Header = tuple[str, str, bool]  # (lower-case name, value, append)
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, slots=True)
 class Decision:
     kind: str
     status: int = 403  # denied
@@ -23,6 +23,17 @@ class Decision:
     headers_to_remove: tuple[str, ...] = ()
     response_headers_to_add: tuple[Header, ...] = ()
     validity: Validity | None = None
+    # OK with nothing to do to the request or the response: the filter's whole work on a cache hit.
+    plain_ok: bool = field(init=False, repr=False, compare=False)
+
+    def __post_init__(self) -> None:
+        plain = (
+            self.kind == OK
+            and not self.request_headers
+            and not self.headers_to_remove
+            and not self.response_headers_to_add
+        )
+        object.__setattr__(self, "plain_ok", plain)
 
     def apply_to_request(self, headers) -> bool:
         """Mutate the upstream request headers; True when anything changed."""

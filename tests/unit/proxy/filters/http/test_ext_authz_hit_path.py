@@ -1,5 +1,5 @@
-"""The ext_authz hit path against its references: the generated cache-key functions key exactly as the
-flat view does (``CheckCache._key(refs, flatten(...))``) for odd names and streams, ``lookup_stream``
+"""The ext_authz hit path against its references: the generated attribute expressions read exactly
+what the flat view has (``flatten(...).get(name)``) for odd names and streams, ``lookup_stream``
 decides as ``lookup(flatten(...))`` over long random store/lookup sequences (use counts, expiry, LRU,
 several reference sets, the full key), and the filter keeps the response hook only for a decision
 that adds response headers, counting hits, misses and decisions per connection manager exactly."""
@@ -19,7 +19,7 @@ from proxy.config.context import FactoryContext
 from proxy.core.headers import Headers
 from proxy.filters.http.base import CONTINUE, STOP, HttpFilter
 from proxy.filters.http.ext_authz import ExtAuthzConfig, ExtAuthzFilterFactory
-from proxy.filters.http.ext_authz.attributes import flatten, key_function
+from proxy.filters.http.ext_authz.attributes import flatten, values_function
 from proxy.filters.http.ext_authz.cache import FULL, CheckCache, Validity
 from proxy.stats.store import Store
 from tests.unit.proxy.filters.http.fakes import (
@@ -89,20 +89,21 @@ def random_refs(rng: random.Random) -> tuple[str, ...]:
     return tuple(sorted(set(rng.sample(NAMES, rng.randrange(0, 4)))))
 
 
-def test_key_functions_key_like_the_flat_view():
+def test_generated_values_are_the_flat_views():
     rng = random.Random(5)
     for _ in range(400):
         refs = random_refs(rng)
-        key_of = key_function(refs)
+        values_of = values_function(refs)
         for _ in range(5):
             s, ext = random_stream(rng)
-            assert key_of(s, ext) == CheckCache._key(refs, flatten(s, ext)), refs
+            flat = flatten(s, ext)
+            assert values_of(s, ext) == tuple(flat.get(name) for name in refs), refs
 
 
 @pytest.mark.parametrize("refs", [(), ("source.principal",), tuple(NAMES)])
-def test_key_function_edge_sets(refs):
+def test_generated_values_edge_sets(refs):
     s, ext = random_stream(random.Random(1))
-    assert key_function(refs)(s, ext) == (refs, tuple(flatten(s, ext).get(n) for n in refs))
+    assert values_function(refs)(s, ext) == tuple(flatten(s, ext).get(n) for n in refs)
 
 
 def test_lookup_stream_decides_as_lookup_of_the_flat_view():
@@ -112,7 +113,7 @@ def test_lookup_stream_decides_as_lookup_of_the_flat_view():
         now = [0.0]
         fast = CheckCache(max_entries=rng.choice([3, 50]), clock=lambda now=now: now[0])
         slow = CheckCache(max_entries=fast.max_entries, clock=lambda now=now: now[0])
-        ref_sets = [random_refs(rng) for _ in range(3)] + [FULL]
+        ref_sets = [random_refs(rng) for _ in range(3)] + [FULL, tuple(NAMES)]
         for step in range(200):
             s, ext = random_stream(rng)
             now[0] += rng.choice([0, 0, 0.4, 2.5])
@@ -256,3 +257,17 @@ def test_use_counts_are_honoured_through_the_filter():
         through(fac)
     # three uses per check (the check's own included): check, hit, hit, check
     assert client.calls == 2 and counts(store)["cache_hit"] == 2 and counts(store)["cache_miss"] == 2
+
+
+def test_cached_ok_decisions_still_change_the_request_on_every_hit():
+    r = response(**CACHED)
+    r.ok_response.headers_to_remove.append("x-secret")
+    h = r.ok_response.headers.add()
+    h.header.key, h.header.value = "x-user-id", "42"
+    fac, client, _ = factory([r])
+    for _ in range(3):
+        headers = request("/p", end_user="jason", x_secret="s")
+        s = FakeStream(headers, route_for(ROUTES, headers))
+        assert asyncio.run(fac.create().on_request_headers(s, True)) is CONTINUE
+        assert "x-secret" not in s.request_headers and s.request_headers.get("x-user-id") == "42"
+    assert client.calls == 1
