@@ -16,10 +16,11 @@ entry is counted exactly once.
 
 from __future__ import annotations
 
+from bisect import bisect_left, bisect_right
 from collections import OrderedDict
 from dataclasses import dataclass
 
-from mixer.adapters.prometheus import HttpTotals
+from mixer.adapters.prometheus import DURATION_BUCKETS_MS, SIZE_BUCKETS, HttpTotals
 from mixer.telemetry.alsview import full_http_entry
 from mixer.telemetry.attributes import (
     ISTHMUS_METADATA,
@@ -65,6 +66,50 @@ class TcpTotals:
     n: int = 0
 
 
+class _Values:
+    """The values of one series' entries in a batch, in arrival order."""
+
+    __slots__ = ("series", "duration", "request", "response")
+
+    def __init__(self, series: Series) -> None:
+        self.series = series
+        self.duration: list[float] = []
+        self.request: list[int] = []
+        self.response: list[int] = []
+
+    def extend(self, other: _Values) -> None:
+        self.duration += other.duration
+        self.request += other.request
+        self.response += other.response
+
+    def totals(self) -> HttpTotals:
+        """The HttpTotals ``add`` of each entry in turn makes (the sums added in the same order)."""
+        t = HttpTotals()
+        t.n = len(self.duration)
+        t.duration_sum = 0.0 + sum(self.duration)
+        t.request_sum = 0.0 + sum(self.request)
+        t.response_sum = 0.0 + sum(self.response)
+        _count(DURATION_BUCKETS_MS, self.duration, t.duration)
+        _count(SIZE_BUCKETS, self.request, t.request)
+        _count(SIZE_BUCKETS, self.response, t.response)
+        return t
+
+
+def _count(bounds: tuple[float, ...], values: list, counts: list[int]) -> None:
+    """Add ``values`` (sorted here, in place) to per-bucket ``counts`` (not cumulative, the last +Inf; a
+    value equal to a bound falls in that bound's bucket, as ``bisect_left(bounds, v)`` places it): only
+    the bounds between the smallest and the largest value are looked at."""
+    values.sort()
+    lo = bisect_left(bounds, values[0])
+    hi = bisect_left(bounds, values[-1])
+    done = 0
+    for i in range(lo, hi):
+        upto = bisect_right(values, bounds[i], done)  # values <= bounds[i]
+        counts[i] += upto - done
+        done = upto
+    counts[hi] += len(values) - done
+
+
 class Ingest:
     def __init__(self, max_cached: int = 4096) -> None:
         self.max_cached = max_cached
@@ -89,11 +134,11 @@ class Ingest:
         when given (the JSON access log wants one line per entry)."""
         if reports is not None:
             return self._http_with_reports(node, entries, reports)
-        # The batch's own first-level map: key -> the totals of its series. The LRU is consulted (and
-        # touched) once per distinct key and batch, not per entry.
-        batch: dict[tuple, HttpTotals] = {}
-        series_of: dict[tuple, Series] = {}
-        out: dict[Series, HttpTotals] = {}
+        # The batch's own first-level map: key -> the values of its entries. The LRU is consulted (and
+        # touched) once per distinct key and batch, not per entry; the histograms are counted per series
+        # from sorted values (_totals), not per entry.
+        batch: dict[tuple, _Values] = {}
+        loose: dict[Series, _Values] = {}
         node_key = (node.workload, node.namespace, node.app, node.version)
         for entry in entries:
             common = entry.common_properties
@@ -109,34 +154,31 @@ class Ingest:
                 headers.get("content-type", "") if headers else "",
                 response.response_code,
             )
-            totals = batch.get(key)
-            if totals is None:
+            values = batch.get(key)
+            if values is None:
                 series, _, cacheable = self._lookup(key, node, entry)
                 if cacheable:
-                    series_of[key] = series
-                    totals = batch[key] = HttpTotals()
+                    values = batch[key] = _Values(series)
                 else:  # not determined by the key (no isthmus Struct): this entry's own series
-                    totals = out.get(series)
-                    if totals is None:
-                        totals = out[series] = HttpTotals()
+                    values = loose.get(series)
+                    if values is None:
+                        values = loose[series] = _Values(series)
             d = common.duration
             ms = d.seconds * 1000.0 + d.nanos / 1e6
             if not ms and not common.HasField("duration"):
                 d = common.time_to_last_downstream_tx_byte
                 ms = d.seconds * 1000.0 + d.nanos / 1e6
-            totals.add(
-                ms,
-                request.request_headers_bytes + request.request_body_bytes,
-                response.response_headers_bytes + response.response_body_bytes,
-            )
-        for key, totals in batch.items():
-            series = series_of[key]
-            mine = out.get(series)
+            values.duration.append(ms)
+            values.request.append(request.request_headers_bytes + request.request_body_bytes)
+            values.response.append(response.response_headers_bytes + response.response_body_bytes)
+        per_series: dict[Series, _Values] = {}
+        for values in (*batch.values(), *loose.values()):
+            mine = per_series.get(values.series)
             if mine is None:
-                out[series] = totals
+                per_series[values.series] = values
             else:  # two keys, one label set (e.g. two authorities of one service)
-                mine.merge(totals)
-        return out
+                mine.extend(values)
+        return {series: values.totals() for series, values in per_series.items()}
 
     def _lookup(self, key: tuple, node: Workload, entry) -> tuple[Series, Report | None, bool]:
         """The series of ``key`` from the LRU (a hit) or the reference code (a miss, with its Report),
