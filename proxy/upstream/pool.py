@@ -486,9 +486,11 @@ class HttpConnectionPool:
                 if body and "content-length" not in headers and "transfer-encoding" not in headers:
                     headers = headers.copy()
                     headers.set("content-length", str(len(body)))
-                conn.send(
+                data = (
                     http1.encode_request_head(headers) + body if body else http1.encode_request_head(headers)
                 )
+                stats.upstream_cx_tx_bytes_total.value += len(data)  # conn.send(data), written out
+                conn.transport.write(data)
                 ex.request_done = True
             else:
                 chunked = _request_needs_chunked(headers)
