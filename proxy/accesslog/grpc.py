@@ -373,7 +373,19 @@ class GrpcAccessLogger:
         try:
             if self.filter is not None and not self.filter(si):
                 return
-            self.sink.add_record(self._flush_encode, si)
+            # GrpcLogSink.add_record written out: this runs once per request.
+            sink = self.sink
+            size = sink._estimate
+            pending = sink._pending_bytes + size
+            if pending > sink.max_pending:
+                sink.stats.logs_dropped.inc()
+                return
+            sink._pending.append(((self._flush_encode, si), size))
+            sink._pending_bytes = pending
+            if sink._task is None:
+                sink._start()
+            if pending >= sink.buffer_size and sink._wakeup is not None:
+                sink._wakeup.set()
         except Exception:  # a logging bug must never fail a request
             log.exception("gRPC access log %s failed", self.name)
 

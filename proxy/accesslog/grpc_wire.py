@@ -363,6 +363,20 @@ assert len(T_NANOS) == len(T_START) == len(T_LAST_TX) == len(T_COMMON) == len(T_
 assert len(T_DURATION) == 2
 
 
+# Varint pieces without bit arithmetic per entry (each int operation is an object in CPython): 7 and
+# 14 low bits with the continuation bit set on every byte. _C14 (16384 two-byte strings, ~0.6 MB) is
+# made with the first HttpEntryWriter.
+_C7 = [bytes((i | 0x80,)) for i in range(128)]
+_C14: list[bytes] = []
+_DURATION_3, _LAST_TX_3 = T_DURATION + b"\x04" + T_NANOS, T_LAST_TX + b"\x04" + T_NANOS
+_DURATION_4, _LAST_TX_4 = T_DURATION + b"\x05" + T_NANOS, T_LAST_TX + b"\x05" + T_NANOS
+
+
+def _make_c14() -> None:
+    if not _C14:
+        _C14.extend(bytes((i & 0x7F | 0x80, i >> 7 | 0x80)) for i in range(0x4000))
+
+
 def _nanos(n: int) -> bytes:
     """The ``nanos`` field of a Timestamp or Duration, 0 <= n < 10**9 (absent when 0)."""
     if n >= 0x200000:
@@ -401,6 +415,7 @@ class HttpEntryWriter:
     into the message ``EntryEncoder.http`` makes (unit-tested against it)."""
 
     def __init__(self, inbound: bool, labels, request_headers_to_log=(), response_headers_to_log=()) -> None:
+        _make_c14()
         self.inbound = inbound
         self.labels = labels
         self.request_headers_to_log = tuple(request_headers_to_log)
@@ -411,7 +426,7 @@ class HttpEntryWriter:
         self._label_fields: dict = {}  # (peer key, cluster, authority, identities) -> (peer dict, bytes)
         self._requests: dict = {}  # shape values -> encoded fields
         self._responses: dict = {}  # (code, details, body bytes) -> the response field
-        self._second = (-1, b"")  # the last start second and its encoded seconds field
+        self._second = (-1, b"", b"")  # the last start second: _start_head
 
     def encode(self, si) -> bytes:
         # The request headers: a dict of them, first values.
@@ -462,18 +477,31 @@ class HttpEntryWriter:
         common = hit[1]
         if si.response_flags:
             common += self._parts._response_flags(si.response_flags)
-        # Times: the start (its seconds encoded once per second); the duration, also the time to the
-        # last byte sent downstream.
-        seconds, nanos = divmod(int(si.start_time * 1e9), 1_000_000_000)
+        # Times: the start (the field's head and seconds made once per second); the duration, which is
+        # also the time to the last byte sent downstream. The usual sizes are written in one bytes().
+        seconds, n = divmod(int(si.start_time * 1e9), 1_000_000_000)
         second = self._second
         if second[0] != seconds:
-            second = self._second = (seconds, _uint(T_SECONDS, seconds))
-        start = second[1] + _nanos(nanos)
+            second = self._second = self._start_head(seconds)
+        if n >= 0x10000000:  # most starts: a 5-byte nanos varint, from the 14-bit table
+            c14 = _C14
+            start = second[1] + c14[n & 0x3FFF] + c14[n >> 14 & 0x3FFF] + _SMALL[n >> 28]
+        else:
+            start = second[2] + _nanos(n)
+            start = T_START + _SMALL[len(start)] + start
         end = si.end_monotonic
-        ns = int((end - si.start_monotonic) * 1e9) if end is not None else 0
-        dur = (_nanos(ns) if ns > 0 else b"") if ns < 1_000_000_000 else _time(ns)
-        n = len(dur)
-        common = b"".join((common, T_START, _SMALL[len(start)], start, T_DURATION, _SMALL[n], dur, T_LAST_TX, _SMALL[n], dur))  # fmt: skip
+        n = int((end - si.start_monotonic) * 1e9) if end is not None else 0
+        if 0x4000 <= n < 0x200000:  # 16 us to 2 ms: a 3-byte varint
+            v = _C14[n & 0x3FFF] + _SMALL[n >> 14]
+            times = _DURATION_3 + v + _LAST_TX_3 + v
+        elif 0x200000 <= n < 0x10000000:  # to 268 ms: 4 bytes
+            v = _C14[n & 0x3FFF] + _C7[n >> 14 & 0x7F] + _SMALL[n >> 21]
+            times = _DURATION_4 + v + _LAST_TX_4 + v
+        else:
+            dur = (_nanos(n) if n > 0 else b"") if n < 1_000_000_000 else _time(n)
+            n = _SMALL[len(dur)]
+            times = T_DURATION + n + dur + T_LAST_TX + n + dur
+        common += start + times
         # The request: its shape, then what changes with every request.
         if path:
             b = path.encode()
@@ -509,6 +537,13 @@ class HttpEntryWriter:
         )
 
     # ---- misses
+
+    @staticmethod
+    def _start_head(seconds: int) -> tuple:
+        """(seconds, the start_time field up to a 5-byte nanos varint: tag, length, seconds, the nanos
+        tag; the seconds field alone)."""
+        sec = _uint(T_SECONDS, seconds)
+        return seconds, T_START + _SMALL[len(sec) + 6] + sec + T_NANOS, sec
 
     def _request_shape(self, shape: tuple) -> bytes:
         out = []
