@@ -24,7 +24,15 @@ def _drop_raw_lines(
     raw: bytes, names: frozenset[str] | set[str] | tuple[str, ...], expect: int
 ) -> bytes | None:
     """`raw` without the lines of the headers called `names` (any case); None when it does not hold
-    exactly `expect` such lines (then the caller forgets the raw block)."""
+    exactly `expect` such lines (then the caller forgets the raw block).
+
+    Fast path: senders in the mesh write names lower-case, so each name is first looked for as given
+    (one find per name, no lower-cased copy of the block); only when that does not account for all
+    `expect` lines is the block searched case-insensitively."""
+    if expect == 1 or expect == 2:
+        cut = _exact_lines(raw, names, expect)
+        if cut is not None:
+            return cut
     low = raw.lower()
     cut: list[tuple[int, int]] = []
     for name in names:
@@ -49,6 +57,35 @@ def _drop_raw_lines(
         pos = end
     out.append(raw[pos:])
     return b"".join(out)
+
+
+def _exact_lines(raw: bytes, names, expect: int) -> bytes | None:
+    """`raw` without one line of each of `names` found as given (lower-case) at a line start; None
+    unless exactly `expect` lines were found that way (a mixed-case or repeated name: the slow path).
+    Found lines are all of them: the caller counted `expect` such headers, in any case."""
+    found = []
+    for name in names:
+        needle = _NEEDLES.get(name)
+        if needle is None:
+            needle = _NEEDLES[name] = b"\n" + name.encode("latin-1") + b":"
+        at = raw.find(needle)
+        if at >= 0:
+            found.append(at + 1)
+        elif raw.startswith(needle[1:]):
+            found.append(0)
+    if len(found) != expect:
+        return None
+    if expect == 1:
+        start = found[0]
+        return raw[:start] + raw[raw.index(b"\n", start) + 1 :]
+    a, b = found
+    if a > b:
+        a, b = b, a
+    a_end = raw.index(b"\n", a) + 1
+    b_end = raw.index(b"\n", b) + 1
+    if a_end == b:  # adjacent lines (the usual case): one cut
+        return raw[:a] + raw[b_end:]
+    return raw[:a] + raw[a_end:b] + raw[b_end:]
 
 
 _new = object.__new__
@@ -200,6 +237,39 @@ class Headers:
                 self._raw = _drop_raw_lines(raw, names, removed)  # cut the received lines out
                 self._raw_n = n - removed
         return removed
+
+    def take(self, a: str, b: str) -> tuple[str | None, str | None]:
+        """Remove every header named `a` or `b` (lower-case, regular names) and return the first value
+        of each (None when absent): ``remove_names`` fused with the lookups, one pass over the items,
+        nothing rebuilt when neither is there. Received lines are cut out of the raw block."""
+        items = self._items
+        va = vb = None
+        at = []
+        i = 0
+        for kv in items:
+            k = kv[0]
+            if k == a:
+                if va is None:
+                    va = kv[1]
+                at.append(i)
+            elif k == b:
+                if vb is None:
+                    vb = kv[1]
+                at.append(i)
+            i += 1
+        if not at:
+            return None, None
+        for i in reversed(at):
+            del items[i]
+        raw = self._raw
+        if raw is not None:
+            n = self._raw_n
+            if at[-1] >= n or a in _PSEUDO_OR_HOST or b in _PSEUDO_OR_HOST or a[:1] == ":" or b[:1] == ":":
+                self._raw = None
+            else:
+                self._raw = _drop_raw_lines(raw, (a, b), len(at))
+                self._raw_n = n - len(at)
+        return va, vb
 
     def items(self) -> list[tuple[str, str]]:
         return self._items

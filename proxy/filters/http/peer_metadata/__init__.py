@@ -98,16 +98,9 @@ class PeerMetadataConfig:
         """Read and remove the exchange headers; store the peer (first discovery wins). Returns
         whether the id and the metadata headers were present. One pass over the headers; nothing
         is rebuilt when neither is there."""
-        value = peer_id = None
-        for name, v in headers.items():
-            if name == PEER_METADATA_HEADER:
-                if value is None:
-                    value = v
-            elif name == PEER_METADATA_ID_HEADER and peer_id is None:
-                peer_id = v
+        value, peer_id = headers.take(PEER_METADATA_HEADER, PEER_METADATA_ID_HEADER)
         if value is None and peer_id is None:
             return False, False
-        headers.remove_names(EXCHANGE_HEADERS)
         if value is not None:
             peer = self.peers.lookup(value)
             if peer is not None and peer_key not in state:
