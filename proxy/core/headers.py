@@ -198,6 +198,17 @@ class Headers:
         else:
             items.append((name, value))
 
+    def set_many(self, pairs: tuple[tuple[str, str], ...]) -> None:
+        """``set`` each (lower-case, regular name, value) of `pairs`; when none of the names is there
+        (the usual case: one pass over the items) they are all appended at once."""
+        names = [kv[0] for kv in pairs]
+        for kv in self._items:
+            if kv[0] in names:
+                for name, value in pairs:
+                    self.set(name, value)
+                return
+        self._items.extend(pairs)
+
     def setdefault(self, name: str, value: str) -> str:
         current = self.get(name)
         if current is None:

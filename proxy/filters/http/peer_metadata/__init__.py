@@ -90,6 +90,8 @@ class PeerMetadataConfig:
                 raise ConfigError(f"{path}.additional_labels[{i}]", "a label name must not be empty")
         self.id = node_id
         self.value = exchange.encode(exchange.shared_metadata(node_metadata, msg.additional_labels))
+        # Both response headers, in the order they are set one by one (id, then metadata).
+        self.both_headers = ((PEER_METADATA_ID_HEADER, node_id), (PEER_METADATA_HEADER, self.value))
         self.peers = PeerCache()
         self.cluster_manager = cm
         self._mx_disabled: dict[str, bool] = {}
@@ -164,10 +166,12 @@ class PeerMetadataFilter(HttpFilter):
         cfg = self.config
         if cfg.upstream_discovery:
             cfg.discover(headers, stream.stream_info.filter_state, UPSTREAM_PEER, UPSTREAM_PEER_ID)
-        if cfg.downstream_propagation:
-            if self._peer_id_received:
+        if cfg.downstream_propagation and (self._peer_id_received or self._peer_received):
+            if self._peer_id_received and self._peer_received:
+                headers.set_many(cfg.both_headers)
+            elif self._peer_id_received:
                 headers.set(PEER_METADATA_ID_HEADER, cfg.id)
-            if self._peer_received:
+            else:
                 headers.set(PEER_METADATA_HEADER, cfg.value)
         return CONTINUE
 

@@ -34,3 +34,17 @@ def test_remove_names_drops_every_listed_name_in_one_pass():
     assert h.remove_names(frozenset({"connection", "keep-alive", "upgrade"})) == 2
     assert h.items() == [(":status", "200"), ("x", "1")]
     assert h.remove_names(frozenset({"connection"})) == 0
+
+
+def test_set_many_appends_absent_names_and_replaces_present_ones_like_set():
+    import random
+
+    rnd = random.Random(7)
+    for _ in range(300):
+        items = [(rnd.choice(["a", "b", "c", "x-id", "x-md"]), str(i)) for i in range(rnd.randint(0, 6))]
+        pairs = (("x-id", "ID"), ("x-md", "MD"))
+        fast, slow = Headers([(":status", "200"), *items]), Headers([(":status", "200"), *items])
+        fast.set_many(pairs)
+        for name, value in pairs:
+            slow.set(name, value)
+        assert fast.items() == slow.items()
