@@ -137,7 +137,11 @@ class PeerMetadataConfig:
         return cached
 
 
-class PeerMetadataFilter(HttpFilter):
+class _PeerMetadataRequestFilter(HttpFilter):
+    """The filter once its request hook found nothing to do on the response (no upstream discovery,
+    no peer headers received): without a response hook the connection manager keeps its
+    whole-response fast path. ``PeerMetadataFilter`` becomes this class then (same slots)."""
+
     __slots__ = ("config", "_peer_id_received", "_peer_received")
 
     def __init__(self, config: PeerMetadataConfig) -> None:
@@ -160,7 +164,15 @@ class PeerMetadataFilter(HttpFilter):
         if cfg.upstream_propagation and not cfg.skip_upstream(stream):
             headers.set(PEER_METADATA_ID_HEADER, cfg.id)
             headers.set(PEER_METADATA_HEADER, cfg.value)
+        if not cfg.upstream_discovery and not (
+            cfg.downstream_propagation and (self._peer_id_received or self._peer_received)
+        ):
+            self.__class__ = _PeerMetadataRequestFilter  # nothing to do on the response
         return CONTINUE
+
+
+class PeerMetadataFilter(_PeerMetadataRequestFilter):
+    __slots__ = ()
 
     async def on_response_headers(self, stream, headers, end_stream: bool) -> FilterStatus:
         cfg = self.config

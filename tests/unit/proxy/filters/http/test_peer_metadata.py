@@ -294,3 +294,27 @@ def test_the_downstream_tls_facts_reach_the_stream_info():
     stream.connection.ssl = ssl
     run(PeerMetadataFilter(config(INBOUND)).on_request_headers(stream, True))
     assert stream.stream_info.downstream_ssl is ssl
+
+
+def test_a_request_without_peer_headers_leaves_the_filter_without_a_response_hook():
+    """Nothing to add to the response: the connection manager may keep its whole-response fast path
+    (it looks for an overridden on_response_headers); a caller in the mesh keeps the hook."""
+    from proxy.filters.http.base import HttpFilter
+
+    cfg = config(INBOUND)
+    plain = PeerMetadataFilter(cfg)
+    run(plain.on_request_headers(FakeStream(req(), route_to("app")), True))
+    assert type(plain).on_response_headers is HttpFilter.on_response_headers
+    response = resp()
+    run(plain.on_response_headers(FakeStream(req(), route_to("app")), response, True))
+    assert PEER_METADATA_HEADER not in response and PEER_METADATA_ID_HEADER not in response
+    meshed = PeerMetadataFilter(cfg)
+    stream = FakeStream(req((PEER_METADATA_ID_HEADER, CALLER_ID)), route_to("app"))
+    run(meshed.on_request_headers(stream, True))
+    assert type(meshed).on_response_headers is not HttpFilter.on_response_headers
+    response = resp()
+    run(meshed.on_response_headers(stream, response, True))
+    assert response.get(PEER_METADATA_ID_HEADER) == OUR_NODE_ID and PEER_METADATA_HEADER not in response
+    outbound = PeerMetadataFilter(config(OUTBOUND))  # learns the callee from the response: keeps it
+    run(outbound.on_request_headers(FakeStream(req(), route_to("app")), True))
+    assert type(outbound).on_response_headers is not HttpFilter.on_response_headers
