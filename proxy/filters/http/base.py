@@ -70,6 +70,11 @@ class HttpStream(Protocol):
     stream_info: StreamInfo
     connection: Any  # the DownstreamConnection (addresses, TLS facts, original destination)
     config: Any  # the connection manager's immutable config (stat prefix, route provider, ...)
+    # Lower-case (name, value) pairs set on this stream's response however it is answered (upstream
+    # or local reply), as Headers.set does, after the encoder filters ran. A request hook that only
+    # adds response headers sets this instead of overriding on_response_headers, so the connection
+    # manager can still write the whole response at once. None: nothing to set.
+    response_headers_to_set: tuple | list | None
 
     @property
     def route(self) -> Any | None:

@@ -164,10 +164,19 @@ class _PeerMetadataRequestFilter(HttpFilter):
         if cfg.upstream_propagation and not cfg.skip_upstream(stream):
             headers.set(PEER_METADATA_ID_HEADER, cfg.id)
             headers.set(PEER_METADATA_HEADER, cfg.value)
-        if not cfg.upstream_discovery and not (
-            cfg.downstream_propagation and (self._peer_id_received or self._peer_received)
-        ):
-            self.__class__ = _PeerMetadataRequestFilter  # nothing to do on the response
+        if not cfg.upstream_discovery:
+            # Nothing to read on the response: our headers (for a caller that sent its own) are set by
+            # the connection manager, and the filter needs no response hook.
+            if cfg.downstream_propagation and (self._peer_id_received or self._peer_received):
+                if self._peer_id_received and self._peer_received:
+                    pairs = cfg.both_headers
+                elif self._peer_id_received:
+                    pairs = ((PEER_METADATA_ID_HEADER, cfg.id),)
+                else:
+                    pairs = ((PEER_METADATA_HEADER, cfg.value),)
+                before = stream.response_headers_to_set
+                stream.response_headers_to_set = (*before, *pairs) if before else pairs
+            self.__class__ = _PeerMetadataRequestFilter
         return CONTINUE
 
 

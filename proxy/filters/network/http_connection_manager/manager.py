@@ -113,6 +113,26 @@ class StreamReset(Exception):
     """The stream was reset (downstream went away); raised to a body reader."""
 
 
+def _set_pairs(items: list, pairs) -> list:
+    """``items`` after ``Headers.set(name, value)`` of each pair (one value per name, at its first
+    place; appended when absent); the caller's list is left as it was."""
+    want = dict(pairs)
+    out, done = [], set()
+    for kv in items:
+        k = kv[0]
+        if k in want:
+            if k not in done:
+                done.add(k)
+                out.append((k, want[k]))
+        else:
+            out.append(kv)
+    for name, _ in pairs:
+        if name not in done:
+            done.add(name)
+            out.append((name, want[name]))
+    return out
+
+
 class ActiveStream:
     """One request/response exchange (``proxy.filters.http.base.HttpStream``)."""
 
@@ -150,6 +170,7 @@ class ActiveStream:
         "_last_activity",
         "_encoding_local_reply",
         "_pending_head",
+        "response_headers_to_set",
     )
 
     def __init__(
@@ -200,6 +221,10 @@ class ActiveStream:
         self._last_activity = 0.0
         self._encoding_local_reply = False
         self._pending_head: bytes | None = None
+        # (name, value) pairs a request hook wants set on this stream's response, whichever way it
+        # is answered (upstream or local reply), with Headers.set semantics: the filter needs no
+        # response hook, so the whole-response single write stays available (encode_whole).
+        self.response_headers_to_set: tuple | list | None = None
 
     # ------------------------------------------------------------------ HttpStream: routing
 
@@ -315,6 +340,9 @@ class ActiveStream:
         items = []
         lines = [""]  # the status line goes first, once the status text is checked
         has_length = has_server = has_date = has_rid = False
+        to_set = self.response_headers_to_set
+        if to_set:
+            src = _set_pairs(src, to_set)
         for kv in src:
             k = kv[0]
             if k in _RESPONSE_HOP:

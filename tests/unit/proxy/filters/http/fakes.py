@@ -31,6 +31,12 @@ class FakeStream:
         self.response_end = False
         self.data: list[bytes] = []
         self.upgraded = None
+        self.response_headers_to_set = None
+
+    def apply_response_headers_to_set(self, headers: Headers) -> None:
+        """What the connection manager does when it writes the response head."""
+        for name, value in self.response_headers_to_set or ():
+            headers.set(name, value)
 
     @property
     def route(self):

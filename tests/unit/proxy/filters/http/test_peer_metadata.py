@@ -71,6 +71,7 @@ def exchange(cfg, request: Headers, response: Headers, route=None):
     f = PeerMetadataFilter(cfg)
     assert run(f.on_request_headers(stream, True)) is CONTINUE
     assert run(f.on_response_headers(stream, response, True)) is CONTINUE
+    stream.apply_response_headers_to_set(response)
     return stream, response
 
 
@@ -296,25 +297,27 @@ def test_the_downstream_tls_facts_reach_the_stream_info():
     assert stream.stream_info.downstream_ssl is ssl
 
 
-def test_a_request_without_peer_headers_leaves_the_filter_without_a_response_hook():
-    """Nothing to add to the response: the connection manager may keep its whole-response fast path
-    (it looks for an overridden on_response_headers); a caller in the mesh keeps the hook."""
+def test_an_inbound_filter_needs_no_response_hook():
+    """Inbound (no upstream discovery): the filter drops its response hook, so the connection manager
+    may keep its whole-response fast path (it looks for an overridden on_response_headers); our
+    metadata for a caller in the mesh goes through the stream's response_headers_to_set instead."""
     from proxy.filters.http.base import HttpFilter
 
     cfg = config(INBOUND)
     plain = PeerMetadataFilter(cfg)
-    run(plain.on_request_headers(FakeStream(req(), route_to("app")), True))
+    stream = FakeStream(req(), route_to("app"))
+    run(plain.on_request_headers(stream, True))
     assert type(plain).on_response_headers is HttpFilter.on_response_headers
-    response = resp()
-    run(plain.on_response_headers(FakeStream(req(), route_to("app")), response, True))
-    assert PEER_METADATA_HEADER not in response and PEER_METADATA_ID_HEADER not in response
+    assert not stream.response_headers_to_set  # a caller outside the mesh learns nothing
     meshed = PeerMetadataFilter(cfg)
     stream = FakeStream(req((PEER_METADATA_ID_HEADER, CALLER_ID)), route_to("app"))
+    stream.response_headers_to_set = (("x-other", "kept"),)  # another filter's pairs stay
     run(meshed.on_request_headers(stream, True))
-    assert type(meshed).on_response_headers is not HttpFilter.on_response_headers
+    assert type(meshed).on_response_headers is HttpFilter.on_response_headers
     response = resp()
-    run(meshed.on_response_headers(stream, response, True))
+    stream.apply_response_headers_to_set(response)
     assert response.get(PEER_METADATA_ID_HEADER) == OUR_NODE_ID and PEER_METADATA_HEADER not in response
+    assert response.get("x-other") == "kept"
     outbound = PeerMetadataFilter(config(OUTBOUND))  # learns the callee from the response: keeps it
     run(outbound.on_request_headers(FakeStream(req(), route_to("app")), True))
     assert type(outbound).on_response_headers is not HttpFilter.on_response_headers

@@ -211,3 +211,36 @@ def test_a_status_that_is_not_a_number_still_fails_the_same_way():
         oracle(_stream(cfg, **kwargs), Headers([(":status", "abc")]), False)
     with pytest.raises(ValueError):
         _stream(cfg, **kwargs)._write_headers(Headers([(":status", "abc")]), False)
+
+
+PAIRS = [
+    (("x-envoy-peer-metadata-id", "sidecar~1"), ("x-envoy-peer-metadata", "Q2hB")),
+    (("x-a", "new"),),
+    (("server", "mine"), ("x-a", "one"), ("x-a", "two")),
+]
+
+
+@pytest.mark.parametrize("resp", RESPONSES, ids=range(len(RESPONSES)))
+def test_response_headers_to_set_are_set_on_the_head_as_headers_set_would(resp, monkeypatch):
+    """A request hook's response_headers_to_set (istio.metadata_exchange's answer to a caller) lands on
+    the wire and in the access log's response headers exactly as Headers.set on the response would,
+    whatever the response already carries."""
+    monkeypatch.setattr(m, "http_date", lambda: "Sat, 28 Nov 2026 01:00:00 GMT")
+    kwargs = dict(
+        method="GET", version="1.1", keep_alive=True, upgrade=False,
+        request_complete=True, close=False, draining=False, requests=1,
+    )  # fmt: skip
+    for pairs in PAIRS:
+        for sht in (0, 1, 2):
+            cfg = _Cfg(sht, False, 0)
+            expected = Headers.from_lowercase(list(resp))
+            for name, value in pairs:
+                expected.set(name, value)
+            want = oracle(_stream(cfg, **kwargs), expected, True)
+            st = _stream(cfg, **kwargs)
+            st.response_headers_to_set = pairs
+            headers = Headers.from_lowercase(list(resp))
+            st._write_headers(headers, True)
+            got = (st.hcm.conn.out[0], list(st.stream_info.response_headers.items()), st._chunked)
+            assert got == want[:3], (resp, pairs, sht)
+            assert headers.items() == resp
