@@ -535,6 +535,7 @@ def _feature_cpu(quick: bool) -> list[dict]:
     from proxy.filters.http.ext_authz.cache import Validity
     from proxy.filters.http.ext_authz.decision import OK, Decision
     from proxy.filters.http.peer_metadata import PeerMetadataConfig, PeerMetadataFilter
+    from proxy.filters.network.http_connection_manager.manager import _set_pairs
     from proxy.stats.store import Store
     from tests.unit.proxy.filters.http.fakes import FakeCluster, FakeClusterManager
 
@@ -580,7 +581,14 @@ def _feature_cpu(quick: bool) -> list[dict]:
             "app",
         )
         si.response_headers = Headers.from_lowercase([(":status", "200"), ("content-length", "1024")])
-        return SimpleNamespace(request_headers=h, stream_info=si, connection=conn, route=None, config=config)
+        return SimpleNamespace(
+            request_headers=h,
+            stream_info=si,
+            connection=conn,
+            route=None,
+            config=config,
+            response_headers_to_set=None,
+        )
 
     authz.cache.store(flatten(stream(), {}), Decision(OK), Validity(3600, None, ("source.principal",)))
 
@@ -598,6 +606,8 @@ def _feature_cpu(quick: bool) -> list[dict]:
         f = PeerMetadataFilter(mx)
         run_hook(f.on_request_headers(st, True))
         run_hook(f.on_response_headers(st, st.stream_info.response_headers, True))
+        if st.response_headers_to_set:  # what the connection manager does with them on the head
+            _set_pairs(st.stream_info.response_headers.items(), st.response_headers_to_set)
 
     def with_authz():
         st = stream()

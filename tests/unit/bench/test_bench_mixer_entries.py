@@ -25,3 +25,18 @@ def test_entries_are_the_proxys_and_give_the_two_edges():
         ("productpage-v1", "reviews-v2", "reviews.default.svc.cluster.local"),
         ("istio-ingressgateway", "productpage-v1", "productpage.default.svc.cluster.local"),
     }
+
+
+def test_the_feature_cpu_rows_run_the_filters_as_the_connection_manager_drives_them():
+    """bench-mixer's in-process rows drive the real filters with a stream shaped like the connection
+    manager's (a missing attribute, e.g. response_headers_to_set, breaks `make bench`)."""
+    from bench.bench_mixer import _feature_cpu
+
+    rows = {r["case"]: r["cpu_us_per_req"] for r in _feature_cpu(True)}
+    assert set(rows) == {
+        "feature CPU, metadata exchange (request + response hooks)",
+        "feature CPU, ext_authz, cache hit",
+        "feature CPU, access log to mixer (log + encode + batch)",
+        "feature CPU, all three",
+    }
+    assert all(v >= 0 for v in rows.values())
