@@ -446,8 +446,8 @@ class HttpConnectionPool:
         cleanup is the caller's. A bytes body gets a Content-Length when none is set; an iterator body
         without Content-Length is sent chunked."""
         stats = self.stats
-        resources = self.resources
-        if not resources.requests.can_create():
+        rq = self.resources.requests
+        if rq.count >= rq.max:  # rq.can_create(), inline
             stats.upstream_rq_pending_overflow.inc()
             raise PoolOverflow("max requests circuit breaker open")
         idle = self.idle  # _take_idle's usual case inline: the most recent idle connection is open
@@ -456,7 +456,7 @@ class HttpConnectionPool:
             conn = self._take_idle()
         if conn is None:
             conn = await self._wait_for_connection()
-            if not resources.requests.can_create():
+            if rq.count >= rq.max:
                 # Checked again when attaching, as Envoy does: others attached while we waited.
                 self._on_connection_free(conn)
                 stats.upstream_rq_pending_overflow.inc()
@@ -472,7 +472,15 @@ class HttpConnectionPool:
         conn.exchange = ex
         conn.requests_served += 1
         self.busy.add(conn)
-        resources.requests.inc()
+        # rq.inc() written out (the same gauge values: tests/unit/proxy/upstream/test_resources_oracle.py)
+        c = rq.count = rq.count + 1
+        g = rq._open
+        if g is not None:
+            g.value = 1 if c >= rq.max else 0
+        g = rq._remaining
+        if g is not None:
+            r = rq.max - c
+            g.value = r if r > 0 else 0
         stats.upstream_rq_total.value += 1  # plain adds: no call per counter on the request path
         stats.upstream_rq_active.value += 1
         host_stats = self.host.stats
@@ -678,7 +686,15 @@ class HttpConnectionPool:
     def _on_exchange_done(
         self, conn: UpstreamConnection, ex: _Exchange, *, success: bool, reusable: bool
     ) -> None:
-        self.resources.requests.dec()
+        rq = self.resources.requests  # rq.dec() written out, as request() writes out rq.inc()
+        c = rq.count = rq.count - 1
+        g = rq._open
+        if g is not None:
+            g.value = 1 if c >= rq.max else 0
+        g = rq._remaining
+        if g is not None:
+            r = rq.max - c
+            g.value = r if r > 0 else 0
         self.stats.upstream_rq_active.value -= 1
         host_stats = self.host.stats
         host_stats.rq_active -= 1

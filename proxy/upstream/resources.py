@@ -42,13 +42,28 @@ class Resource:
     def can_create(self) -> bool:
         return self.count < self.max
 
+    # inc/dec set the gauges themselves (Envoy sets them on every change): no _update or Gauge.set
+    # frames per change. HttpConnectionPool writes the requests resource's inc/dec out the same way;
+    # tests/unit/proxy/upstream/test_resources_oracle.py holds both to the previous implementation.
     def inc(self) -> None:
-        self.count += 1
-        self._update()
+        c = self.count = self.count + 1
+        g = self._open
+        if g is not None:
+            g.value = 1 if c >= self.max else 0
+        g = self._remaining
+        if g is not None:
+            r = self.max - c
+            g.value = r if r > 0 else 0
 
     def dec(self) -> None:
-        self.count -= 1
-        self._update()
+        c = self.count = self.count - 1
+        g = self._open
+        if g is not None:
+            g.value = 1 if c >= self.max else 0
+        g = self._remaining
+        if g is not None:
+            r = self.max - c
+            g.value = r if r > 0 else 0
 
     def _update(self) -> None:
         if self._open is not None:
