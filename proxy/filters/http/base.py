@@ -12,6 +12,13 @@ runs the chain:
 
 Hooks are coroutines, so a filter may wait (fault delay, an ext_authz call) without blocking others.
 The chain runner, not the filter, decides what happens next.
+
+A filter whose request hook usually finishes without waiting (as Envoy's ``decodeHeaders`` is
+synchronous) may also define ``decode_headers_sync(stream, end_stream)``: a plain method the connection
+manager calls instead of ``on_request_headers`` (no coroutine, no await). It returns ``CONTINUE`` or
+``STOP`` as the hook would, or, when it has to wait after all (an ext_authz cache miss), an awaitable
+whose result is that status; the connection manager awaits it in the filter's place in the chain.
+Such a filter keeps ``on_request_headers`` (``sync_request_hook`` below) for callers that await it.
 """
 
 from __future__ import annotations
@@ -39,6 +46,10 @@ class HttpFilter:
 
     __slots__ = ()
 
+    # Optional synchronous request hook (see the module docstring): None, or a method
+    # ``decode_headers_sync(stream, end_stream) -> FilterStatus | Awaitable[FilterStatus]``.
+    decode_headers_sync = None
+
     async def on_request_headers(self, stream: HttpStream, end_stream: bool) -> FilterStatus:
         return CONTINUE
 
@@ -49,6 +60,15 @@ class HttpFilter:
 
     def on_destroy(self) -> None:
         """The stream ended (completed, reset or the client went away). Cancel timers here."""
+
+
+async def sync_request_hook(self: HttpFilter, stream: HttpStream, end_stream: bool) -> FilterStatus:
+    """``on_request_headers`` of a filter that defines ``decode_headers_sync``: the same decision for
+    callers that await the hook (tests, benchmarks, a filter chain of another runner)."""
+    status = self.decode_headers_sync(stream, end_stream)
+    if status.__class__ is not FilterStatus:
+        status = await status
+    return status
 
 
 class HttpFilterFactory(Protocol):

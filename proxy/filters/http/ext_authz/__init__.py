@@ -30,7 +30,7 @@ from proxy.config.context import FactoryContext
 from proxy.config.errors import ConfigError
 from proxy.config.registry import HTTP_FILTERS
 from proxy.config.supported import reject_unsupported
-from proxy.filters.http.base import CONTINUE, STOP, FilterStatus, HttpFilter
+from proxy.filters.http.base import CONTINUE, STOP, FilterStatus, HttpFilter, sync_request_hook
 from proxy.filters.http.ext_authz.attributes import build_check_request, flatten
 from proxy.filters.http.ext_authz.cache import CheckCache
 from proxy.filters.http.ext_authz.decision import ERROR, OK, Decision, decision_from_response
@@ -149,7 +149,9 @@ class ExtAuthzFilter(HttpFilter):
     def __init__(self, config: ExtAuthzConfig) -> None:
         self.config = config
 
-    async def on_request_headers(self, stream, end_stream: bool) -> FilterStatus:
+    def decode_headers_sync(self, stream, end_stream: bool):
+        """The connection manager's synchronous hook: a cache hit decides here (no coroutine); a miss,
+        and a cached denial or error, return the awaitable that finishes the job."""
         cfg = self.config
         route = stream.route
         extensions = _NO_EXTENSIONS
@@ -162,17 +164,34 @@ class ExtAuthzFilter(HttpFilter):
         memo = cfg.stats_memo
         stats = memo[1] if memo[0] is stream.config else cfg.stats(stream)
         decision = cfg.cache.lookup_stream(stream, extensions)
-        if decision is not None:
-            stats.cache_hit.value += 1
-        else:
+        if decision is None:
             stats.cache_miss.value += 1
-            attrs = flatten(stream, extensions)
-            decision = await cfg.check(build_check_request(stream, attrs, extensions))
-            if decision.validity is not None:
-                cfg.cache.store(attrs, decision, decision.validity)
+            return self._check(stream, extensions, stats)
+        stats.cache_hit.value += 1
         if decision.plain_ok:
             stats.ok.value += 1
             return CONTINUE
+        return self._decide(stream, decision, stats)
+
+    on_request_headers = sync_request_hook
+
+    async def _check(self, stream, extensions, stats) -> FilterStatus:
+        cfg = self.config
+        attrs = flatten(stream, extensions)
+        decision = await cfg.check(build_check_request(stream, attrs, extensions))
+        if decision.validity is not None:
+            cfg.cache.store(attrs, decision, decision.validity)
+        if decision.plain_ok:
+            stats.ok.value += 1
+            return CONTINUE
+        status = self._decide(stream, decision, stats)
+        if status.__class__ is not FilterStatus:
+            status = await status
+        return status
+
+    def _decide(self, stream, decision: Decision, stats):
+        """Act on a decision that is not a plain OK: CONTINUE, or the awaitable of the local reply."""
+        cfg = self.config
         if decision.kind == OK:
             stats.ok.value += 1
             if decision.request_headers or decision.headers_to_remove:
@@ -189,17 +208,15 @@ class ExtAuthzFilter(HttpFilter):
                 if cfg.failure_mode_allow_header_add:
                     stream.request_headers.set(FAILURE_MODE_ALLOWED_HEADER, "true")
                 return CONTINUE
-            await stream.send_local_reply(cfg.status_on_error, b"", flag="UAEX", details="ext_authz_error")
-            return STOP
+            return _reply(stream, cfg.status_on_error, b"", "ext_authz_error", None)
         stats.denied.inc()
-        await stream.send_local_reply(
-            decision.status,
-            decision.body,
-            flag="UAEX",
-            details="ext_authz_denied",
-            headers=dict(decision.denied_headers) if decision.denied_headers else None,
-        )
-        return STOP
+        headers = dict(decision.denied_headers) if decision.denied_headers else None
+        return _reply(stream, decision.status, decision.body, "ext_authz_denied", headers)
+
+
+async def _reply(stream, status: int, body, details: str, headers) -> FilterStatus:
+    await stream.send_local_reply(status, body, flag="UAEX", details=details, headers=headers)
+    return STOP
 
 
 class _EncodingExtAuthzFilter(ExtAuthzFilter):

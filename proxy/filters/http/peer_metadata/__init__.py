@@ -30,7 +30,7 @@ from api.io.istio.http.peer_metadata import config_pb2
 from proxy.config.context import FactoryContext
 from proxy.config.errors import ConfigError
 from proxy.config.registry import HTTP_FILTERS
-from proxy.filters.http.base import CONTINUE, FilterStatus, HttpFilter
+from proxy.filters.http.base import CONTINUE, FilterStatus, HttpFilter, sync_request_hook
 from proxy.filters.http.peer_metadata import exchange
 from proxy.filters.http.peer_metadata.exchange import (
     DOWNSTREAM_PEER,
@@ -149,7 +149,8 @@ class _PeerMetadataRequestFilter(HttpFilter):
         self._peer_id_received = False
         self._peer_received = False
 
-    async def on_request_headers(self, stream, end_stream: bool) -> FilterStatus:
+    def decode_headers_sync(self, stream, end_stream: bool) -> FilterStatus:
+        """The request hook, synchronous (the connection manager calls it without a coroutine)."""
         cfg = self.config
         headers = stream.request_headers
         info = stream.stream_info
@@ -161,6 +162,8 @@ class _PeerMetadataRequestFilter(HttpFilter):
             self._peer_id_received, self._peer_received = cfg.discover(
                 headers, stream.stream_info.filter_state, DOWNSTREAM_PEER, DOWNSTREAM_PEER_ID
             )
+        else:  # (a factory-made filter starts with neither set: no __init__ frame)
+            self._peer_id_received = self._peer_received = False
         if cfg.upstream_propagation and not cfg.skip_upstream(stream):
             headers.set(PEER_METADATA_ID_HEADER, cfg.id)
             headers.set(PEER_METADATA_HEADER, cfg.value)
@@ -176,8 +179,10 @@ class _PeerMetadataRequestFilter(HttpFilter):
                     pairs = ((PEER_METADATA_HEADER, cfg.value),)
                 before = stream.response_headers_to_set
                 stream.response_headers_to_set = (*before, *pairs) if before else pairs
-            self.__class__ = _PeerMetadataRequestFilter
+            self.__class__ = self._request_only
         return CONTINUE
+
+    on_request_headers = sync_request_hook
 
 
 class PeerMetadataFilter(_PeerMetadataRequestFilter):
@@ -197,12 +202,24 @@ class PeerMetadataFilter(_PeerMetadataRequestFilter):
         return CONTINUE
 
 
+_PeerMetadataRequestFilter._request_only = _PeerMetadataRequestFilter
+
+
 class PeerMetadataFilterFactory:
+    """``create`` is a filter class made for this config (``config`` a class attribute, no
+    ``__init__`` of its own to run; the request hook sets both flags): a new per-stream filter costs
+    no Python frame. Its request-only twin is made for the same config."""
+
+    __slots__ = ("config", "create")
+
     def __init__(self, config: PeerMetadataConfig) -> None:
         self.config = config
-
-    def create(self) -> PeerMetadataFilter:
-        return PeerMetadataFilter(self.config)
+        bound = {"__slots__": (), "config": config, "__init__": object.__init__}
+        request_only = type("PeerMetadataFilter", (_PeerMetadataRequestFilter,), dict(bound))
+        request_only._request_only = request_only
+        self.create = type(
+            "PeerMetadataFilter", (PeerMetadataFilter,), dict(bound, _request_only=request_only)
+        )
 
 
 def node_facts(ctx: FactoryContext | None) -> tuple[str, dict]:

@@ -31,7 +31,7 @@ from proxy.core.http1 import (
     status_line,
 )
 from proxy.core.stream_info import StreamInfo
-from proxy.filters.http.base import STOP, HttpFilter
+from proxy.filters.http.base import STOP, FilterStatus, HttpFilter
 from proxy.filters.network.base import NetworkFilter
 from proxy.tls import xfcc
 
@@ -602,9 +602,17 @@ class ActiveStream:
         try:
             _ = self.route  # Envoy resolves the route before the decoder filters run (ROUTE_NAME, NR)
             filters = self.filters
-            for i, f in enumerate(filters):
-                self._reached = i + 1
-                status = await f.on_request_headers(self, end_stream)
+            reached = 0
+            for f in filters:
+                reached += 1
+                self._reached = reached
+                sync = f.decode_headers_sync
+                if sync is None:
+                    status = await f.on_request_headers(self, end_stream)
+                else:  # the filter's synchronous hook (Envoy's decodeHeaders): no coroutine unless it waits
+                    status = sync(self, end_stream)
+                    if status.__class__ is not FilterStatus:
+                        status = await status
                 if status is STOP or self.response_started or self.reset:
                     return
             if not self.response_started and not self.reset:
