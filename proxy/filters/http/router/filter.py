@@ -15,6 +15,8 @@ from proxy.router.actions import shadow_authority
 from proxy.upstream.errors import PoolOverflow, UpstreamConnectError, UpstreamError
 from proxy.upstream.lb import LbContext
 
+_new = object.__new__  # slotted per-request objects made without their __init__ frame
+
 log = logging.getLogger(__name__)
 
 NO_HEALTHY_UPSTREAM = b"no healthy upstream"
@@ -384,7 +386,9 @@ class RouterFilter(HttpFilter):
         cfg = self.config
         hcm = getattr(stream, "hcm", None)  # its loop: get_running_loop() is a getpid() syscall on 3.11
         loop = hcm.loop if hcm is not None else asyncio.get_running_loop()
-        cstats = cfg.cluster_stats(cluster)
+        cstats = cfg._cluster_stats.get(cluster.stats.scope.prefix)  # cfg.cluster_stats(cluster), inline
+        if cstats is None:
+            cstats = cfg.cluster_stats(cluster)
         headers, names = self._finalize_request_headers(stream, route, action, weighted)
         upgrade = "upgrade" in names and "upgrade" in (headers.get("connection") or "").lower()
         retry = action.retry_policy
@@ -421,10 +425,26 @@ class RouterFilter(HttpFilter):
         timeout = action.timeout
         deadline = loop.time() + timeout if timeout else None
         per_try = retry.per_try_timeout if retry is not None else None
-        rq = _UpstreamRequest(
-            stream, route, action, weighted, cluster, cstats, up_headers, body, headers, lb_ctx, deadline,
-            per_try, retry.num_retries if retry is not None else 0, retry, route.virtual_host, loop,
-        )  # fmt: skip
+        # _UpstreamRequest(...) without its __init__ frame: every slot set, as __init__ sets them.
+        rq = _new(_UpstreamRequest)
+        rq.stream = stream
+        rq.route = route
+        rq.action = action
+        rq.weighted = weighted
+        rq.cluster = cluster
+        rq.cstats = cstats
+        rq.up_headers = up_headers
+        rq.body = body
+        rq.headers = headers
+        rq.lb_ctx = lb_ctx
+        rq.deadline = deadline
+        rq.per_try = per_try
+        rq.retries_left = retry.num_retries if retry is not None else 0
+        rq.retry = retry
+        rq.vh = route.virtual_host
+        rq.loop = loop
+        rq.retries_done = 0
+        rq.retry_slot_held = False
         try:
             await self._attempts(rq)
         finally:
@@ -552,7 +572,11 @@ class RouterFilter(HttpFilter):
             wait, bound = idle, "idle"
         if wait is None:
             try:
-                return _Attempt(await pool.request(headers, body))
+                a = _new(_Attempt)  # _Attempt(response) without its __init__ frame
+                a.response = await pool.request(headers, body)
+                a.error = None
+                a.timed_out = a.per_try_timed_out = a.idle_timed_out = False
+                return a
             except UpstreamError as e:
                 return _Attempt(error=e)
         if wait <= 0:
@@ -569,7 +593,11 @@ class RouterFilter(HttpFilter):
         else:
             handle = loop.call_at(loop.time() + wait, _expire, task, fired)
         try:
-            return _Attempt(await pool.request(headers, body))
+            a = _new(_Attempt)  # as above
+            a.response = await pool.request(headers, body)
+            a.error = None
+            a.timed_out = a.per_try_timed_out = a.idle_timed_out = False
+            return a
         except asyncio.CancelledError:
             if not fired or task.uncancel() > 0:
                 raise  # cancelled from outside (stream reset), not by our timer
@@ -660,7 +688,14 @@ class RouterFilter(HttpFilter):
             resp.discard()
             raise
         finally:
-            cstats.charge(status, cfg.dynamic_stats)
+            counters = cstats._codes.get(status)  # cstats.charge(status, ...), inline for a code seen before
+            if counters is None:
+                cstats.charge(status, cfg.dynamic_stats)
+            else:
+                if cfg.dynamic_stats:
+                    counters[0].value += 1
+                    counters[1].value += 1
+                counters[2].value += 1
             # upstream_rq_time ends when the upstream's response did: a whole one had already ended
             # when its head was handled (no second clock read), a streamed one ends now.
             cstats.rq_time.record(((head_at if whole is not None else time.monotonic()) - started) * 1000)
