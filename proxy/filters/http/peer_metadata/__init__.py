@@ -179,7 +179,9 @@ class _PeerMetadataRequestFilter(HttpFilter):
                     pairs = ((PEER_METADATA_HEADER, cfg.value),)
                 before = stream.response_headers_to_set
                 stream.response_headers_to_set = (*before, *pairs) if before else pairs
-            self.__class__ = self._request_only
+            cls = self._request_only
+            if self.__class__ is not cls:  # (a factory-made inbound filter is that class already)
+                self.__class__ = cls
         return CONTINUE
 
     on_request_headers = sync_request_hook
@@ -208,7 +210,8 @@ _PeerMetadataRequestFilter._request_only = _PeerMetadataRequestFilter
 class PeerMetadataFilterFactory:
     """``create`` is a filter class made for this config (``config`` a class attribute, no
     ``__init__`` of its own to run; the request hook sets both flags): a new per-stream filter costs
-    no Python frame. Its request-only twin is made for the same config."""
+    no Python frame. Its request-only twin is made for the same config, and is what ``create`` makes
+    when the config does no upstream discovery (the filter would become it on every request)."""
 
     __slots__ = ("config", "create")
 
@@ -217,9 +220,12 @@ class PeerMetadataFilterFactory:
         bound = {"__slots__": (), "config": config, "__init__": object.__init__}
         request_only = type("PeerMetadataFilter", (_PeerMetadataRequestFilter,), dict(bound))
         request_only._request_only = request_only
-        self.create = type(
-            "PeerMetadataFilter", (PeerMetadataFilter,), dict(bound, _request_only=request_only)
-        )
+        if config.upstream_discovery:
+            self.create = type(
+                "PeerMetadataFilter", (PeerMetadataFilter,), dict(bound, _request_only=request_only)
+            )
+        else:  # nothing is ever read on the response: the request-only class from the start
+            self.create = request_only
 
 
 def node_facts(ctx: FactoryContext | None) -> tuple[str, dict]:

@@ -85,9 +85,17 @@ def test_a_factory_filter_reuses_its_configs_classes():
     cfg = config(INBOUND)
     factory = PeerMetadataFilterFactory(cfg)
     a, b = factory.create(), factory.create()
-    assert a.config is cfg and b.config is cfg
-    a.decode_headers_sync(FakeStream(req(), route_to("app")), True)  # inbound: becomes request-only
-    assert type(a).on_response_headers is HttpFilter.on_response_headers and a.config is cfg
-    assert type(b).on_response_headers is not HttpFilter.on_response_headers  # others untouched
-    other = PeerMetadataFilterFactory(config(OUTBOUND)).create()
-    assert other.config is not cfg
+    assert a.config is cfg and b.config is cfg and type(a) is type(b)
+    # inbound (no upstream discovery): request-only from the start, and stays so with the hook run
+    assert type(a).on_response_headers is HttpFilter.on_response_headers
+    a.decode_headers_sync(FakeStream(req(), route_to("app")), True)
+    assert type(a) is type(b) and a.config is cfg
+    out_cfg = config(OUTBOUND)
+    outbound = PeerMetadataFilterFactory(out_cfg).create()
+    assert outbound.config is out_cfg
+    assert type(outbound).on_response_headers is not HttpFilter.on_response_headers
+    outbound.decode_headers_sync(FakeStream(req(), route_to("app")), True)
+    assert type(outbound).on_response_headers is not HttpFilter.on_response_headers  # reads the response
+    none_cfg = config(NONE)
+    quiet = PeerMetadataFilterFactory(none_cfg).create()
+    assert type(quiet).on_response_headers is HttpFilter.on_response_headers and quiet.config is none_cfg
