@@ -97,6 +97,9 @@ class _Exchange:
             w.set_result(None)
 
 
+_new = object.__new__  # per-request slotted objects made without an __init__ frame (request() says which)
+
+
 class UpstreamConnection(asyncio.Protocol):
     """One HTTP/1.1 connection to a host. Parses responses with the sans-IO codec."""
 
@@ -468,7 +471,19 @@ class HttpConnectionPool:
         else:
             method = headers.get(":method") or "GET"
         upgrade = "upgrade" in headers
-        ex = _Exchange(conn.loop or asyncio.get_running_loop(), method == "HEAD", upgrade)
+        # _Exchange(loop, is_head_request, upgrade) without its __init__ frame: every slot as __init__ sets it.
+        ex = _new(_Exchange)
+        ex.head = (conn.loop or asyncio.get_running_loop()).create_future()
+        ex.chunks = collections.deque()
+        ex.buffered = 0
+        ex.waiter = None
+        ex.state = _WAITING_HEAD
+        ex.error = None
+        ex.status = 0
+        ex.request_done = False
+        ex.close_after = False
+        ex.is_head_request = method == "HEAD"
+        ex.upgrade = upgrade
         conn.exchange = ex
         conn.requests_served += 1
         self.busy.add(conn)
@@ -523,7 +538,13 @@ class HttpConnectionPool:
             if sender is not None:
                 sender.cancel()
             raise
-        return UpstreamResponse(resp_headers, self.host, conn, ex)
+        resp = _new(UpstreamResponse)  # UpstreamResponse(resp_headers, host, conn, ex), no __init__ frame
+        resp.headers = resp_headers
+        resp.host = self.host
+        resp._conn = conn
+        resp._ex = ex
+        resp.status = ex.status
+        return resp
 
     async def _send_body(
         self, conn: UpstreamConnection, ex: _Exchange, body: AsyncIterator[bytes], chunked: bool

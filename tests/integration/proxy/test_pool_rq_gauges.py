@@ -56,3 +56,29 @@ async def test_requests_breaker_gauges_follow_in_flight_requests(upstream):
     assert store.gauges[cb + "remaining_rq"].value == 2
     assert store.counters["cluster.backend.upstream_rq_total"].value == 3
     await pool.close()
+
+
+async def test_exchange_and_response_made_without_init_have_every_slot(upstream):
+    from proxy.upstream.pool import UpstreamResponse, _Exchange
+
+    store = Store()
+    scope = store.scope("cluster.backend.")
+    pool = HttpConnectionPool(
+        Host(("127.0.0.1", upstream)), PoolSettings(), ClusterStats(scope), ResourceManager(scope)
+    )
+    head = get("/x")
+    head.set(":method", "HEAD")
+    for h in (get("/a"), head):
+        resp = await pool.request(h)
+        assert {s: getattr(resp, s) is not None for s in UpstreamResponse.__slots__} == dict.fromkeys(
+            UpstreamResponse.__slots__, True
+        )
+        assert resp.status == 200
+        ex = resp._ex
+        ref = _Exchange(asyncio.get_running_loop(), h.get(":method") == "HEAD", False)
+        for s in _Exchange.__slots__:
+            getattr(ex, s)  # set (an unset slot raises AttributeError)
+        assert (ex.is_head_request, ex.upgrade) == (ref.is_head_request, ref.upgrade)
+        assert type(ex.chunks) is type(ref.chunks) and type(ex.head) is type(ref.head)
+        await resp.read()
+    await pool.close()
