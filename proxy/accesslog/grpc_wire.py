@@ -241,8 +241,8 @@ class EntryEncoder:
             self._flags[key] = out  # bounded by the flag combinations (few)
         return out
 
-    def _start_time(self, t: float) -> bytes:
-        seconds, nanos = divmod(int(t * 1e9), 1_000_000_000)
+    def _start_time(self, ns: int) -> bytes:
+        seconds, nanos = divmod(ns, 1_000_000_000)
         last = self._second
         if last[0] != seconds:
             last = self._second = (seconds, _uint(T_SECONDS, seconds))
@@ -258,7 +258,7 @@ class EntryEncoder:
         parts = [
             self._address(T_DOWNSTREAM_REMOTE, si.downstream_remote_address),
             self._address(T_DOWNSTREAM_LOCAL, si.downstream_local_address),
-            self._start_time(si.start_time),
+            self._start_time(int(si.start_time * 1e9)),
             _field(T_DURATION, dur),
             _field(T_LAST_TX, dur),
             self._upstream(si.upstream_host),
@@ -426,7 +426,7 @@ class HttpEntryWriter:
         self._label_fields: dict = {}  # (peer key, cluster, authority, identities) -> (peer dict, bytes)
         self._requests: dict = {}  # shape values -> encoded fields
         self._responses: dict = {}  # (code, details, body bytes) -> the response field
-        self._second = (-1, b"", b"")  # the last start second: _start_head
+        self._second = (-1, b"", b"", -(10**18))  # the last start second: _start_head
 
     def encode(self, si) -> bytes:
         # The request headers: a dict of them, first values.
@@ -479,10 +479,12 @@ class HttpEntryWriter:
             common += self._parts._response_flags(si.response_flags)
         # Times: the start (the field's head and seconds made once per second); the duration, which is
         # also the time to the last byte sent downstream. The usual sizes are written in one bytes().
-        seconds, n = divmod(int(si.start_time * 1e9), 1_000_000_000)
         second = self._second
-        if second[0] != seconds:
-            second = self._second = self._start_head(seconds)
+        ns = int(si.start_time * 1e9)
+        n = ns - second[3]
+        if not 0 <= n < 1_000_000_000:  # another second than the last entry's: its head once
+            second = self._second = self._start_head(ns // 1_000_000_000)
+            n = ns - second[3]
         if n >= 0x10000000:  # most starts: a 5-byte nanos varint, from the 14-bit table
             c14 = _C14
             start = second[1] + c14[n & 0x3FFF] + c14[n >> 14 & 0x3FFF] + _SMALL[n >> 28]
@@ -541,9 +543,9 @@ class HttpEntryWriter:
     @staticmethod
     def _start_head(seconds: int) -> tuple:
         """(seconds, the start_time field up to a 5-byte nanos varint: tag, length, seconds, the nanos
-        tag; the seconds field alone)."""
+        tag; the seconds field alone; the second's first nanosecond)."""
         sec = _uint(T_SECONDS, seconds)
-        return seconds, T_START + _SMALL[len(sec) + 6] + sec + T_NANOS, sec
+        return seconds, T_START + _SMALL[len(sec) + 6] + sec + T_NANOS, sec, seconds * 1_000_000_000
 
     def _request_shape(self, shape: tuple) -> bytes:
         out = []

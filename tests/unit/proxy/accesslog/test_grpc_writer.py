@@ -143,3 +143,18 @@ def test_each_new_peer_dict_and_tls_object_gets_its_own_labels_and_tls_propertie
 )
 def test_nanos_field_is_protobufs(n):
     assert _nanos(n) == (b"\x10" + varint(n) if n else b"")
+
+
+def test_start_times_across_second_boundaries_in_any_order():
+    """The writer keeps the last entry's second and takes the nanoseconds by subtraction: entries
+    going forward, back and exactly onto a second's first and last nanosecond stay the oracle's."""
+    rnd = random.Random(11)
+    lg, oracle = logger(True), logger(True)
+    base = 1764293000
+    times = [base + 0.999999999, base + 1.0, base + 1.5, base + 0.25, base + 2.0, 0.0, 1.0, 0.5, base + 3.0]
+    times += [base + rnd.randrange(0, 5) + rnd.random() for _ in range(200)]
+    for t in times:
+        si = random_stream(rnd)
+        si.start_time = t
+        assert parsed(lg.encode(si)) == parsed(oracle.encode_parts(si))
+        assert parsed(lg.encode(si)).common_properties.start_time.ToNanoseconds() == int(t * 1e9)
