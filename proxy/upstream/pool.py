@@ -487,15 +487,7 @@ class HttpConnectionPool:
         conn.exchange = ex
         conn.requests_served += 1
         self.busy.add(conn)
-        # rq.inc() written out (the same gauge values: tests/unit/proxy/upstream/test_resources_oracle.py)
-        c = rq.count = rq.count + 1
-        g = rq._open
-        if g is not None:
-            g.value = 1 if c >= rq.max else 0
-        g = rq._remaining
-        if g is not None:
-            r = rq.max - c
-            g.value = r if r > 0 else 0
+        rq.inc()
         stats.upstream_rq_total.value += 1  # plain adds: no call per counter on the request path
         stats.upstream_rq_active.value += 1
         host_stats = self.host.stats
@@ -707,15 +699,7 @@ class HttpConnectionPool:
     def _on_exchange_done(
         self, conn: UpstreamConnection, ex: _Exchange, *, success: bool, reusable: bool
     ) -> None:
-        rq = self.resources.requests  # rq.dec() written out, as request() writes out rq.inc()
-        c = rq.count = rq.count - 1
-        g = rq._open
-        if g is not None:
-            g.value = 1 if c >= rq.max else 0
-        g = rq._remaining
-        if g is not None:
-            r = rq.max - c
-            g.value = r if r > 0 else 0
+        self.resources.requests.dec()
         self.stats.upstream_rq_active.value -= 1
         host_stats = self.host.stats
         host_stats.rq_active -= 1

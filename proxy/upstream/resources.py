@@ -43,8 +43,8 @@ class Resource:
         return self.count < self.max
 
     # inc/dec set the gauges themselves (Envoy sets them on every change): no _update or Gauge.set
-    # frames per change. HttpConnectionPool writes the requests resource's inc/dec out the same way;
-    # tests/unit/proxy/upstream/test_resources_oracle.py holds both to the previous implementation.
+    # frames per change. tests/unit/proxy/upstream/test_resources_oracle.py holds them to the previous
+    # implementation.
     def inc(self) -> None:
         c = self.count = self.count + 1
         g = self._open
