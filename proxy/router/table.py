@@ -174,6 +174,20 @@ class VirtualHost:
     include_request_attempt_count: bool = False
     include_attempt_count_in_response: bool = False
     rate_limits: tuple[RateLimitEntry, ...] = ()
+    # The routes as ``match`` walks them, built once the routes are compiled (see _match_plan).
+    match_plan: tuple = ()
+
+
+def _match_plan(routes: list[Route]) -> tuple:
+    """(prefix, matcher, route) per route, in order: ``prefix`` is set for a case-sensitive prefix match
+    with no header or query matchers (decided by ``startswith`` on the :path, no matcher call); None
+    sends the route through ``RouteMatcher.matches``."""
+    plan = []
+    for route in routes:
+        m = route.matcher
+        plain = m.kind == PREFIX and m.case_sensitive and not m.headers and not m.query
+        plan.append((m.value if plain else None, m, route))
+    return tuple(plan)
 
 
 @dataclass(eq=False)
@@ -237,6 +251,9 @@ class RouteTable:
         self._prefixes = prefixes
         self._default = default
         self._ignore_port = ignore_port
+        # :authority as received -> its virtual host (or None): the lookup below runs once per
+        # authority, not per request. Bounded: past _VH_CACHE_MAX authorities it starts over.
+        self._vh_cache: dict[str, VirtualHost | None] = {}
 
     def find_virtual_host(self, authority: str) -> VirtualHost | None:
         """Envoy's order: exact domain, then the longest ``*suffix``, the longest ``prefix*``, then ``*``.
@@ -263,14 +280,26 @@ class RouteTable:
     def match(self, headers: Headers, random_value: int = 0) -> Route | None:
         """The first route of the matching virtual host that matches the request, or None.
         (``random_value`` is accepted for the contract; weighted clusters are picked by the router.)"""
-        vh = self.find_virtual_host(headers.get(":authority") or "")
+        authority = headers.get(":authority") or ""
+        vh = self._vh_cache.get(authority, _MISS)
+        if vh is _MISS:
+            vh = self.find_virtual_host(authority)
+            if len(self._vh_cache) >= _VH_CACHE_MAX:
+                self._vh_cache.clear()
+            self._vh_cache[authority] = vh
         if vh is None:
             return None
         full_path = headers.get(":path") or ""
-        path_only = strip_query(full_path)
+        path_only = None  # the :path without query and fragment, made when a matcher needs it
         query_cache: list = []
-        for route in vh.routes:
-            if route.matcher.matches(full_path, path_only, headers, query_cache):
+        for prefix, matcher, route in vh.match_plan:
+            if prefix is not None:
+                if full_path.startswith(prefix):
+                    return route
+                continue
+            if path_only is None:
+                path_only = strip_query(full_path)
+            if matcher.matches(full_path, path_only, headers, query_cache):
                 return route
         return None
 
@@ -285,6 +314,10 @@ class RouteTable:
         ]:
             seen[id(vh)] = vh
         return list(seen.values())
+
+
+_MISS = object()
+_VH_CACHE_MAX = 1024
 
 
 def _strip_port(host: str) -> str:
@@ -476,6 +509,7 @@ def compile_route_configuration(rc, path: str = "route_config") -> RouteTable:
             route.request_mutations = tuple(m for m in levels_req if m)
             route.response_mutations = tuple(m for m in levels_resp if m)
             vh.routes.append(route)
+        vh.match_plan = _match_plan(vh.routes)
 
     return RouteTable(
         rc,
