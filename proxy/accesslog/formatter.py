@@ -394,7 +394,7 @@ def compile_text_format(parts: list[str | _Op], missing: str) -> Callable[[Strea
     ns: dict[str, Any] = {
         "_time": time,
         "_MILLIS": _MILLIS,
-        "__builtins__": {"int": int, "str": str, "dict": dict, "round": round},
+        "__builtins__": {"int": int, "str": str, "dict": dict, "round": round, "len": len},
     }
     body: list[str] = []
     # Header maps read more than once are turned into one dict per request (first value wins, as in
@@ -412,7 +412,9 @@ def compile_text_format(parts: list[str | _Op], missing: str) -> Callable[[Strea
         var = "_rq" if attr == "request_headers" else "_rs"
         body.append(f"{var} = si.{attr}")
         if len(names) > 1:
-            body.append(f"{var} = {{}} if {var} is None else dict({var}.items()[::-1])")
+            # First value wins: the items' dict as they are (last wins) unless a name repeats.
+            body.append(f"if {var} is None: {var} = {{}}")
+            body.append(f"elif len({var} := dict(_i := {var}.items())) != len(_i): {var} = dict(_i[::-1])")
             maps[attr] = f"{var}.get"
         else:
             maps[attr] = var
@@ -431,11 +433,15 @@ def compile_text_format(parts: list[str | _Op], missing: str) -> Callable[[Strea
                 look = lambda n, var=var: f"{var}({n!r})"  # noqa: E731
             else:
                 look = lambda n, var=var: f"(None if {var} is None else {var}.get_lowercase({n!r}))"  # noqa: E731
+            cut = f"[:{p.max_len}]" if p.max_len is not None else ""
+            if var.endswith(".get") and not alt and not cut:
+                # A header value is a str or None: the dict's default is the missing text.
+                body.append(f"{s} = {var}({main!r}, {missing!r})")
+                pieces.append("{" + s + "}")
+                continue
             body.append(f"_v = {look(main)}")
             if alt:
                 body.append(f"if _v is None: _v = {look(alt)}")
-            cut = f"[:{p.max_len}]" if p.max_len is not None else ""
-            # A header value is a str or None.
             body.append(f"{s} = {missing!r} if _v is None else _v{cut}")
         elif p.name == "START_TIME" and p.max_len is None:
             # The per-second cached formatter (it always returns a str). With Envoy's default shape (one
@@ -455,8 +461,10 @@ def compile_text_format(parts: list[str | _Op], missing: str) -> Callable[[Strea
             if expr is None:
                 ns[f"_g{i}"] = p.getter
                 expr = f"_g{i}(si)"
-            body.append(f"_v = {expr}")
-            body.append(f"{s} = {missing!r} if _v is None else _v if _v.__class__ is str else str(_v)")
+            # Inside the f-string: the missing text or the value's str() (``!s``: a str as it is).
+            # Our expressions hold no double quote or backslash (a getter is called by its name).
+            pieces.append(f"{{({missing!r} if (_v := {expr}) is None else _v)!s}}")
+            continue
         pieces.append("{" + s + "}")
     body.append('return f"' + "".join(pieces) + '"')
     src = "def format(si):\n" + "".join(f"    {line}\n" for line in body)

@@ -51,6 +51,12 @@ class BufferedSink:
     def write(self, line: str) -> None:
         self._buf.append(line)
         self._size += len(line)
+        if self._size >= FLUSH_SIZE_BYTES or self._timer is None:
+            self.appended()
+
+    def appended(self) -> None:
+        """After an append (AccessLogger.log appends inline): flush past the size threshold, or start
+        the flush timer if none is running."""
         if self._size >= FLUSH_SIZE_BYTES:
             self.flush()
         elif self._timer is None:
@@ -163,7 +169,7 @@ Filter = Callable[[StreamInfo], bool]
 class AccessLogger:
     """One configured access log: ``log(stream_info)`` (cheap; never raises)."""
 
-    __slots__ = ("name", "filter", "formatter", "sink")
+    __slots__ = ("name", "filter", "_formatter", "sink", "_format")
 
     def __init__(self, name: str, formatter, sink: BufferedSink, filter: Filter | None = None) -> None:
         self.name = name
@@ -171,11 +177,26 @@ class AccessLogger:
         self.sink = sink
         self.filter = filter
 
+    @property
+    def formatter(self):
+        return self._formatter
+
+    @formatter.setter
+    def formatter(self, formatter) -> None:
+        self._formatter = formatter
+        self._format = formatter.format  # bound once: log() makes one call for the line
+
     def log(self, stream_info: StreamInfo) -> None:
         try:
             if self.filter is not None and not self.filter(stream_info):
                 return
-            self.sink.write(self.formatter.format(stream_info))
+            line = self._format(stream_info)
+            # BufferedSink.write, written out: between flushes a line is an append and a count.
+            sink = self.sink
+            sink._buf.append(line)
+            sink._size += len(line)
+            if sink._size >= FLUSH_SIZE_BYTES or sink._timer is None:
+                sink.appended()
         except Exception:  # a logging bug must never fail a request
             log.exception("access log %s failed", self.name)
 
