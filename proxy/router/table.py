@@ -252,7 +252,8 @@ class RouteTable:
         self._default = default
         self._ignore_port = ignore_port
         # :authority as received -> its virtual host (or None): the lookup below runs once per
-        # authority, not per request. Bounded: past _VH_CACHE_MAX authorities it starts over.
+        # authority, not per request. Bounded: past _VH_CACHE_MAX authorities it starts over, and an
+        # authority longer than _VH_CACHE_KEY_MAX is looked up each time (never kept).
         self._vh_cache: dict[str, VirtualHost | None] = {}
 
     def find_virtual_host(self, authority: str) -> VirtualHost | None:
@@ -284,9 +285,10 @@ class RouteTable:
         vh = self._vh_cache.get(authority, _MISS)
         if vh is _MISS:
             vh = self.find_virtual_host(authority)
-            if len(self._vh_cache) >= _VH_CACHE_MAX:
-                self._vh_cache.clear()
-            self._vh_cache[authority] = vh
+            if len(authority) <= _VH_CACHE_KEY_MAX:
+                if len(self._vh_cache) >= _VH_CACHE_MAX:
+                    self._vh_cache.clear()
+                self._vh_cache[authority] = vh
         if vh is None:
             return None
         full_path = headers.get(":path") or ""
@@ -318,6 +320,7 @@ class RouteTable:
 
 _MISS = object()
 _VH_CACHE_MAX = 1024
+_VH_CACHE_KEY_MAX = 255  # a DNS name's length
 
 
 def _strip_port(host: str) -> str:

@@ -186,3 +186,27 @@ def test_no_virtual_host_is_cached_as_none_and_the_cache_is_bounded(monkeypatch)
         assert t.match(req(authority=f"a.{i}")).virtual_host.name == "a"
         assert len(t._vh_cache) <= 4
     assert t.match(req(authority="b0")) is None
+
+
+def test_a_long_authority_is_matched_but_never_kept():
+    t = table(
+        {
+            "virtual_hosts": [
+                {
+                    "name": "a",
+                    "domains": ["*.example.com"],
+                    "routes": [{"match": {"prefix": "/"}, "route": {"cluster": "a"}}],
+                },
+                {
+                    "name": "b",
+                    "domains": ["*"],
+                    "routes": [{"match": {"prefix": "/"}, "route": {"cluster": "b"}}],
+                },
+            ]
+        }
+    )
+    long_host = "x" * 300 + ".example.com"
+    for _ in range(2):
+        assert t.match(req(authority=long_host)).virtual_host.name == "a"
+        assert t.match(req(authority="y" * 300)).virtual_host.name == "b"
+    assert t._vh_cache == {}
