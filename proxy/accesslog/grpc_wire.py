@@ -360,6 +360,7 @@ T_REQUEST_ID = REQUEST_HEADER_FIELDS["x-request-id"]
 _NANOS_BYTE = T_NANOS[0]
 # One byte each: the sums of lengths below count on it.
 assert len(T_NANOS) == len(T_START) == len(T_LAST_TX) == len(T_COMMON) == len(T_REQUEST) == 1
+assert len(T_PATH) == len(T_REQUEST_ID) == 1
 assert len(T_DURATION) == 2
 
 
@@ -370,6 +371,15 @@ _C7 = [bytes((i | 0x80,)) for i in range(128)]
 _C14: list[bytes] = []
 _DURATION_3, _LAST_TX_3 = T_DURATION + b"\x04" + T_NANOS, T_LAST_TX + b"\x04" + T_NANOS
 _DURATION_4, _LAST_TX_4 = T_DURATION + b"\x05" + T_NANOS, T_LAST_TX + b"\x05" + T_NANOS
+
+
+# Field heads and lengths from tables (a concatenation per entry less): a varint below 4096 (an entry's
+# and its parts' lengths), the path and request id fields' tag and length, the two durations' sizes.
+_V12 = [varint(i) for i in range(4096)]
+_PATH_HEADS = [T_PATH + _SMALL[n] for n in range(128)]
+_RID_HEADS = [T_REQUEST_ID + _SMALL[n] for n in range(128)]
+_TIMES_3 = len(_DURATION_3) + len(_LAST_TX_3) + 6
+_TIMES_4 = len(_DURATION_4) + len(_LAST_TX_4) + 8
 
 
 def _make_c14() -> None:
@@ -410,7 +420,11 @@ class HttpEntryWriter:
     * the response (code, details, body size).
 
     Per entry only the start time, the durations, the path, the request id and the request body size
-    are encoded. The request headers are read with one ``dict`` of them (C), not a Python loop; a
+    are encoded. The cached parts an entry needs are found by comparing its inputs with those of the
+    last entry of the same downstream connection (a tuple compare: no hashing of the request's fresh
+    header strings); a request unlike its connection's last goes through the caches by hash. The
+    entry is joined once from its pieces, the lengths summed from known sizes (no intermediate
+    concatenations). The request headers are read with one ``dict`` of them (C), not a Python loop; a
     header map with a repeated name takes the first value of each, as ``Headers.get``. The bytes parse
     into the message ``EntryEncoder.http`` makes (unit-tested against it)."""
 
@@ -422,11 +436,14 @@ class HttpEntryWriter:
         self.response_headers_to_log = tuple(response_headers_to_log)
         self._parts = EntryEncoder()  # the parts' encoders, on a miss
         self._peer_key = "downstream_peer" if inbound else "upstream_peer"
-        self._common: dict = {}  # (peer, addresses, upstream, cluster, route, attempts, authority, TLS) -> bytes
+        # (remote address, rest) -> the entry's cached parts (_parts_miss); remote address -> the last
+        # of them its connection used, compared with the next entry's ``rest`` (no hashing)
+        self._entries: dict = {}
+        self._by_connection: dict = {}
         self._label_fields: dict = {}  # (peer key, cluster, authority, identities) -> (peer dict, bytes)
         self._requests: dict = {}  # shape values -> encoded fields
         self._responses: dict = {}  # (code, details, body bytes) -> the response field
-        self._second = (-1, b"", b"", -(10**18))  # the last start second: _start_head
+        self._second = (-1, b"", b"", -(10**18), 0)  # the last start second: _start_head
 
     def encode(self, si) -> bytes:
         # The request headers: a dict of them, first values.
@@ -439,13 +456,8 @@ class HttpEntryWriter:
             get = d.get
             shape = tuple(map(get, _REQ_SHAPE))
             path, rid, header = map(get, _REQ_VALUES)
-            authority = shape[2]
-            req = self._requests.get(shape)
-            if req is None:
-                req = self._request_shape(shape)
         else:
-            path = rid = header = authority = None
-            req = b""
+            shape = path = rid = header = None
         # The discovered peer (metadata exchange), else the peer header.
         state = si.filter_state
         found = state.get(self._peer_key) if state else None
@@ -460,25 +472,36 @@ class HttpEntryWriter:
         info = si.downstream_ssl
         if info is not None:
             info = ssl_info(info)
-        key = (
+        # Everything but the times, the path, the request id, the body size and the flags, compared
+        # (not hashed) with what the same downstream connection logged last; another connection's or
+        # a changed request's goes through the caches (_parts_miss).
+        remote = si.downstream_remote_address
+        rest = (
+            shape,
             peer,
-            si.downstream_remote_address,
             si.downstream_local_address,
             si.upstream_host,
             si.upstream_cluster,
             si.route_name,
             si.upstream_request_attempts,
-            authority,
             id(info),
+            si.protocol,
+            si.response_code,
+            si.response_code_details,
+            si.bytes_sent,
         )
-        hit = self._common.get(key)
-        if hit is None or hit[0] is not found or hit[2] is not info:
-            hit = self._common_miss(si, found, header, info, key)
-        common = hit[1]
-        if si.response_flags:
-            common += self._parts._response_flags(si.response_flags)
+        last = self._by_connection.get(remote)
+        if last is None or last[0] != rest:
+            last = self._parts_miss(si, found, header, info, remote, rest)
+        common, common_len, req_shape, req_len, tail = last[1:6]
+        flags = si.response_flags
+        if flags:
+            flags = self._parts._response_flags(flags)
+            common_len += len(flags)
+        else:
+            flags = b""
         # Times: the start (the field's head and seconds made once per second); the duration, which is
-        # also the time to the last byte sent downstream. The usual sizes are written in one bytes().
+        # also the time to the last byte sent downstream; the usual sizes from the varint tables.
         second = self._second
         ns = int(si.start_time * 1e9)
         n = ns - second[3]
@@ -487,56 +510,82 @@ class HttpEntryWriter:
             n = ns - second[3]
         if n >= 0x10000000:  # most starts: a 5-byte nanos varint, from the 14-bit table
             c14 = _C14
-            start = second[1] + c14[n & 0x3FFF] + c14[n >> 14 & 0x3FFF] + _SMALL[n >> 28]
+            s1, s2, s3, s4 = second[1], c14[n & 0x3FFF], c14[n >> 14 & 0x3FFF], _SMALL[n >> 28]
+            common_len += second[4]
         else:
-            start = second[2] + _nanos(n)
-            start = T_START + _SMALL[len(start)] + start
+            s1 = second[2] + _nanos(n)
+            s1 = T_START + _SMALL[len(s1)] + s1
+            s2 = s3 = s4 = b""
+            common_len += len(s1)
         end = si.end_monotonic
         n = int((end - si.start_monotonic) * 1e9) if end is not None else 0
         if 0x4000 <= n < 0x200000:  # 16 us to 2 ms: a 3-byte varint
-            v = _C14[n & 0x3FFF] + _SMALL[n >> 14]
-            times = _DURATION_3 + v + _LAST_TX_3 + v
+            d1, t1, v1, v2, v3 = _DURATION_3, _LAST_TX_3, _C14[n & 0x3FFF], _SMALL[n >> 14], b""
+            common_len += _TIMES_3
         elif 0x200000 <= n < 0x10000000:  # to 268 ms: 4 bytes
-            v = _C14[n & 0x3FFF] + _C7[n >> 14 & 0x7F] + _SMALL[n >> 21]
-            times = _DURATION_4 + v + _LAST_TX_4 + v
+            d1, t1, v1, v2, v3 = (
+                _DURATION_4,
+                _LAST_TX_4,
+                _C14[n & 0x3FFF],
+                _C7[n >> 14 & 0x7F],
+                _SMALL[n >> 21],
+            )
+            common_len += _TIMES_4
         else:
-            dur = (_nanos(n) if n > 0 else b"") if n < 1_000_000_000 else _time(n)
-            n = _SMALL[len(dur)]
-            times = T_DURATION + n + dur + T_LAST_TX + n + dur
-        common += start + times
+            v1 = (_nanos(n) if n > 0 else b"") if n < 1_000_000_000 else _time(n)
+            v2 = _SMALL[len(v1)]
+            d1, t1, v2, v3 = T_DURATION + v2, T_LAST_TX + v2, b"", b""
+            common_len += 2 * len(v1) + 5
         # The request: its shape, then what changes with every request.
         if path:
-            b = path.encode()
-            n = len(b)
-            req += T_PATH + (_SMALL[n] if n < 128 else varint(n)) + b
-        if rid:
-            b = rid.encode()
-            n = len(b)
-            req += T_REQUEST_ID + (_SMALL[n] if n < 128 else varint(n)) + b
-        if si.bytes_received:
-            req += T_REQ_BODY + varint(si.bytes_received)
-        if self.request_headers_to_log and h is not None:
-            req += EntryEncoder._header_map(h, self.request_headers_to_log, T_REQ_HEADERS)
-        if self.response_headers_to_log:
-            resp = self._response_with_headers(si)
+            p = path.encode()
+            n = len(p)
+            if n < 128:
+                ph = _PATH_HEADS[n]
+                req_len += n + 2
+            else:
+                ph = T_PATH + varint(n)
+                req_len += len(ph) + n
         else:
-            rkey = (si.response_code, si.response_code_details, si.bytes_sent)
-            resp = self._responses.get(rkey)
-            if resp is None:
-                resp = self._response(rkey)
-        n, m = len(common), len(req)
+            p = ph = b""
+        if rid:
+            r = rid.encode()
+            n = len(r)
+            if n < 128:
+                ih = _RID_HEADS[n]
+                req_len += n + 2
+            else:
+                ih = T_REQUEST_ID + varint(n)
+                req_len += len(ih) + n
+        else:
+            r = ih = b""
+        more = b""
+        if si.bytes_received:
+            more = T_REQ_BODY + varint(si.bytes_received)
+        if self.request_headers_to_log and h is not None:
+            more += EntryEncoder._header_map(h, self.request_headers_to_log, T_REQ_HEADERS)
+        if more:
+            req_len += len(more)
+        if self.response_headers_to_log:
+            tail = _PROTOCOLS.get(si.protocol, b"") + self._response_with_headers(si)
         return b"".join(
             (
                 T_COMMON,
-                _SMALL[n] if n < 128 else bytes((n & 0x7F | 0x80, n >> 7)) if n < 0x4000 else varint(n),
+                _V12[common_len] if common_len < 4096 else varint(common_len),
                 common,
-                _PROTOCOLS.get(si.protocol, b""),
+                flags,
+                s1, s2, s3, s4,
+                d1, v1, v2, v3,
+                t1, v1, v2, v3,
                 T_REQUEST,
-                _SMALL[m] if m < 128 else bytes((m & 0x7F | 0x80, m >> 7)) if m < 0x4000 else varint(m),
-                req,
-                resp,
+                _V12[req_len] if req_len < 4096 else varint(req_len),
+                req_shape,
+                ph, p,
+                ih, r,
+                more,
+                tail,
             )
-        )
+        )  # fmt: skip
 
     # ---- misses
 
@@ -545,7 +594,8 @@ class HttpEntryWriter:
         """(seconds, the start_time field up to a 5-byte nanos varint: tag, length, seconds, the nanos
         tag; the seconds field alone; the second's first nanosecond)."""
         sec = _uint(T_SECONDS, seconds)
-        return seconds, T_START + _SMALL[len(sec) + 6] + sec + T_NANOS, sec, seconds * 1_000_000_000
+        head = T_START + _SMALL[len(sec) + 6] + sec + T_NANOS
+        return seconds, head, sec, seconds * 1_000_000_000, len(head) + 5
 
     def _request_shape(self, shape: tuple) -> bytes:
         out = []
@@ -561,9 +611,40 @@ class HttpEntryWriter:
         self._requests[shape] = raw
         return raw
 
-    def _common_miss(self, si, found, header, info, key: tuple) -> tuple:
-        """The common part for ``key`` (every field of AccessLogCommon but the times and flags)."""
-        peer, remote, local, host, cluster, route, attempts, authority, _ = key
+    def _parts_miss(self, si, found, header, info, remote, rest: tuple) -> tuple:
+        """The cached parts for ``rest`` on the connection ``remote``: (rest, the common part without
+        times and flags, its length, the request's shape, its length, the protocol and the response
+        fields, the peer dict, the TLS facts). Kept alive by the caches, so the ids in ``rest`` stay
+        theirs."""
+        key = (remote, rest)
+        parts = self._entries.get(key)
+        if parts is None:
+            shape, peer, local, host, cluster, route, attempts, _, protocol, code, details, sent = rest
+            common = self._common(si, found, header, info, peer, remote, local, host, cluster, route, attempts,
+                                  shape[2] if shape is not None else None)  # fmt: skip
+            req = b""
+            if shape is not None:
+                req = self._requests.get(shape)
+                if req is None:
+                    req = self._request_shape(shape)
+            rkey = (code, details, sent)
+            resp = self._responses.get(rkey)
+            if resp is None:
+                resp = self._response(rkey)
+            tail = _PROTOCOLS.get(protocol, b"") + resp
+            parts = (rest, common, len(common), req, len(req), tail, found, info)
+            if len(self._entries) >= _CACHE_MAX:
+                self._entries.clear()
+            self._entries[key] = parts
+        if len(self._by_connection) >= _CACHE_MAX:
+            self._by_connection.clear()
+        self._by_connection[remote] = parts
+        return parts
+
+    def _common(
+        self, si, found, header, info, peer, remote, local, host, cluster, route, attempts, authority
+    ):
+        """Every field of AccessLogCommon but the times and flags."""
         parts = self._parts
         tls, identities = b"", None
         if info is not None:
@@ -581,7 +662,7 @@ class HttpEntryWriter:
             if len(self._label_fields) >= _CACHE_MAX:
                 self._label_fields.clear()
             self._label_fields[lkey] = labels
-        raw = b"".join(
+        return b"".join(
             (
                 parts._address(T_DOWNSTREAM_REMOTE, remote),
                 parts._address(T_DOWNSTREAM_LOCAL, local),
@@ -593,12 +674,6 @@ class HttpEntryWriter:
                 labels[1],
             )
         )
-        # The peer dict and the TLS facts object are kept alive by the entry: their ids stay theirs.
-        hit = (found, raw, info)
-        if len(self._common) >= _CACHE_MAX:
-            self._common.clear()
-        self._common[key] = hit
-        return hit
 
     def _response(self, key: tuple) -> bytes:
         raw = self._response_field(*key, b"")
