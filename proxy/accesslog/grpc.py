@@ -179,20 +179,20 @@ class GrpcLogSink:
     # ---- background
 
     def _take_batch(self) -> list:
-        """The next batch as (entry bytes, size); buffered requests are encoded here."""
-        batch, size = [], 0
+        """The next batch as (entry bytes, size): up to 4 x ``buffer_size`` by the buffered sizes (at
+        least one item); buffered requests are encoded here, in the same pass."""
         pending = self._pending
-        while pending and (not batch or size + pending[0][1] <= self.buffer_size * 4):
-            item, n = pending.popleft()
-            batch.append((item, n))
+        popleft = pending.popleft
+        limit = self.buffer_size * 4
+        out = []
+        size = taken = encoded = encoded_bytes = 0
+        while pending and (not taken or size + pending[0][1] <= limit):
+            item, n = popleft()
             size += n
-        self._pending_bytes -= size
-        out, encoded, encoded_bytes = [], 0, 0
-        for item, n in batch:
+            taken += 1
             if type(item) is tuple:
-                encode, si = item
                 try:
-                    raw = encode(si)
+                    raw = item[0](item[1])
                 except Exception:  # a logging bug must never stop the sender
                     log.exception("gRPC access log %s: could not encode an entry", self.log_name)
                     self.stats.logs_dropped.inc()
@@ -202,6 +202,7 @@ class GrpcLogSink:
                 encoded_bytes += n
                 item = raw
             out.append((item, n))
+        self._pending_bytes -= size
         if encoded:
             self._estimate = max(64, encoded_bytes // encoded)
         return out
