@@ -189,8 +189,65 @@ class _ParserBase:
 # ------------------------------------------------------------------------------------------- requests
 
 
+class _BodyOnly:
+    """The protocol of the request parser that gets heads already cut: no ``on_header`` (httptools
+    registers its header callbacks only when the protocol has one) and no head callbacks; only the
+    body of a ``Content-Length`` request comes back."""
+
+    __slots__ = ("on_body",)
+
+    def __init__(self, on_body) -> None:
+        self.on_body = on_body
+
+
+# Header names as received (str) -> lower-case; bounded like _NAMES.
+_STR_NAMES: dict[str, str] = {}
+_VERSIONS = {"HTTP/1.1": "1.1", "HTTP/1.0": "1.0"}
+# Names whose presence decides more than a header: llhttp frames, keeps alive or upgrades on them.
+_CUT_SPECIAL = frozenset(
+    ("host", "connection", "expect", "content-length", "transfer-encoding", "upgrade", "proxy-connection")
+)
+
+
+def _absolute_form(method: str, url: str, authority: str | None, scheme: str) -> list[tuple[str, str]]:
+    """The pseudo-headers of a request whose target is not origin-form (``/...``): CONNECT's
+    authority-form, a forward proxy's ``http://host/path``, ``*``."""
+    if method == "CONNECT":
+        return [(":method", method), (":authority", url)]
+    path = url
+    if url[:1] != "/" and url != "*":
+        low = url[:8].lower()
+        if low.startswith("http://") or low.startswith("https://"):
+            sep = url.index("://")
+            scheme = url[:sep].lower()
+            rest = url[sep + 3 :]
+            slash = rest.find("/")
+            q = rest.find("?")
+            cut = min(x for x in (slash, q, len(rest)) if x >= 0)
+            authority = rest[:cut]
+            path = rest[cut:] or "/"
+            if path[0] == "?":
+                path = "/" + path
+    pseudo = [(":method", method), (":path", path)]
+    if authority is not None:
+        pseudo.append((":authority", authority))
+    pseudo.append((":scheme", scheme))
+    return pseudo
+
+
 class RequestParser(_ParserBase):
-    """Parses requests from a downstream connection."""
+    """Parses requests from a downstream connection.
+
+    Two llhttp parsers share the connection, one message at a time. A request whose whole head is
+    in the read that begins with it (the usual case) has its head cut here from the bytes (one regex
+    pass, no per-header callback) and given to ``_fast`` (built without ``on_header``: llhttp still
+    validates every byte and frames the message, and any error it finds is the error). Everything
+    else goes to ``_p``, which gets each header through ``on_header`` with the limits checked as they
+    come: heads split across reads, heads that could reach a limit, leading CRLFs, chunked or
+    upgrade requests, unusual ``Connection`` values, HTTP/0.9. A ``Content-Length`` body of a cut
+    message is fed to ``_fast`` up to its last byte, so the next message starts at a known offset.
+    A parser that ended a message without keep-alive keeps the connection (llhttp then refuses
+    more data, as one parser would)."""
 
     def __init__(
         self,
@@ -203,6 +260,10 @@ class RequestParser(_ParserBase):
         self._url: list[bytes] = []
         self._feed_data: bytes | None = None  # this read's bytes when it began at a message start
         self._p = httptools.HttpRequestParser(self)
+        self._fast = httptools.HttpRequestParser(_BodyOnly(self.on_body))
+        self._body_left = 0  # Content-Length bytes of a cut message still to come
+        self._fast_closed = False  # a cut message ended without keep-alive: _fast keeps the connection
+        self._slow_closed = False  # the same for _p
 
     def on_message_begin(self) -> None:  # the base's, written out (no super() call per request)
         self._items = []
@@ -240,33 +301,18 @@ class RequestParser(_ParserBase):
             elif k == "expect":
                 expect = kv[1]
             regular.append(kv)
-        scheme = self.scheme
-        if method == "CONNECT":
-            pseudo = [(":method", method), (":authority", url)]
-        else:
-            path = url
-            if url[:1] != "/" and url != "*":
-                low = url[:8].lower()
-                if low.startswith("http://") or low.startswith("https://"):
-                    sep = url.index("://")
-                    scheme = url[:sep].lower()
-                    rest = url[sep + 3 :]
-                    slash = rest.find("/")
-                    q = rest.find("?")
-                    cut = min(x for x in (slash, q, len(rest)) if x >= 0)
-                    authority = rest[:cut]
-                    path = rest[cut:] or "/"
-                    if path[0] == "?":
-                        path = "/" + path
-            pseudo = [(":method", method), (":path", path)]
+        if url[:1] == "/" and method != "CONNECT":
+            pseudo = [(":method", method), (":path", url)]
             if authority is not None:
                 pseudo.append((":authority", authority))
-            pseudo.append((":scheme", scheme))
+            pseudo.append((":scheme", self.scheme))
+        else:
+            pseudo = _absolute_form(method, url, authority, self.scheme)
         raw = None
         data = self._feed_data
         if data is not None:
-            # The head began this read (the usual case): keep its header lines as received, when they
-            # are exactly one CRLF-ended line per header and the one Host line is what :authority says.
+            # The head began this read: keep its header lines as received, when they are exactly one
+            # CRLF-ended line per header and the one Host line is what :authority says.
             self._feed_data = None
             end = data.find(b"\r\n\r\n")
             start = data.find(b"\r\n") + 2
@@ -282,6 +328,8 @@ class RequestParser(_ParserBase):
         pseudo += regular
         headers = Headers.from_lowercase(pseudo, raw)
         upgrade = bool(p.should_upgrade())
+        if not p.should_keep_alive():
+            self._slow_closed = True
         expect_continue = expect is not None and version == "1.1" and expect.lower() == "100-continue"
         keep_alive = version == "1.1" if connection is None else _keep_alive(version, connection)
         # The event made without the dataclass's __init__ frame (same class, every field set).
@@ -319,7 +367,149 @@ class RequestParser(_ParserBase):
             return [Data(data)]
         events = self._events = []
         self._completed_in_feed = False
-        self._feed_data = data if not self._in_message and data[:1] != b"\r" else None
+        first = True  # `data` is the whole read (a raw block may be kept)
+        while True:
+            left = self._body_left
+            if left:  # the rest of a cut message's Content-Length body
+                if len(data) < left:
+                    self._body_left = left - len(data)
+                    self._feed_fast(data)
+                    return events
+                self._body_left = 0
+                if not self._feed_fast(data if len(data) == left else data[:left]):
+                    return events
+                self._in_message = False
+                self._completed_in_feed = True
+                events.append(END_OF_MESSAGE)
+                data = data[left:]
+            elif self._in_message or self._slow_closed:
+                return self._feed_slow(data, first)
+            elif self._fast_closed:
+                self._feed_fast(data)
+                return events
+            else:
+                end = data.find(b"\r\n\r\n")
+                if end < 0 or end + 4 > self.max_header_bytes or data[:1] in b"\r\n":
+                    return self._feed_slow(data, first)
+                used = self._cut_message(data, end, first)
+                if used < 0:
+                    return self._feed_slow(data, first)
+                if self.dead:
+                    return events
+                data = data[used:]
+            if not data:
+                return events
+            first = False
+
+    def _cut_message(self, data: bytes, end: int, first: bool) -> int:
+        """The message at the start of `data`, whose head ends at `end` (its blank line), cut here
+        and validated by ``_fast``. Returns the bytes of `data` it took, or -1 when this message is
+        for the callback parser (nothing was fed then)."""
+        lines = data[:end].decode("latin-1").split("\r\n")
+        request_line = lines.pop(0)
+        parts = request_line.split(" ")
+        if len(parts) != 3:  # llhttp takes runs of spaces and HTTP/0.9's two parts: theirs to cut
+            return -1
+        method, url, version = parts
+        version = _VERSIONS.get(version)
+        if version is None or method == "CONNECT" or len(lines) > self.max_headers_count:
+            return -1
+        regular: list[tuple[str, str]] = []
+        authority = connection = expect = length = None
+        hosts = 0
+        if lines:
+            names = _STR_NAMES
+            for line in lines:  # llhttp accepted nothing but `name:[blanks]value` lines
+                name, _, value = line.partition(":")
+                key = names.get(name)
+                if key is None:
+                    key = name.lower()
+                    if len(names) < _NAMES_MAX:
+                        names[name] = key
+                value = value.lstrip(" \t")  # llhttp drops leading blanks, keeps trailing ones
+                if key in _CUT_SPECIAL:
+                    if key == "host":
+                        hosts += 1
+                        if authority is None:
+                            authority = value
+                        continue
+                    if key == "connection":
+                        low = value.lower()
+                        if low != "keep-alive" and low != "close":
+                            return -1
+                        connection = value if connection is None else connection + "," + value
+                    elif key == "expect":
+                        expect = value
+                    elif key == "content-length":
+                        if length is not None or not (value.isascii() and value.isdigit()) or len(value) > 15:
+                            return -1
+                        length = int(value)
+                    else:  # transfer-encoding, upgrade, proxy-connection
+                        return -1
+                regular.append((key, value))
+        head_len = end + 4
+        try:
+            self._fast.feed_data(data if head_len == len(data) else data[:head_len])
+        except Exception as exc:  # llhttp refused the head: the error the callback parser gives too
+            self._in_head = self._in_message = True
+            self._error(
+                400,
+                _error_details(exc) if isinstance(exc, httptools.HttpParserError) else "http1.codec_error",
+            )
+            return 0
+        if url[:1] == "/":
+            pseudo = [(":method", method), (":path", url)]
+            if authority is not None:
+                pseudo.append((":authority", authority))
+            pseudo.append((":scheme", self.scheme))
+            raw = data[len(request_line) + 2 : end + 2] if first and hosts == 1 else None
+        else:
+            pseudo = _absolute_form(method, url, authority, self.scheme)
+            raw = None
+        pseudo += regular
+        keep_alive = version == "1.1" if connection is None else _keep_alive(version, connection)
+        if not keep_alive:
+            self._fast_closed = True
+        head = _new(RequestHead)
+        head.headers = Headers.from_lowercase(pseudo, raw)
+        head.keep_alive = keep_alive
+        head.upgrade = False
+        head.expect_continue = expect is not None and version == "1.1" and expect.lower() == "100-continue"
+        head.http_version = version
+        events = self._events
+        events.append(head)
+        self._in_head = False
+        if length:
+            self._in_message = True
+            body_end = head_len + length
+            if body_end > len(data):
+                self._body_left = body_end - len(data)
+                if head_len < len(data):
+                    self._feed_fast(data[head_len:])
+                return len(data)
+            if not self._feed_fast(data[head_len:body_end]):
+                return 0
+        self._in_message = False
+        self._completed_in_feed = True
+        events.append(END_OF_MESSAGE)
+        return head_len + length if length else head_len
+
+    def _feed_fast(self, data: bytes) -> bool:
+        """Body bytes of a cut message (or data after its close) to ``_fast``; False when it died."""
+        try:
+            self._fast.feed_data(data)
+        except Exception as exc:
+            self._error(
+                400,
+                _error_details(exc) if isinstance(exc, httptools.HttpParserError) else "http1.codec_error",
+            )
+            return False
+        return True
+
+    def _feed_slow(self, data: bytes, first: bool) -> list:
+        """`data` to the callback parser (every header through ``on_header``, limits as they come)."""
+        events = self._events
+        self._feed_data = data if first and not self._in_message and data[:1] != b"\r" else None
         try:
             self._p.feed_data(data)
         except httptools.HttpParserUpgrade as exc:
