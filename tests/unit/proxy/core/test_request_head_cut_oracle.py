@@ -47,7 +47,7 @@ def run(parser, reads: list[bytes]) -> list:
 
 
 def check(stream: bytes, cuts: list[int], limits: tuple[int, int] = LIMITS[0]) -> None:
-    reads = [stream[a:b] for a, b in zip([0, *cuts], [*cuts, len(stream)])]
+    reads = [stream[a:b] for a, b in zip([0, *cuts], [*cuts, len(stream)], strict=True)]
     got = run(RequestParser(*limits), reads)
     want = run(http1_reference.RequestParser(*limits), reads)
     assert got == want, (stream, cuts, limits)
