@@ -676,10 +676,8 @@ class ResponseParser(_ParserBase):
             self._p = saved
         if not ok:
             return None
-        if self._skip:  # a 1xx before the real response
-            self._skip = False
-            self._in_message = False
-            return rest
+        if not self._in_message:  # llhttp ended it (1xx, 204, 304, Content-Length: 0): on_message_complete
+            return rest  # counted it (or swallowed a 1xx); ending it again popped the next method
         self._in_message = False
         self._until_close = False
         self._methods.popleft()
