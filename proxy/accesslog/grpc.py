@@ -235,8 +235,9 @@ class GrpcLogSink:
         while True:
             timeout = deadline - loop.time()
             if timeout > 0:
-                try:
-                    await asyncio.wait_for(self._wakeup.wait(), timeout)
+                try:  # asyncio.timeout: a timer on this task (wait_for would make a Task per wait)
+                    async with asyncio.timeout(timeout):
+                        await self._wakeup.wait()
                 except TimeoutError:
                     pass
             self._wakeup.clear()
@@ -270,7 +271,8 @@ class GrpcLogSink:
                 self._call = stub.StreamAccessLogs(metadata=self.metadata)
             # A write waits for HTTP/2 flow control; a service that stopped reading must not hold
             # the sender forever.
-            await asyncio.wait_for(self._call.write(self._message(batch, first)), WRITE_TIMEOUT)
+            async with asyncio.timeout(WRITE_TIMEOUT):
+                await self._call.write(self._message(batch, first))
         except asyncio.CancelledError:
             self._put_back(batch)
             raise
